@@ -1,0 +1,75 @@
+"""The one backbone interface every image, text and audio backbone implements (STYLE.md rule 1)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["Backbone", "PreprocessConfig"]
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How raw images become the backbone's input tensor; saved in every run directory.
+
+    ``input_size`` is ``(channels, height, width)``; 1 channel means images are converted to grayscale ("L"),
+    3 channels to RGB. The other fields follow timm's data config (``timm.data.resolve_data_config``).
+    """
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+    crop_mode: str = "center"
+
+    @property
+    def channels(self) -> int:
+        return self.input_size[0]
+
+    @property
+    def image_mode(self) -> str:
+        return "L" if self.channels == 1 else "RGB"
+
+    def with_image_size(self, size: int) -> "PreprocessConfig":
+        return PreprocessConfig(**{**asdict(self), "input_size": (self.channels, size, size)})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "PreprocessConfig":
+        values = dict(values)
+        for key in ("input_size", "mean", "std"):
+            values[key] = tuple(values[key])
+        return cls(**values)
+
+
+class Backbone(nn.Module):
+    """A pretrained (or random) network that maps a batch of inputs to feature vectors.
+
+    Subclasses set:
+        num_features: size of the vectors ``forward`` returns.
+        preprocess: the `PreprocessConfig` that turns images into inputs.
+        spec: a JSON-serialisable dict from which `transferlab.backbones.rebuild_backbone` builds the same
+            architecture again (without pretrained weights; weights then come from the run directory).
+
+    ``forward(x)`` takes ``(B, C, H, W)`` and returns ``(B, num_features)``.
+    """
+
+    num_features: int
+    preprocess: PreprocessConfig
+    spec: dict
+
+    def parameter_groups(self) -> list[tuple[str, list[str]]]:
+        """Named groups of parameter names (relative to this module), ordered from the input to the output.
+
+        Every trainable parameter belongs to exactly one group. Freezing (``--freeze N``) and discriminative
+        learning rates work over these groups by name.
+        """
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError

@@ -1,0 +1,107 @@
+"""`ImageData`: a list of images (files or in-memory pixels) with optional labels and a domain tag."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from transferlab.errors import TransferlabError
+
+__all__ = ["ImageData", "ImageReadError", "DOMAINS"]
+
+DOMAINS = ("source", "target")
+
+
+class ImageReadError(TransferlabError):
+    """An image file that is missing, unreadable or not an image."""
+
+
+@dataclass
+class ImageData:
+    """Images of one domain, backed by files (``paths``) or by an in-memory array (``pixels``).
+
+    Attributes:
+        name: where the data came from (the spec the user gave), used in messages and reports.
+        classes: class names; ``labels`` index into it. Empty for unlabeled data.
+        labels: ``(N,)`` int64 class indices, or ``None`` when the data has no labels.
+        paths: image files, one per example (file-backed data).
+        pixels: ``(N, H, W)`` or ``(N, H, W, C)`` uint8 array (in-memory data).
+        domain: ``"source"`` or ``"target"``.
+    """
+
+    name: str
+    classes: list[str]
+    labels: np.ndarray | None
+    paths: list[Path] | None = None
+    pixels: np.ndarray | None = None
+    domain: str = "target"
+    _digests: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if (self.paths is None) == (self.pixels is None):
+            raise ValueError("ImageData needs exactly one of `paths` or `pixels`")
+        if self.domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {DOMAINS}, got {self.domain!r}")
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels, dtype=np.int64)
+            if len(self.labels) != len(self):
+                raise ValueError(f"{len(self.labels)} labels for {len(self)} images in {self.name}")
+
+    def __len__(self) -> int:
+        return len(self.paths) if self.paths is not None else len(self.pixels)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    def load_image(self, index: int) -> Image.Image:
+        """Return image ``index`` as a PIL image in its stored mode; raise `ImageReadError` naming the file."""
+        if self.pixels is not None:
+            return Image.fromarray(self.pixels[index])
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return image
+        except FileNotFoundError:
+            raise ImageReadError(f"image file not found: {path}") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise ImageReadError(f"cannot read image {path}: {exc}") from None
+
+    def content_digest(self, index: int) -> str:
+        """SHA-1 of the example's bytes (file contents or pixel array): the key of the feature cache."""
+        digest = self._digests.get(index)
+        if digest is None:
+            if self.pixels is not None:
+                item = np.ascontiguousarray(self.pixels[index])
+                payload = str(item.shape).encode() + item.tobytes()
+            else:
+                try:
+                    payload = Path(self.paths[index]).read_bytes()
+                except OSError as exc:
+                    raise ImageReadError(f"cannot read image {self.paths[index]}: {exc}") from None
+            digest = hashlib.sha1(payload).hexdigest()
+            self._digests[index] = digest
+        return digest
+
+    def subset(self, indices) -> "ImageData":
+        """A new `ImageData` holding the examples at ``indices`` (in that order)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return replace(
+            self,
+            labels=None if self.labels is None else self.labels[indices],
+            paths=None if self.paths is None else [self.paths[i] for i in indices],
+            pixels=None if self.pixels is None else self.pixels[indices],
+            _digests={},
+        )
+
+    def with_domain(self, domain: str) -> "ImageData":
+        return replace(self, domain=domain, _digests=dict(self._digests))
+
+    def describe(self) -> str:
+        labels = "unlabeled" if self.labels is None else f"{len(self.classes)} classes"
+        return f"{self.name}: {len(self)} images, {labels}, {self.domain} domain"
