@@ -58,13 +58,19 @@ class ImageData:
     def has_labels(self) -> bool:
         return self.labels is not None
 
-    def load_image(self, index: int) -> Image.Image:
-        """Return image ``index`` as a PIL image in its stored mode; raise `ImageReadError` naming the file."""
+    def load_image(self, index: int, draft: tuple[str, int] | None = None) -> Image.Image:
+        """Return image ``index`` as a PIL image in its stored mode; raise `ImageReadError` naming the file.
+
+        ``draft=(mode, size)`` lets JPEG decoding skip resolution it does not need: the decoded image keeps both
+        sides at least ``size`` pixels (PIL draft mode; other formats ignore it).
+        """
         if self.pixels is not None:
             return Image.fromarray(self.pixels[index])
         path = self.paths[index]
         try:
             with Image.open(path) as image:
+                if draft is not None and image.format == "JPEG":
+                    image.draft(draft[0], (draft[1], draft[1]))
                 image.load()
                 return image
         except FileNotFoundError:

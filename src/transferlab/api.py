@@ -1,0 +1,150 @@
+"""What the command line and Python users call: `fit`, `load`, `evaluate`, `predict`."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import transferlab
+from transferlab.artifacts import load, save_model
+from transferlab.config import FitConfig, build_config
+from transferlab.data import load_image_data, load_splits, stratified_split, take_per_class
+from transferlab.data.image_data import ImageData
+from transferlab.engine.distributed import is_main_process
+from transferlab.engine.precision import default_device, resolve_precision
+from transferlab.errors import TransferlabError
+from transferlab.evaluate import evaluate_model, predict_proba
+from transferlab.fileio import prepare_run_dir, write_json
+from transferlab.methods import get_method
+from transferlab.methods.base import RunContext, Splits
+
+__all__ = ["fit", "load", "evaluate", "predict", "FitResult", "prepare_splits", "seed_everything"]
+
+log = logging.getLogger("transferlab")
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    model: transferlab.model.TransferModel
+    metrics: dict
+    history: list[dict]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _align_classes(data: ImageData, classes: list[str]) -> ImageData:
+    """Express ``data``'s labels in the order of ``classes`` (matched by name)."""
+    if data.classes == classes:
+        return data
+    unknown = sorted(set(data.classes) - set(classes))
+    if unknown:
+        raise TransferlabError(
+            f"{data.name} has classes not in the training data: {', '.join(unknown)} "
+            f"(training classes: {', '.join(classes)})"
+        )
+    position = {name: i for i, name in enumerate(classes)}
+    labels = np.array([position[data.classes[label]] for label in data.labels], dtype=np.int64)
+    return replace(data, classes=list(classes), labels=labels, _digests=dict(data._digests))
+
+
+def _require_labels(data: ImageData, role: str) -> ImageData:
+    if data.labels is None:
+        raise TransferlabError(f"{role} data {data.name} has no labels; {role} data needs class labels")
+    return data
+
+
+def prepare_splits(config: FitConfig) -> Splits:
+    """Load train/val/test from the config's specs; split off validation data and keep N labels per class."""
+    train_splits = load_splits(config.train, skip_bad_files=config.skip_bad_files)
+    train = _require_labels(load_image_data(config.train, split_preference=("train", "all"),
+                                            skip_bad_files=config.skip_bad_files), "training")
+    if config.val is not None:
+        val = load_image_data(config.val, split_preference=("val", "test", "all"), skip_bad_files=config.skip_bad_files)
+    elif "val" in train_splits:
+        val = train_splits["val"]
+    else:
+        train_index, val_index = stratified_split(train.labels, config.val_fraction, config.seed)
+        train, val = train.subset(train_index), train.subset(val_index)
+        log.info("held out %d of %d training images for validation (seed %d)", len(val_index),
+                 len(train_index) + len(val_index), config.seed)
+    val = _align_classes(_require_labels(val, "validation"), train.classes)
+    if config.labels_per_class is not None:
+        train = train.subset(take_per_class(train.labels, config.labels_per_class, config.seed))
+    test = None
+    if config.test is not None:
+        test = load_image_data(config.test, split_preference=("test", "val", "all"), skip_bad_files=config.skip_bad_files)
+        test = _align_classes(_require_labels(test, "test"), train.classes)
+    return Splits(train=train, val=val, test=test)
+
+
+def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: bool = True) -> FitResult:
+    """Train a model as ``config`` says and write its run directory.
+
+    Args:
+        config: a `FitConfig` or a dict of its fields.
+        splits: ready data (skips loading ``config.train``/``val``/``test``); for Python users and the demo.
+        progress: show progress bars.
+    """
+    if isinstance(config, dict):
+        config = build_config(overrides=config)
+    method = get_method(config.method)
+    seed_everything(config.seed)
+    splits = splits or prepare_splits(config)
+    run_dir = prepare_run_dir(config.out, overwrite=config.overwrite, resume=config.resume)
+    if is_main_process():
+        write_json(run_dir / "config.json", config.model_dump(mode="json"))
+    device = default_device()
+    context = RunContext(run_dir, device, resolve_precision(config.precision, device), config.num_workers, progress)
+    log.info("training %s with %s on %s", config.method, config.backbone, splits.train.describe())
+
+    started = time.perf_counter()
+    result = method(config, splits, context)
+    train_seconds = time.perf_counter() - started
+    model = result.model.cpu().eval()
+
+    metrics = {
+        "method": config.method,
+        "backbone": config.backbone,
+        "train_images": len(splits.train),
+        "train_seconds": round(train_seconds, 3),
+        "precision": context.precision,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+    }
+    for role, data in (("val", splits.val), ("test", splits.test)):
+        if data is not None:
+            scores = evaluate_model(model, data, precision=context.precision, num_workers=config.num_workers)
+            metrics[role] = scores
+    if is_main_process():
+        save_model(run_dir, model, {"kind": config.head, "hidden": config.head_hidden, "dropout": config.dropout})
+        write_json(run_dir / "metrics.json", metrics)
+    return FitResult(run_dir=run_dir, model=model, metrics=metrics, history=result.history)
+
+
+def evaluate(run_dir: str | Path, data_spec: str, *, skip_bad_files: bool = False) -> dict:
+    """Accuracy, macro-F1 and confusion matrix of a trained run on labeled data."""
+    model = load(run_dir)
+    data = load_image_data(data_spec, split_preference=("test", "val", "all"), skip_bad_files=skip_bad_files)
+    return evaluate_model(model, data)
+
+
+def predict(run_dir: str | Path, data: ImageData) -> list[dict]:
+    """One dict per image: ``{"label": best class, "probabilities": {class: p}}``."""
+    model = load(run_dir)
+    probabilities = predict_proba(model, data)
+    return [
+        {"label": model.classes[int(row.argmax())],
+         "probabilities": {name: float(p) for name, p in zip(model.classes, row, strict=True)}}
+        for row in probabilities
+    ]

@@ -1,0 +1,79 @@
+"""Run directories: save a trained `TransferModel` as safetensors + JSON, and load it back without the training code.
+
+Layout::
+
+    RUN_DIR/
+      model.safetensors   weights of backbone and head
+      model.json          architecture spec, head, class names, preprocessing (enough to rebuild the model)
+      config.json         every setting of the run
+      metrics.json        final metrics (validation, test, timings)
+      history.csv         per-epoch metrics
+      checkpoint.pt       last training state, for --resume
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from transferlab.backbones import rebuild_backbone
+from transferlab.backbones.base import PreprocessConfig
+from transferlab.errors import TransferlabError
+from transferlab.fileio import atomic_path, read_json, write_json
+from transferlab.model import TransferModel, build_head
+
+__all__ = ["save_model", "load", "FORMAT"]
+
+FORMAT = "transferlab-model/1"
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_JSON = "model.json"
+
+
+def save_model(run_dir: Path, model: TransferModel, head_settings: dict) -> None:
+    """Write ``model.safetensors`` and ``model.json``; ``head_settings`` = kind, hidden sizes, dropout."""
+    run_dir = Path(run_dir)
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    with atomic_path(run_dir / MODEL_WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+    write_json(
+        run_dir / MODEL_JSON,
+        {
+            "format": FORMAT,
+            "backbone": model.backbone.spec,
+            "num_features": model.backbone.num_features,
+            "head": head_settings,
+            "classes": model.classes,
+            "preprocess": model.preprocess.to_dict(),
+        },
+    )
+
+
+def load(run_dir: str | Path) -> TransferModel:
+    """Rebuild the trained model of a run directory (eval mode, on the CPU)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise TransferlabError(f"run directory not found: {run_dir}")
+    if not (run_dir / MODEL_JSON).is_file():
+        raise TransferlabError(f"{run_dir} holds no trained model ({MODEL_JSON} missing): did its fit finish?")
+    info = read_json(run_dir / MODEL_JSON)
+    if info.get("format") != FORMAT:
+        raise TransferlabError(f"{run_dir / MODEL_JSON} has format {info.get('format')!r}, expected {FORMAT!r}")
+    backbone = rebuild_backbone(info["backbone"])
+    backbone.preprocess = PreprocessConfig.from_dict(info["preprocess"])
+    head = info["head"]
+    model = TransferModel(
+        backbone,
+        build_head(head["kind"], info["num_features"], len(info["classes"]), head.get("hidden", []), head.get("dropout", 0.0)),
+        info["classes"],
+    )
+    try:
+        state = load_file(str(run_dir / MODEL_WEIGHTS))
+    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        raise TransferlabError(f"cannot read weights {run_dir / MODEL_WEIGHTS}: {exc}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise TransferlabError(f"weights in {run_dir / MODEL_WEIGHTS} do not fit {run_dir / MODEL_JSON}: {exc}") from None
+    return model.eval()

@@ -1,0 +1,192 @@
+"""The ``transferlab`` command line: parses, calls `transferlab.api`, prints. User mistakes print one line."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from transferlab.errors import TransferlabError
+
+app = typer.Typer(
+    name="transferlab",
+    help="Transfer learning from pretrained models: fine-tuning, feature extraction and baselines, fast on a CPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+log = logging.getLogger("transferlab")
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+
+
+def _user_errors(command):
+    """Print a `TransferlabError` (or a file-system error) as ``error: ...`` and exit 2, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (TransferlabError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except FloatingPointError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.command()
+@_user_errors
+def fit(
+    train: Optional[str] = typer.Option(None, help="Training data: image folder, CSV manifest, sklearn-digits, mnist:DIR, usps:DIR."),
+    val: Optional[str] = typer.Option(None, help="Validation data spec (default: a stratified split of --train)."),
+    test: Optional[str] = typer.Option(None, help="Test data spec, evaluated once at the end."),
+    method: Optional[str] = typer.Option(None, help="scratch | features | finetune | seed-recipe (default finetune)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone name (default efficientnet_lite0)."),
+    weights: Optional[Path] = typer.Option(None, help="Local .safetensors/.pth backbone weights."),
+    labels_per_class: Optional[int] = typer.Option(None, help="Keep N labeled training examples per class."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate of the head (earlier groups get less)."),
+    optimizer: Optional[str] = typer.Option(None, help="adamw | adam | sgd."),
+    scheduler: Optional[str] = typer.Option(None, help="cosine | onecycle | constant."),
+    freeze: Optional[str] = typer.Option(None, help="all | none | N (first N groups) | a parameter-name glob."),
+    head: Optional[str] = typer.Option(None, help="logistic (features only) | linear | mlp."),
+    head_epochs: Optional[int] = typer.Option(None, help="Head-only epochs before unfreezing."),
+    l2sp_alpha: Optional[float] = typer.Option(None, help="L2-SP weight toward the pretrained weights."),
+    image_size: Optional[int] = typer.Option(None, help="Input size in pixels (default: the backbone's)."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs."),
+    precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    num_workers: Optional[int] = typer.Option(None, help="Image decoding processes."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from pretrained weights."),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random crops, flips, colour jitter."),
+    skip_bad_files: Optional[bool] = typer.Option(None, "--skip-bad-files", help="Skip unreadable images with a warning."),
+    out: Optional[Path] = typer.Option(None, help="Run directory to create."),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace an existing run directory."),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue the run in --out from its last checkpoint."),
+    config: Optional[Path] = typer.Option(None, help="YAML file with any of these settings; flags override it."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and the result."),
+):
+    """Train a model on your data and write a run directory."""
+    overrides = {key: value for key, value in locals().items() if key not in ("config", "quiet")}
+    _setup_logging(quiet)
+    from transferlab.api import fit as fit_run
+    from transferlab.config import build_config, load_config_file
+
+    file_values = load_config_file(config) if config is not None else {}
+    source = str(config) if config is not None else "command line"
+    if resume and out is not None and (out / "config.json").is_file() and not file_values:
+        file_values = _saved_run_config(out / "config.json")
+        source = str(out / "config.json")
+    settings = build_config(file_values, overrides, source=source)
+    result = fit_run(settings, progress=not quiet)
+    _print_fit_summary(result)
+
+
+def _saved_run_config(path: Path) -> dict:
+    """The settings a run directory was started with (to resume it with just ``--out RUN --resume``)."""
+    from transferlab.fileio import read_json
+
+    values = read_json(path)
+    return {key: value for key, value in values.items() if key not in ("resume", "overwrite")}
+
+
+def _print_fit_summary(result) -> None:
+    metrics = result.metrics
+    lines = [f"run directory: {result.run_dir}", f"training time: {metrics['train_seconds']:.1f} s"]
+    for role in ("val", "test"):
+        if role in metrics:
+            lines.append(f"{role} accuracy: {metrics[role]['accuracy']:.4f}  macro-F1: {metrics[role]['macro_f1']:.4f}")
+    typer.echo("\n".join(lines))
+
+
+@app.command()
+@_user_errors
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'transferlab fit'."),
+    data: str = typer.Option(..., help="Labeled data spec to evaluate on."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable images with a warning."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Accuracy, macro-F1 and confusion matrix of a trained model on labeled data."""
+    _setup_logging(quiet or as_json)
+    from transferlab.api import evaluate as evaluate_run
+
+    metrics = evaluate_run(run_dir, data, skip_bad_files=skip_bad_files)
+    if as_json:
+        typer.echo(json.dumps(metrics))
+        return
+    typer.echo(f"images: {metrics['n']}\naccuracy: {metrics['accuracy']:.4f}\nmacro-F1: {metrics['macro_f1']:.4f}")
+    typer.echo("confusion matrix (rows: true, columns: predicted):")
+    classes = metrics["classes"]
+    width = max(6, *(len(c) for c in classes)) + 1
+    typer.echo(" " * width + "".join(c[: width - 1].rjust(width) for c in classes))
+    for name, row in zip(classes, metrics["confusion_matrix"], strict=True):
+        typer.echo(name[: width - 1].ljust(width) + "".join(str(v).rjust(width) for v in row))
+
+
+@app.command()
+@_user_errors
+def predict(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'transferlab fit'."),
+    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of images."),
+    output_format: str = typer.Option("csv", "--format", help="csv | json."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable images with a warning."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Predict the class of each image: label and class probabilities."""
+    _setup_logging(quiet)
+    from transferlab.api import predict as predict_run
+    from transferlab.data import images_from_paths
+
+    if output_format not in ("csv", "json"):
+        raise TransferlabError(f"--format must be 'csv' or 'json', got {output_format!r}")
+    data = images_from_paths(inputs, skip_bad_files=skip_bad_files)
+    rows = predict_run(run_dir, data)
+    if output_format == "json":
+        typer.echo(json.dumps([{"path": str(p), **row} for p, row in zip(data.paths, rows, strict=True)], indent=2))
+        return
+    classes = list(rows[0]["probabilities"]) if rows else []
+    writer = csv.writer(sys.stdout)
+    writer.writerow(["path", "label", *[f"p_{c}" for c in classes]])
+    for path, row in zip(data.paths, rows, strict=True):
+        writer.writerow([str(path), row["label"], *[f"{row['probabilities'][c]:.6f}" for c in classes]])
+
+
+@app.command()
+@_user_errors
+def demo(
+    out: Optional[Path] = typer.Option(None, help="Keep the demo's run directories here (default: a temp folder)."),
+    labels_per_class: int = typer.Option(10, help="Labeled training images per digit class."),
+    seed: int = typer.Option(0, help="Random seed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Offline demo: ImageNet EfficientNet-Lite0 -> UCI digits with few labels; scratch vs features vs finetune."""
+    _setup_logging(quiet)
+    from transferlab.demo import run_demo
+
+    typer.echo(run_demo(out=out, labels_per_class=labels_per_class, seed=seed, progress=not quiet))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

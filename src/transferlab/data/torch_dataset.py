@@ -1,0 +1,53 @@
+"""From `ImageData` to tensors: the backbone's preprocessing (timm transforms) applied per image."""
+
+from __future__ import annotations
+
+import torch
+from timm.data import create_transform
+from torch.utils.data import Dataset
+
+from transferlab.backbones.base import PreprocessConfig
+from transferlab.data.image_data import ImageData
+
+__all__ = ["ImageDataset", "build_transform"]
+
+UNLABELED = -1
+
+
+def build_transform(preprocess: PreprocessConfig, *, train: bool = False, augment: bool = False):
+    """timm's transform for the backbone's config: resize + center crop + normalise; with ``train and augment``,
+    random resized crops, horizontal flips and colour jitter instead."""
+    return create_transform(
+        input_size=preprocess.input_size,
+        is_training=train and augment,
+        interpolation=preprocess.interpolation,
+        mean=preprocess.mean,
+        std=preprocess.std,
+        crop_pct=preprocess.crop_pct,
+        crop_mode=preprocess.crop_mode,
+    )
+
+
+class ImageDataset(Dataset):
+    """Yields ``(image_tensor (C, H, W), label)``; the label is -1 for unlabeled data.
+
+    JPEGs are decoded at reduced size when the target resolution allows it (PIL draft mode), which makes decoding
+    several times cheaper for photos much larger than the input size.
+    """
+
+    def __init__(self, data: ImageData, preprocess: PreprocessConfig, *, train: bool = False, augment: bool = False):
+        self.data = data
+        self.mode = preprocess.image_mode
+        self.transform = build_transform(preprocess, train=train, augment=augment)
+        # decode at least this large so the resize (then center crop) still starts from enough pixels
+        self.draft_size = int(max(preprocess.input_size[1:]) / preprocess.crop_pct) + 1
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        image = self.data.load_image(index, draft=(self.mode, self.draft_size))
+        if image.mode != self.mode:
+            image = image.convert(self.mode)
+        label = UNLABELED if self.data.labels is None else int(self.data.labels[index])
+        return self.transform(image), torch.tensor(label, dtype=torch.long)

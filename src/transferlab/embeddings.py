@@ -1,0 +1,139 @@
+"""Fast feature extraction with a frozen backbone, and an on-disk cache of the embeddings.
+
+Cache key: the backbone's architecture spec, a digest of its weights, its preprocessing, and each image's content
+digest. A changed file gets a new digest and is embedded again; an unchanged one is read from the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Subset
+
+from transferlab.backbones.base import Backbone
+from transferlab.data.image_data import ImageData
+from transferlab.data.torch_dataset import ImageDataset
+from transferlab.engine.distributed import is_main_process, make_loader
+from transferlab.engine.precision import autocast
+from transferlab.fileio import atomic_path
+
+__all__ = ["extract_features", "FeatureCache", "backbone_fingerprint", "default_num_workers", "cache_root"]
+
+log = logging.getLogger("transferlab")
+
+
+def cache_root() -> Path:
+    """``$TRANSFERLAB_CACHE`` or ``~/.cache/transferlab``."""
+    return Path(os.environ.get("TRANSFERLAB_CACHE", Path.home() / ".cache" / "transferlab"))
+
+
+def default_num_workers(data: ImageData) -> int:
+    """Decoding processes: none for in-memory pixels; for files, every core but the one running the model."""
+    if data.paths is None:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def backbone_fingerprint(backbone: Backbone) -> str:
+    """A digest of what determines the features: architecture spec, preprocessing and every weight tensor."""
+    digest = hashlib.sha1()
+    digest.update(json.dumps(backbone.spec, sort_keys=True, default=str).encode())
+    digest.update(json.dumps(backbone.preprocess.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """Embeddings of one backbone fingerprint, stored as safetensors shards (``digests`` + ``features``)."""
+
+    def __init__(self, key: str, root: Path | None = None):
+        self.directory = (root or cache_root()) / "features" / key
+        self._rows: dict[bytes, torch.Tensor] | None = None
+
+    def _load(self) -> dict[bytes, torch.Tensor]:
+        if self._rows is None:
+            self._rows = {}
+            for shard in sorted(self.directory.glob("shard-*.safetensors")):
+                try:
+                    tensors = load_file(str(shard))
+                except Exception as exc:  # a damaged shard is only a cache miss
+                    log.warning("ignoring unreadable feature cache shard %s: %s", shard, exc)
+                    continue
+                for key, row in zip(tensors["digests"].numpy(), tensors["features"], strict=True):
+                    self._rows[key.tobytes()] = row
+        return self._rows
+
+    def lookup(self, digests: list[str]) -> list[torch.Tensor | None]:
+        rows = self._load()
+        return [rows.get(bytes.fromhex(d)) for d in digests]
+
+    def add(self, digests: list[str], features: torch.Tensor) -> None:
+        if not digests or not is_main_process():
+            return
+        keys = torch.from_numpy(np.frombuffer(b"".join(bytes.fromhex(d) for d in digests), dtype=np.uint8).copy())
+        with atomic_path(self.directory / f"shard-{uuid.uuid4().hex}.safetensors") as tmp:
+            save_file({"digests": keys.view(len(digests), -1), "features": features.contiguous()}, str(tmp))
+        rows = self._load()
+        for digest, row in zip(digests, features, strict=True):
+            rows[bytes.fromhex(digest)] = row
+
+
+@torch.inference_mode()
+def _embed(backbone: Backbone, dataset, *, batch_size: int, precision: str, device: torch.device, num_workers: int,
+           progress: bool) -> torch.Tensor:
+    from tqdm.auto import tqdm
+
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    backbone.eval().to(device)
+    outputs = []
+    for inputs, _ in tqdm(loader, desc="embedding", leave=False, disable=not (progress and is_main_process())):
+        inputs = inputs.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with autocast(precision, device):
+            outputs.append(backbone(inputs).float().cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0, backbone.num_features)
+
+
+def extract_features(
+    backbone: Backbone,
+    data: ImageData,
+    *,
+    batch_size: int = 32,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+    num_workers: int | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Embed every image of ``data`` with the frozen ``backbone``: ``(N, backbone.num_features)`` float32.
+
+    Runs under ``inference_mode`` with channels-last inputs, optional bf16 autocast, and parallel decoding
+    (``num_workers``); only images missing from the cache are embedded.
+    """
+    device = device or torch.device("cpu")
+    workers = default_num_workers(data) if num_workers is None else num_workers
+    dataset = ImageDataset(data, backbone.preprocess)
+    if not use_cache:
+        return _embed(backbone, dataset, batch_size=batch_size, precision=precision, device=device,
+                      num_workers=workers, progress=progress)
+    cache = FeatureCache(f"{backbone_fingerprint(backbone)[:24]}-{precision}")
+    digests = [data.content_digest(i) for i in range(len(data))]
+    found = cache.lookup(digests)
+    missing = [i for i, row in enumerate(found) if row is None]
+    log.info("features for %s: %d cached, %d to embed", data.name, len(data) - len(missing), len(missing))
+    if missing:
+        new = _embed(backbone, Subset(dataset, missing), batch_size=batch_size, precision=precision,
+                     device=device, num_workers=workers, progress=progress)
+        cache.add([digests[i] for i in missing], new)
+        for i, row in zip(missing, new, strict=True):
+            found[i] = row
+    return torch.stack(found) if found else torch.empty(0, backbone.num_features)

@@ -1,0 +1,213 @@
+"""The one training loop. It knows objectives, not methods: every method hands it a model, an objective and
+an optimizer, and gets back the per-epoch history. Readable top to bottom (`Trainer.fit`)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from transferlab.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from transferlab.engine.distributed import is_main_process, make_loader
+from transferlab.engine.precision import autocast
+from transferlab.fileio import atomic_path
+
+__all__ = ["Trainer", "TrainSettings", "predict_logits"]
+
+log = logging.getLogger("transferlab")
+
+CHECKPOINT = "checkpoint.pt"
+BEST_WEIGHTS = "best.safetensors"
+HISTORY = "history.csv"
+
+
+@dataclass
+class TrainSettings:
+    """What the loop needs beyond the model: budget, batch size, early stopping, precision and output place."""
+
+    epochs: int
+    batch_size: int
+    seed: int = 0
+    patience: int | None = None
+    precision: str = "fp32"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    num_workers: int = 0
+    run_dir: Path | None = None
+    progress: bool = True
+
+
+def _to_device(batch, device: torch.device):
+    return [item.to(device, non_blocking=True) if torch.is_tensor(item) else item for item in batch]
+
+
+def predict_logits(model: nn.Module, loader, precision: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` over ``loader`` in eval mode; return ``(logits (N, C) float32, labels (N,))``."""
+    model.eval()
+    outputs, labels = [], []
+    with torch.inference_mode(), autocast(precision, device):
+        for inputs, targets in loader:
+            inputs = inputs.to(device, non_blocking=True)
+            if inputs.dim() == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            outputs.append(model(inputs).float().cpu())
+            labels.append(targets)
+    return torch.cat(outputs), torch.cat(labels)
+
+
+class Trainer:
+    """Trains ``model`` by minimising ``objective(model, batch)["loss"]``.
+
+    Args:
+        model: the module to train (moved to ``settings.device``).
+        objective: callable ``(model, batch) -> {"loss": scalar, "parts": {name: scalar}}``.
+        optimizer: built over the parameters that may ever train.
+        scheduler: stepped once per batch (built for ``epochs * steps_per_epoch`` steps), or ``None``.
+        settings: `TrainSettings`.
+        epoch_hooks: called as ``hook(model, epoch)`` at the start of every epoch (e.g. gradual unfreezing);
+            they must derive their state from ``epoch`` alone so that resuming restores it.
+    """
+
+    def __init__(self, model, objective, optimizer, scheduler, settings: TrainSettings, epoch_hooks: list[Callable] = ()):
+        self.model = model.to(settings.device)
+        self.objective = objective
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.settings = settings
+        self.epoch_hooks = list(epoch_hooks)
+        self.history: list[dict] = []
+        self.best_score = -math.inf
+        self.best_epoch = -1
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def fit(self, train_data: Dataset, val_data: Dataset | None, resume: bool = False) -> list[dict]:
+        """Train for ``settings.epochs`` epochs (or until early stopping); keep the best weights by validation
+        accuracy (by training loss when there is no validation data). Returns the per-epoch history."""
+        s = self.settings
+        start_epoch = self._resume() if resume else 0
+        val_loader = None
+        if val_data is not None:
+            val_loader = make_loader(val_data, batch_size=s.batch_size * 2, shuffle=False, num_workers=s.num_workers)
+        for epoch in range(start_epoch, s.epochs):
+            if self._should_stop(epoch):
+                break
+            for hook in self.epoch_hooks:
+                hook(self.model, epoch)
+            started = time.perf_counter()
+            loader = make_loader(
+                train_data, batch_size=s.batch_size, shuffle=True, seed=s.seed, epoch=epoch, num_workers=s.num_workers
+            )
+            train_parts = self._train_one_epoch(loader, epoch)
+            row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_parts.items()}}
+            if val_loader is not None:
+                row.update(self._validate(val_loader))
+            row["lr"] = max(group["lr"] for group in self.optimizer.param_groups)
+            row["seconds"] = round(time.perf_counter() - started, 3)
+            self._end_epoch(epoch, row)
+        self._restore_best()
+        return self.history
+
+    def _train_one_epoch(self, loader, epoch: int) -> dict[str, float]:
+        s = self.settings
+        self.model.train()
+        totals: dict[str, float] = {}
+        count = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{s.epochs}", leave=False, disable=not (s.progress and is_main_process()))
+        for batch in bar:
+            batch = _to_device(batch, s.device)
+            with autocast(s.precision, s.device):
+                out = self.objective(self.model, batch)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} in epoch {epoch + 1}; lower --lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            size = len(batch[-1])
+            count += size
+            for name, value in {"loss": loss, **out["parts"]}.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach()) * size
+            bar.set_postfix(loss=f"{totals['loss'] / count:.4f}")
+        return {name: total / max(count, 1) for name, total in totals.items()}
+
+    def _validate(self, loader) -> dict[str, float]:
+        logits, labels = predict_logits(self.model, loader, self.settings.precision, self.settings.device)
+        loss = torch.nn.functional.cross_entropy(logits, labels).item()
+        accuracy = (logits.argmax(1) == labels).float().mean().item()
+        return {"val_loss": loss, "val_accuracy": accuracy}
+
+    # -- bookkeeping: best weights, early stopping, history, checkpoints ------------------------------------------
+    def _score(self, row: dict) -> float:
+        return row["val_accuracy"] if "val_accuracy" in row else -row["train_loss"]
+
+    def _should_stop(self, epoch: int) -> bool:
+        patience = self.settings.patience
+        return patience is not None and self.best_epoch >= 0 and epoch - self.best_epoch > patience
+
+    def _end_epoch(self, epoch: int, row: dict) -> None:
+        run_dir = self.settings.run_dir
+        score = self._score(row)
+        improved = score > self.best_score
+        if improved:
+            self.best_score, self.best_epoch = score, epoch
+        self.history.append(row)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        if run_dir is None or not is_main_process():
+            if improved:
+                self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            return
+        if improved:
+            with atomic_path(run_dir / BEST_WEIGHTS) as tmp:
+                save_file({k: v.detach().contiguous() for k, v in self.model.state_dict().items()}, str(tmp))
+        self._write_history(run_dir / HISTORY)
+        save_checkpoint(
+            run_dir / CHECKPOINT,
+            {
+                "epoch": epoch,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "history": self.history,
+                "best_score": self.best_score,
+                "best_epoch": self.best_epoch,
+                "rng": capture_rng_state(),
+            },
+        )
+
+    def _write_history(self, path: Path) -> None:
+        columns = list(dict.fromkeys(key for row in self.history for key in row))
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self.history)
+
+    def _resume(self) -> int:
+        state = load_checkpoint(self.settings.run_dir / CHECKPOINT)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.history = state["history"]
+        self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        restore_rng_state(state["rng"])
+        log.info("resumed after epoch %d", state["epoch"] + 1)
+        return state["epoch"] + 1
+
+    def _restore_best(self) -> None:
+        run_dir = self.settings.run_dir
+        if run_dir is not None and is_main_process() and (run_dir / BEST_WEIGHTS).is_file():
+            self.model.load_state_dict(load_file(str(run_dir / BEST_WEIGHTS)))
+        elif getattr(self, "_best_state", None) is not None:
+            self.model.load_state_dict(self._best_state)

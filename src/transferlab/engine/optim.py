@@ -1,0 +1,36 @@
+"""Optimizers and learning-rate schedules by name, over explicit parameter groups."""
+
+from __future__ import annotations
+
+import torch
+
+from transferlab.errors import TransferlabError
+
+__all__ = ["build_optimizer", "build_scheduler", "OPTIMIZERS", "SCHEDULERS"]
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("cosine", "onecycle", "constant")
+
+
+def build_optimizer(name: str, param_groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:
+    """``param_groups``: dicts with ``params`` and ``lr`` (and optionally ``name``), e.g. discriminative rates."""
+    if name == "adamw":
+        return torch.optim.AdamW(param_groups, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(param_groups, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(param_groups, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise TransferlabError(f"unknown optimizer '{name}'; expected one of {', '.join(OPTIMIZERS)}")
+
+
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int):
+    """A per-batch schedule over ``total_steps``: cosine decay to 0, one-cycle (warm-up then anneal) or constant."""
+    total_steps = max(total_steps, 1)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if name == "onecycle":
+        max_lrs = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total_steps)
+    if name == "constant":
+        return None
+    raise TransferlabError(f"unknown scheduler '{name}'; expected one of {', '.join(SCHEDULERS)}")

@@ -1,0 +1,74 @@
+"""Metrics and predictions of a trained `TransferModel` on images."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from transferlab.data.image_data import ImageData
+from transferlab.data.torch_dataset import ImageDataset
+from transferlab.embeddings import default_num_workers
+from transferlab.engine.distributed import make_loader
+from transferlab.engine.loop import predict_logits
+from transferlab.engine.precision import default_device, resolve_precision
+from transferlab.errors import TransferlabError
+from transferlab.model import TransferModel
+
+__all__ = ["predict_proba", "evaluate_model", "classification_metrics"]
+
+log = logging.getLogger("transferlab")
+
+
+def predict_proba(
+    model: TransferModel, data: ImageData, *, batch_size: int = 64, precision: str = "auto", num_workers: int | None = None
+) -> np.ndarray:
+    """Class probabilities ``(N, len(model.classes))`` for every image of ``data``."""
+    device = default_device()
+    precision = resolve_precision(precision, device)
+    workers = default_num_workers(data) if num_workers is None else num_workers
+    loader = make_loader(ImageDataset(data, model.preprocess), batch_size=batch_size, shuffle=False, num_workers=workers)
+    logits, _ = predict_logits(model.to(device), loader, precision, device)
+    return torch.softmax(logits, dim=1).numpy()
+
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, macro-F1 and the confusion matrix (rows: true class, columns: predicted), over ``classes``."""
+    indices = list(range(len(classes)))
+    return {
+        "n": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "macro_f1": float(f1_score(labels, predictions, labels=indices, average="macro", zero_division=0)),
+        "classes": list(classes),
+        "confusion_matrix": confusion_matrix(labels, predictions, labels=indices).tolist(),
+    }
+
+
+def _labels_in_model_space(model: TransferModel, data: ImageData) -> tuple[np.ndarray, np.ndarray]:
+    """Map ``data``'s labels onto the model's class order by name; return ``(kept_indices, labels)``."""
+    if data.labels is None:
+        raise TransferlabError(f"{data.name} has no labels: evaluation needs labeled data")
+    position = {name: i for i, name in enumerate(model.classes)}
+    unknown = sorted(set(data.classes) - set(position))
+    if unknown and not set(data.classes) & set(position):
+        raise TransferlabError(
+            f"none of the classes in {data.name} ({', '.join(data.classes[:5])}) are classes of the model "
+            f"({', '.join(model.classes[:5])})"
+        )
+    if unknown:
+        log.warning("%s has classes the model does not know (%s); evaluating on the shared classes", data.name,
+                    ", ".join(unknown))
+    mapped = np.array([position.get(data.classes[label], -1) for label in data.labels])
+    kept = np.flatnonzero(mapped >= 0)
+    return kept, mapped[kept]
+
+
+def evaluate_model(model: TransferModel, data: ImageData, **predict_options) -> dict:
+    """Accuracy, macro-F1 and confusion matrix of ``model`` on labeled ``data``."""
+    kept, labels = _labels_in_model_space(model, data)
+    if len(kept) == 0:
+        raise TransferlabError(f"{data.name} has no images of the model's classes")
+    probabilities = predict_proba(model, data.subset(kept), **predict_options)
+    return classification_metrics(labels, probabilities.argmax(1), model.classes)

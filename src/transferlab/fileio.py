@@ -1,0 +1,67 @@
+"""Atomic file writes and run-directory creation: a crash never leaves a half-written file behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from transferlab.errors import TransferlabError
+
+__all__ = ["atomic_path", "write_json", "read_json", "prepare_run_dir"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, value) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TransferlabError(f"file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TransferlabError(f"{path} is not valid JSON: {exc}") from None
+
+
+def prepare_run_dir(path: Path, *, overwrite: bool, resume: bool) -> Path:
+    """Create the run directory; refuse to touch an existing non-empty one unless asked.
+
+    With ``resume`` the directory must exist and hold a checkpoint; with ``overwrite`` its old contents are removed.
+    """
+    path = Path(path)
+    exists = path.exists() and (not path.is_dir() or any(path.iterdir()))
+    if path.exists() and not path.is_dir():
+        raise TransferlabError(f"run directory {path} exists and is a file; choose another --out")
+    if resume:
+        if not (path / "checkpoint.pt").is_file():
+            raise TransferlabError(f"cannot resume: no checkpoint found in {path}")
+        return path
+    if exists and not overwrite:
+        raise TransferlabError(
+            f"run directory {path} already exists and is not empty; pass --overwrite to replace it or --resume to continue it"
+        )
+    if exists:
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,67 @@
+"""What every method receives and returns, and the registry that maps method names to them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from transferlab.config import FitConfig
+from transferlab.data.image_data import ImageData
+from transferlab.errors import TransferlabError, suggest
+from transferlab.model import TransferModel
+
+__all__ = ["Splits", "RunContext", "MethodResult", "register_method", "get_method", "METHODS"]
+
+
+@dataclass
+class Splits:
+    """Labeled training data, validation data (labeled, may be ``None``) and an optional test set."""
+
+    train: ImageData
+    val: ImageData | None
+    test: ImageData | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+
+@dataclass
+class RunContext:
+    """Where and how a method runs: resolved device and precision, run directory, decoding workers."""
+
+    run_dir: Path
+    device: torch.device
+    precision: str
+    num_workers: int | None
+    progress: bool = True
+
+
+@dataclass
+class MethodResult:
+    model: TransferModel
+    history: list[dict]
+
+
+MethodFn = Callable[[FitConfig, Splits, RunContext], MethodResult]
+METHODS: dict[str, MethodFn] = {}
+
+
+def register_method(*names: str):
+    """Decorator: make a method function available under ``names`` (``--method NAME``)."""
+
+    def decorator(function: MethodFn) -> MethodFn:
+        for name in names:
+            METHODS[name] = function
+        return function
+
+    return decorator
+
+
+def get_method(name: str) -> MethodFn:
+    if name not in METHODS:
+        raise TransferlabError(f"unknown method '{name}'{suggest(name, METHODS)}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]

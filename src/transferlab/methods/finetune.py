@@ -1,0 +1,87 @@
+"""Fine-tuning (SEED.md 3.1) and its two relatives, composed from the same pieces:
+
+- ``finetune``: pretrained backbone + new head; freeze what the user names; train the head alone for
+  ``head_epochs``, then unfreeze with discriminative learning rates; optional L2-SP toward the pretrained weights.
+- ``scratch``: the same architecture randomly initialised and trained end to end (the baseline).
+- ``seed-recipe``: SEED.md section 5 (frozen VGG16 body, Flatten -> Dense(1024, ReLU) -> Dense(classes), Adam);
+  its settings come from `transferlab.config.RECIPES`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from transferlab.backbones import create_backbone
+from transferlab.config import FitConfig
+from transferlab.data.torch_dataset import ImageDataset
+from transferlab.engine.loop import Trainer, TrainSettings
+from transferlab.engine.optim import build_optimizer, build_scheduler
+from transferlab.methods.base import MethodResult, RunContext, Splits, register_method
+from transferlab.methods.freeze import (
+    GradualUnfreezing,
+    discriminative_param_groups,
+    frozen_parameter_names,
+    set_requires_grad,
+)
+from transferlab.methods.losses import L2SP, ClassificationObjective
+from transferlab.model import TransferModel, build_head
+
+__all__ = ["train_end_to_end", "build_model", "train_settings"]
+
+
+def build_model(config: FitConfig, classes: list[str], *, pretrained: bool) -> TransferModel:
+    backbone = create_backbone(
+        config.backbone,
+        weights=config.weights if pretrained else None,
+        pretrained=pretrained,
+        pool=config.pool,
+        image_size=config.image_size,
+    )
+    head = build_head(config.head, backbone.num_features, len(classes), config.head_hidden, config.dropout)
+    return TransferModel(backbone, head, classes)
+
+
+def train_settings(config: FitConfig, context: RunContext) -> TrainSettings:
+    return TrainSettings(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        patience=config.patience,
+        precision=context.precision,
+        device=context.device,
+        num_workers=context.num_workers or 0,
+        run_dir=context.run_dir,
+        progress=context.progress,
+    )
+
+
+@register_method("finetune", "scratch", "seed-recipe")
+def train_end_to_end(config: FitConfig, splits: Splits, context: RunContext) -> MethodResult:
+    """Train backbone and head through the shared loop; what is frozen and when is the only difference."""
+    pretrained = config.method != "scratch" and (config.pretrained or config.weights is not None)
+    model = build_model(config, splits.classes, pretrained=pretrained)
+    groups = model.parameter_groups()
+
+    frozen = frozen_parameter_names(config.freeze, groups) if pretrained else set()
+    set_requires_grad(model, frozen, False)
+    backbone_trainable = {name for _, names in groups[:-1] for name in names} - frozen
+    unfreezing = GradualUnfreezing(backbone_trainable, config.head_epochs if pretrained else 0)
+
+    ratio = config.layer_lr_ratio if pretrained else 1.0
+    optimizer = build_optimizer(
+        config.optimizer, discriminative_param_groups(model, groups, config.lr, ratio, frozen), config.weight_decay
+    )
+    steps = config.epochs * math.ceil(len(splits.train) / config.batch_size)
+    scheduler = build_scheduler(config.scheduler, optimizer, steps)
+
+    regularizers = {}
+    if pretrained and (config.l2sp_alpha or config.l2sp_beta):
+        regularizers["l2sp"] = L2SP(model, config.l2sp_alpha, config.l2sp_beta)
+    objective = ClassificationObjective(regularizers)
+
+    preprocess = model.preprocess
+    train_data = ImageDataset(splits.train, preprocess, train=True, augment=config.augment)
+    val_data = ImageDataset(splits.val, preprocess) if splits.val is not None else None
+    trainer = Trainer(model, objective, optimizer, scheduler, train_settings(config, context), [unfreezing])
+    history = trainer.fit(train_data, val_data, resume=config.resume)
+    return MethodResult(model=model, history=history)

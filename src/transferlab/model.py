@@ -1,0 +1,75 @@
+"""`TransferModel`: a backbone plus a task head, with class names and preprocessing; what a run directory holds."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from transferlab.backbones.base import Backbone
+from transferlab.errors import TransferlabError
+
+__all__ = ["TransferModel", "build_head"]
+
+
+def build_head(kind: str, in_features: int, num_classes: int, hidden: list[int], dropout: float = 0.0) -> nn.Module:
+    """A classification head on pooled (or flattened) features.
+
+    ``"linear"`` (and ``"logistic"``, whose scikit-learn fit is folded into a linear layer) is one ``nn.Linear``;
+    ``"mlp"`` is ``Linear -> ReLU -> Dropout`` per hidden size, then a final ``Linear``.
+    """
+    if kind in ("linear", "logistic"):
+        layers: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []
+        return nn.Sequential(*layers, nn.Linear(in_features, num_classes))
+    if kind == "mlp":
+        layers, width = [], in_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(inplace=True)]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        return nn.Sequential(*layers, nn.Linear(width, num_classes))
+    raise TransferlabError(f"unknown head '{kind}'; expected 'logistic', 'linear' or 'mlp'")
+
+
+class TransferModel(nn.Module):
+    """``head(backbone(x))`` with the class names it predicts.
+
+    BatchNorm layers whose parameters are all frozen stay in eval mode even in ``train()``, so frozen parts keep
+    their pretrained running statistics.
+
+    Args:
+        backbone: any `Backbone`.
+        head: a module mapping ``(B, backbone.num_features)`` to ``(B, len(classes))`` logits.
+        classes: class names, in logit order.
+    """
+
+    def __init__(self, backbone: Backbone, head: nn.Module, classes: list[str]):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.classes = list(classes)
+
+    @property
+    def preprocess(self):
+        return self.backbone.preprocess
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def train(self, mode: bool = True) -> "TransferModel":
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    params = list(module.parameters(recurse=False))
+                    if params and not any(p.requires_grad for p in params):
+                        module.eval()
+        return self
+
+    def parameter_groups(self) -> list[tuple[str, list[str]]]:
+        """The backbone's named groups (prefixed ``backbone.``) followed by a ``head`` group, input to output."""
+        groups = [
+            (f"backbone.{name}", [f"backbone.{p}" for p in params]) for name, params in self.backbone.parameter_groups()
+        ]
+        groups.append(("head", [f"head.{name}" for name, _ in self.head.named_parameters()]))
+        return groups
