@@ -15,7 +15,7 @@ import torch
 import transferlab
 from transferlab.artifacts import load, save_model
 from transferlab.config import FitConfig, build_config
-from transferlab.data import load_image_data, load_splits, stratified_split, take_per_class
+from transferlab.data import choose_split, load_image_data, load_splits, stratified_split, take_per_class
 from transferlab.data.image_data import ImageData
 from transferlab.engine.distributed import is_main_process
 from transferlab.engine.precision import default_device, resolve_precision
@@ -68,8 +68,7 @@ def _require_labels(data: ImageData, role: str) -> ImageData:
 def prepare_splits(config: FitConfig) -> Splits:
     """Load train/val/test from the config's specs; split off validation data and keep N labels per class."""
     train_splits = load_splits(config.train, skip_bad_files=config.skip_bad_files)
-    train = _require_labels(load_image_data(config.train, split_preference=("train", "all"),
-                                            skip_bad_files=config.skip_bad_files), "training")
+    train = _require_labels(train_splits[choose_split(config.train, list(train_splits), ("train", "all"))], "training")
     if config.val is not None:
         val = load_image_data(config.val, split_preference=("val", "test", "all"), skip_bad_files=config.skip_bad_files)
     elif "val" in train_splits:

@@ -1,0 +1,16 @@
+"""Image data: the `ImageData` container, loading it from a data spec, and index splits of labeled data."""
+
+from transferlab.data.image_data import ImageData, ImageReadError
+from transferlab.data.specs import choose_split, images_from_paths, load_image_data, load_splits
+from transferlab.data.splits import stratified_split, take_per_class
+
+__all__ = [
+    "ImageData",
+    "ImageReadError",
+    "choose_split",
+    "images_from_paths",
+    "load_image_data",
+    "load_splits",
+    "stratified_split",
+    "take_per_class",
+]

@@ -58,16 +58,16 @@ def train_settings(config: FitConfig, context: RunContext) -> TrainSettings:
 @register_method("finetune", "scratch", "seed-recipe")
 def train_end_to_end(config: FitConfig, splits: Splits, context: RunContext) -> MethodResult:
     """Train backbone and head through the shared loop; what is frozen and when is the only difference."""
-    pretrained = config.method != "scratch" and (config.pretrained or config.weights is not None)
-    model = build_model(config, splits.classes, pretrained=pretrained)
+    transfer = config.method != "scratch"  # scratch: random init, everything trains at one learning rate
+    model = build_model(config, splits.classes, pretrained=transfer and (config.pretrained or config.weights is not None))
     groups = model.parameter_groups()
 
-    frozen = frozen_parameter_names(config.freeze, groups) if pretrained else set()
+    frozen = frozen_parameter_names(config.freeze, groups) if transfer else set()
     set_requires_grad(model, frozen, False)
     backbone_trainable = {name for _, names in groups[:-1] for name in names} - frozen
-    unfreezing = GradualUnfreezing(backbone_trainable, config.head_epochs if pretrained else 0)
+    unfreezing = GradualUnfreezing(backbone_trainable, config.head_epochs if transfer else 0)
 
-    ratio = config.layer_lr_ratio if pretrained else 1.0
+    ratio = config.layer_lr_ratio if transfer else 1.0
     optimizer = build_optimizer(
         config.optimizer, discriminative_param_groups(model, groups, config.lr, ratio, frozen), config.weight_decay
     )
@@ -75,7 +75,7 @@ def train_end_to_end(config: FitConfig, splits: Splits, context: RunContext) -> 
     scheduler = build_scheduler(config.scheduler, optimizer, steps)
 
     regularizers = {}
-    if pretrained and (config.l2sp_alpha or config.l2sp_beta):
+    if transfer and (config.l2sp_alpha or config.l2sp_beta):
         regularizers["l2sp"] = L2SP(model, config.l2sp_alpha, config.l2sp_beta)
     objective = ClassificationObjective(regularizers)
 

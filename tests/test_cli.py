@@ -1,0 +1,117 @@
+"""The command line: help, a full fit -> evaluate -> predict cycle, and one-line errors for bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from transferlab.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def make_folder(root, classes=("cats", "dogs"), per_class=6, size=24):
+    rng = np.random.default_rng(0)
+    for index, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8) + index * 150
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def assert_user_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "demo"])
+def test_every_command_has_help(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_fit_evaluate_predict_cycle(tmp_path):
+    data = make_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    result = invoke("fit", "--train", data, "--method", "scratch", "--backbone", "lenet", "--epochs", 3,
+                    "--out", run, "-q")
+    assert result.exit_code == 0, result.output
+    assert "val accuracy" in result.output
+    for name in ("model.safetensors", "model.json", "config.json", "metrics.json", "history.csv", "checkpoint.pt"):
+        assert (run / name).is_file(), name
+
+    result = invoke("evaluate", run, "--data", data, "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["accuracy"] >= 0.9 and 0 <= metrics["macro_f1"] <= 1
+    assert np.array(metrics["confusion_matrix"]).sum() == 12
+
+    result = invoke("evaluate", run, "--data", data)
+    assert "confusion matrix" in result.output and "cats" in result.output
+
+    result = invoke("predict", run, data / "cats", data / "dogs" / "0.png", "--format", "json")
+    rows = json.loads(result.output)
+    assert len(rows) == 7 and rows[-1]["path"].endswith("0.png")
+    assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-4
+    result = invoke("predict", run, data / "dogs" / "1.png")
+    header, line = result.output.strip().splitlines()
+    assert header == "path,label,p_cats,p_dogs" and line.split(",")[1] == "dogs"
+
+
+def test_config_file_and_flag_override(tmp_path):
+    data = make_folder(tmp_path / "data")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"train: {data}\nmethod: scratch\nbackbone: lenet\nepochs: 5\nout: {tmp_path / 'run'}\n")
+    result = invoke("fit", "--config", config, "--epochs", 1, "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 1
+    config.write_text("trian: x\n")
+    assert_user_error(invoke("fit", "--config", config), "unknown setting 'trian'", "did you mean 'train'")
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path):
+    data = make_folder(tmp_path / "data")
+    assert_user_error(invoke("fit", "--train", tmp_path / "missing", "--out", tmp_path / "r"), "missing")
+    assert_user_error(invoke("fit", "--train", data, "--backbone", "resnet1888", "--out", tmp_path / "r1"),
+                      "resnet1888")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    assert_user_error(invoke("fit", "--train", data, "--backbone", "lenet", "--out", existing), "--overwrite")
+    assert (existing / "notes.txt").read_text() == "mine" and len(list(existing.iterdir())) == 1
+    assert_user_error(invoke("evaluate", tmp_path / "norun", "--data", data), "norun")
+    assert_user_error(invoke("fit", "--train", data, "--method", "finetune", "--head", "logistic",
+                             "--out", tmp_path / "r2"), "logistic")
+    assert_user_error(invoke("fit", "--train", data, "--backbone", "lenet", "--freeze", "99",
+                             "--out", tmp_path / "r3"), "--freeze 99")
+
+
+def test_corrupt_image_fails_or_is_skipped(tmp_path):
+    data = make_folder(tmp_path / "data")
+    (data / "cats" / "broken.jpg").write_bytes(b"not an image at all")
+    assert_user_error(invoke("fit", "--train", data, "--backbone", "lenet", "--method", "scratch",
+                             "--out", tmp_path / "r"), "broken.jpg")
+    result = invoke("fit", "--train", data, "--backbone", "lenet", "--method", "scratch", "--epochs", 1,
+                    "--skip-bad-files", "--out", tmp_path / "r2")
+    assert result.exit_code == 0, result.output
+    assert "broken.jpg" in result.output  # the warning lists the skipped file
+
+
+def test_weights_that_do_not_fit(tmp_path):
+    import torch
+
+    data = make_folder(tmp_path / "data")
+    torch.save({"conv1.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pth")
+    assert_user_error(invoke("fit", "--train", data, "--backbone", "lenet", "--weights", tmp_path / "wrong.pth",
+                             "--out", tmp_path / "r"), "wrong.pth")
