@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read by huggingface_hub at import time: set before anything imports it
+
 import random
 from pathlib import Path
 

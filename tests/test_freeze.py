@@ -38,7 +38,7 @@ def test_freeze_choices():
 
 
 def test_freeze_errors_name_the_value():
-    with pytest.raises(TransferlabError, match="--freeze 9 .* 3"):
+    with pytest.raises(TransferlabError, match=r"--freeze 9 asks for more groups than the backbone has \(3:"):
         frozen_parameter_names("9", GROUPS)
     with pytest.raises(TransferlabError, match="matches no parameter"):
         frozen_parameter_names("decoder.*", GROUPS)

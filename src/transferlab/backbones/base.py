@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from transferlab.errors import TransferlabError
+
 __all__ = ["Backbone", "PreprocessConfig"]
 
 
@@ -73,3 +75,24 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def infer_num_features(self, label: str = "this backbone") -> int:
+        """Size of the vectors ``forward`` returns, found by one dummy input of ``preprocess.input_size``.
+
+        Runs in eval mode under ``torch.no_grad`` and restores the training mode afterwards.
+
+        Raises:
+            TransferlabError: when the network cannot take inputs of that size (``label`` names the backbone).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                out = self(torch.zeros(1, *self.preprocess.input_size))
+        except RuntimeError as err:
+            size = "x".join(str(v) for v in self.preprocess.input_size)
+            message = f"{label} cannot take inputs of size {size} (channels x height x width): {err}"
+            raise TransferlabError(message) from err
+        finally:
+            self.train(was_training)
+        return int(out.shape[1])

