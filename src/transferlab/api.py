@@ -21,7 +21,7 @@ from transferlab.engine.distributed import is_main_process
 from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.errors import TransferlabError
 from transferlab.evaluate import evaluate_model, predict_proba
-from transferlab.fileio import prepare_run_dir, write_json
+from transferlab.fileio import prepare_run_dir, read_json, write_json
 from transferlab.methods import get_method
 from transferlab.methods.base import RunContext, Splits
 
@@ -123,7 +123,8 @@ def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: boo
     }
     for role, data in (("val", splits.val), ("test", splits.test)):
         if data is not None:
-            scores = evaluate_model(model, data, precision=context.precision, num_workers=config.num_workers)
+            scores = evaluate_model(model, data, precision=context.precision, num_workers=config.num_workers,
+                                    feature_cache=config.method == "features")
             metrics[role] = scores
     if is_main_process():
         save_model(run_dir, model, {"kind": config.head, "hidden": config.head_hidden, "dropout": config.dropout})
@@ -135,13 +136,19 @@ def evaluate(run_dir: str | Path, data_spec: str, *, skip_bad_files: bool = Fals
     """Accuracy, macro-F1 and confusion matrix of a trained run on labeled data."""
     model = load(run_dir)
     data = load_image_data(data_spec, split_preference=("test", "val", "all"), skip_bad_files=skip_bad_files)
-    return evaluate_model(model, data)
+    return evaluate_model(model, data, feature_cache=_frozen_pretrained_backbone(run_dir))
+
+
+def _frozen_pretrained_backbone(run_dir: str | Path) -> bool:
+    """Whether the run kept its pretrained backbone unchanged (a ``features`` run): its embeddings are cacheable."""
+    config = Path(run_dir) / "config.json"
+    return config.is_file() and read_json(config).get("method") == "features"
 
 
 def predict(run_dir: str | Path, data: ImageData) -> list[dict]:
     """One dict per image: ``{"label": best class, "probabilities": {class: p}}``."""
     model = load(run_dir)
-    probabilities = predict_proba(model, data)
+    probabilities = predict_proba(model, data, feature_cache=_frozen_pretrained_backbone(run_dir))
     return [
         {"label": model.classes[int(row.argmax())],
          "probabilities": {name: float(p) for name, p in zip(model.classes, row, strict=True)}}

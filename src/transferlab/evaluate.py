@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from transferlab.data.image_data import ImageData
 from transferlab.data.torch_dataset import ImageDataset
-from transferlab.embeddings import default_num_workers
+from transferlab.embeddings import default_num_workers, extract_features
 from transferlab.engine.distributed import make_loader
 from transferlab.engine.loop import predict_logits
 from transferlab.engine.precision import default_device, resolve_precision
@@ -23,14 +23,31 @@ log = logging.getLogger("transferlab")
 
 
 def predict_proba(
-    model: TransferModel, data: ImageData, *, batch_size: int = 64, precision: str = "auto", num_workers: int | None = None
+    model: TransferModel,
+    data: ImageData,
+    *,
+    batch_size: int = 64,
+    precision: str = "auto",
+    num_workers: int | None = None,
+    feature_cache: bool = False,
 ) -> np.ndarray:
-    """Class probabilities ``(N, len(model.classes))`` for every image of ``data``."""
+    """Class probabilities ``(N, len(model.classes))`` for every image of ``data``.
+
+    ``feature_cache=True`` (for models whose backbone is a frozen pretrained one, as ``features`` runs make) reads
+    and fills the embedding cache, so images embedded before cost nothing.
+    """
     device = default_device()
     precision = resolve_precision(precision, device)
     workers = default_num_workers(data) if num_workers is None else num_workers
-    loader = make_loader(ImageDataset(data, model.preprocess), batch_size=batch_size, shuffle=False, num_workers=workers)
-    logits, _ = predict_logits(model.to(device), loader, precision, device)
+    if feature_cache:
+        features = extract_features(model.backbone, data, batch_size=batch_size, precision=precision, device=device,
+                                    num_workers=workers, progress=False)
+        with torch.inference_mode():
+            logits = model.head.to(device)(features.to(device)).float().cpu()
+    else:
+        loader = make_loader(ImageDataset(data, model.preprocess), batch_size=batch_size, shuffle=False,
+                             num_workers=workers)
+        logits, _ = predict_logits(model.to(device), loader, precision, device)
     return torch.softmax(logits, dim=1).numpy()
 
 

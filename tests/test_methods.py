@@ -1,0 +1,97 @@
+"""Each method's pieces: the folded logistic head, L2-SP, freezing with frozen BatchNorm, torch heads, early stop."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from transferlab.api import fit
+from transferlab.config import build_config
+from transferlab.methods.features import _logistic_as_linear
+from transferlab.methods.losses import L2SP, ClassificationObjective, l2sp_penalty
+from transferlab.model import TransferModel, build_head
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_logistic_regression_folds_into_one_linear_layer(num_classes):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 6)) * rng.uniform(0.5, 5, size=6) + rng.normal(size=6)
+    y = np.arange(80) % num_classes
+    x[y == 1] += 1.5
+    scaler = StandardScaler().fit(x)
+    classifier = LogisticRegression(max_iter=1000).fit(scaler.transform(x), y)
+    linear = _logistic_as_linear(scaler, classifier, num_classes)
+    probabilities = torch.softmax(linear(torch.from_numpy(x).float()), 1).detach().numpy()
+    np.testing.assert_allclose(probabilities, classifier.predict_proba(scaler.transform(x)), atol=1e-4)
+
+
+def test_l2sp_is_zero_at_the_start_and_pulls_back():
+    backbone = torch.nn.Linear(3, 3)
+    model = torch.nn.Module()
+    model.backbone, model.head = backbone, torch.nn.Linear(3, 2)
+    regularizer = L2SP(model, alpha=0.1, beta=0.0)
+    assert regularizer().item() == 0
+    with torch.no_grad():
+        backbone.weight += 1.0
+    value = regularizer()
+    assert value.item() == pytest.approx(0.5 * 0.1 * 9)
+    value.backward()
+    assert torch.all(backbone.weight.grad > 0)  # gradient points away from the start: descent pulls back
+    assert l2sp_penalty([torch.ones(2)], [torch.zeros(2)]).item() == 2
+
+
+def test_objective_reports_its_parts():
+    model = TransferModel.__new__(TransferModel)
+    torch.nn.Module.__init__(model)
+    model.backbone, model.head = torch.nn.Identity(), build_head("linear", 4, 3, [])
+    out = ClassificationObjective({"extra": lambda: torch.tensor(0.5)})(model, (torch.randn(5, 4), torch.arange(5) % 3))
+    assert set(out["parts"]) == {"ce", "extra"}
+    assert out["loss"].item() == pytest.approx(out["parts"]["ce"].item() + 0.5)
+
+
+def _digits(out, **settings):
+    return build_config(overrides={"train": "sklearn-digits", "labels_per_class": 6, "out": out, "seed": 1, **settings})
+
+
+def test_finetune_keeps_frozen_groups_and_their_batchnorm_unchanged(tmp_path):
+    from transferlab.backbones import create_backbone
+    from transferlab.engine.checkpoint import load_checkpoint
+
+    pretrained = create_backbone("efficientnet_lite0", image_size=32).state_dict()
+    result = fit(_digits(tmp_path / "ft", method="finetune", image_size=32, freeze="2", epochs=2, head_epochs=1,
+                         l2sp_alpha=0.01), progress=False)
+    last = load_checkpoint(tmp_path / "ft" / "checkpoint.pt")["model"]  # weights after the last (unfrozen) epoch
+    groups = dict(result.model.backbone.parameter_groups())
+
+    def modules_of(group):
+        return tuple(name.rsplit(".", 1)[0] + "." for name in groups[group])
+
+    frozen, trained = modules_of("stem") + modules_of("blocks.0.0"), modules_of("conv_head")
+    for key, value in pretrained.items():  # weights and BatchNorm running statistics alike
+        if key.startswith(frozen):
+            assert torch.equal(last["backbone." + key], value), key
+    changed = [key for key in pretrained if key.startswith(trained) and not torch.equal(last["backbone." + key],
+                                                                                         pretrained[key])]
+    assert changed, "the unfrozen groups should have trained"
+    assert "train_l2sp" in result.history[0] and result.history[1]["train_l2sp"] > 0
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_features_with_torch_heads(tmp_path, head):
+    result = fit(_digits(tmp_path / head, method="features", backbone="efficientnet_lite0", image_size=32, head=head,
+                         epochs=3, lr=1e-2), progress=False)
+    assert len(result.history) == 3
+    assert result.metrics["val"]["accuracy"] > 0.3  # ten classes: chance is 0.1
+
+
+def test_early_stopping_stops_when_validation_stalls(tmp_path):
+    result = fit(_digits(tmp_path / "stop", method="scratch", backbone="lenet", epochs=10, lr=1e-9, patience=1),
+                 progress=False)
+    assert len(result.history) < 10
+
+
+def test_scratch_ignores_pretrained_weights(tmp_path):
+    result = fit(_digits(tmp_path / "s", method="scratch", backbone="efficientnet_lite0", image_size=32, epochs=1),
+                 progress=False)
+    assert result.model.backbone.spec.get("weights_source") == "random"
