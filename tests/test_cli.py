@@ -121,3 +121,16 @@ def test_weights_that_do_not_fit(tmp_path):
     torch.save({"conv1.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pth")
     assert_user_error(invoke("fit", "--train", data, "--backbone", "lenet", "--weights", tmp_path / "wrong.pth",
                              "--out", tmp_path / "r"), "wrong.pth")
+
+
+def test_resume_from_the_run_directory_alone(tmp_path):
+    data = make_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    assert invoke("fit", "--train", data, "--method", "scratch", "--backbone", "lenet", "--epochs", 2,
+                  "--out", run, "-q").exit_code == 0
+    first = (run / "history.csv").read_text()
+    (run / "model.safetensors").unlink()  # as if killed before the end
+    result = invoke("fit", "--out", run, "--resume", "-q")
+    assert result.exit_code == 0, result.output
+    assert (run / "model.safetensors").is_file() and (run / "history.csv").read_text() == first
+    assert_user_error(invoke("fit", "--out", tmp_path / "never", "--resume"), "no checkpoint")

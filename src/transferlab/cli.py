@@ -90,6 +90,8 @@ def fit(
 
     file_values = load_config_file(config) if config is not None else {}
     source = str(config) if config is not None else "command line"
+    if resume and out is not None and not (out / "checkpoint.pt").is_file():
+        raise TransferlabError(f"cannot resume: no checkpoint found in {out}")
     if resume and out is not None and (out / "config.json").is_file() and not file_values:
         file_values = _saved_run_config(out / "config.json")
         source = str(out / "config.json")
