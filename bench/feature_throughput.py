@@ -3,7 +3,7 @@
 Prints images/s of
   * a plain loop: fp32, ``torch.no_grad``, batch 32, images decoded one by one in the main process;
   * transferlab's `extract_features` (inference_mode, channels_last, bf16 autocast where the CPU has it,
-    JPEG draft decoding, decoding in worker processes), without its cache;
+    JPEG draft decoding; on CPU, threads that each decode a small chunk and embed it), without its cache;
 their ratio, the fraction of this machine's measured matmul peak each reaches, the validation accuracy of a
 logistic regression on each set of features (to show the speed-up leaves accuracy unchanged), and the time of a
 ``features`` run against a cached re-run of the same command.
@@ -52,6 +52,7 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> floa
 
 def flops_per_image(backbone) -> float:
     x = torch.randn(1, *backbone.preprocess.input_size)
+    backbone.eval()  # in train mode this random batch would move the batch-norm running statistics
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         backbone(x)
     return counter.get_total_flops()

@@ -87,5 +87,6 @@ def evaluate_model(model: TransferModel, data: ImageData, **predict_options) -> 
     kept, labels = _labels_in_model_space(model, data)
     if len(kept) == 0:
         raise TransferlabError(f"{data.name} has no images of the model's classes")
-    probabilities = predict_proba(model, data.subset(kept), **predict_options)
+    subset = data if len(kept) == len(data) else data.subset(kept)
+    probabilities = predict_proba(model, subset, **predict_options)
     return classification_metrics(labels, probabilities.argmax(1), model.classes)
