@@ -222,3 +222,16 @@ def test_offline_pretrained_download_failure_is_a_clear_error(monkeypatch):
         create_backbone("resnet18")
     with pytest.raises(TransferlabError, match=r"could not download.*mobilenet_v2.*--weights PATH"):
         create_backbone("torchvision:mobilenet_v2")
+
+
+def test_a_run_directory_gives_its_backbone_weights(tmp_path):
+    from transferlab.api import fit
+    from transferlab.config import build_config
+
+    run = tmp_path / "run"
+    result = fit(build_config(overrides={"train": "sklearn-digits", "method": "scratch", "backbone": "lenet",
+                                         "epochs": 1, "labels_per_class": 5, "out": run}), progress=False)
+    for weights in (run, run / "model.safetensors"):
+        backbone = create_backbone("lenet", weights=weights)
+        for key, value in result.model.backbone.state_dict().items():
+            assert torch.equal(backbone.state_dict()[key], value), key

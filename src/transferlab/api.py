@@ -15,7 +15,7 @@ import torch
 import transferlab
 from transferlab.artifacts import load, save_model
 from transferlab.config import FitConfig, build_config
-from transferlab.data import choose_split, load_image_data, load_splits, stratified_split, take_per_class
+from transferlab.data import align_classes, choose_split, load_image_data, load_splits, stratified_split, take_per_class
 from transferlab.data.image_data import ImageData
 from transferlab.engine.distributed import is_main_process
 from transferlab.engine.precision import default_device, resolve_precision
@@ -44,31 +44,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _align_classes(data: ImageData, classes: list[str]) -> ImageData:
-    """Express ``data``'s labels in the order of ``classes`` (matched by name)."""
-    if data.classes == classes:
-        return data
-    unknown = sorted(set(data.classes) - set(classes))
-    if unknown:
-        raise TransferlabError(
-            f"{data.name} has classes not in the training data: {', '.join(unknown)} "
-            f"(training classes: {', '.join(classes)})"
-        )
-    position = {name: i for i, name in enumerate(classes)}
-    labels = np.array([position[data.classes[label]] for label in data.labels], dtype=np.int64)
-    return replace(data, classes=list(classes), labels=labels, _digests=dict(data._digests))
-
-
 def _require_labels(data: ImageData, role: str) -> ImageData:
     if data.labels is None:
         raise TransferlabError(f"{role} data {data.name} has no labels; {role} data needs class labels")
     return data
 
 
+def _same_images(a: ImageData, b: ImageData) -> bool:
+    if len(a) != len(b):
+        return False
+    if a.paths is not None and b.paths is not None:
+        return [p.resolve() for p in a.paths] == [p.resolve() for p in b.paths]
+    return a.pixels is not None and b.pixels is not None and np.array_equal(a.pixels, b.pixels)
+
+
 def prepare_splits(config: FitConfig) -> Splits:
     """Load train/val/test from the config's specs; split off validation data and keep N labels per class."""
     train_splits = load_splits(config.train, skip_bad_files=config.skip_bad_files)
     train = _require_labels(train_splits[choose_split(config.train, list(train_splits), ("train", "all"))], "training")
+    source = None
+    if config.source is not None:
+        source = _require_labels(load_image_data(config.source, split_preference=("train", "all"),
+                                                 skip_bad_files=config.skip_bad_files, domain="source"), "source")
+        if _same_images(source, train):
+            raise TransferlabError(
+                f"source {config.source} and target {config.train} hold the same images; the source must be other data"
+            )
     if config.val is not None:
         val = load_image_data(config.val, split_preference=("val", "test", "all"), skip_bad_files=config.skip_bad_files)
     elif "val" in train_splits:
@@ -78,14 +79,14 @@ def prepare_splits(config: FitConfig) -> Splits:
         train, val = train.subset(train_index), train.subset(val_index)
         log.info("held out %d of %d training images for validation (seed %d)", len(val_index),
                  len(train_index) + len(val_index), config.seed)
-    val = _align_classes(_require_labels(val, "validation"), train.classes)
+    val = align_classes(_require_labels(val, "validation"), train.classes)
     if config.labels_per_class is not None:
         train = train.subset(take_per_class(train.labels, config.labels_per_class, config.seed))
     test = None
     if config.test is not None:
         test = load_image_data(config.test, split_preference=("test", "val", "all"), skip_bad_files=config.skip_bad_files)
-        test = _align_classes(_require_labels(test, "test"), train.classes)
-    return Splits(train=train, val=val, test=test)
+        test = align_classes(_require_labels(test, "test"), train.classes)
+    return Splits(train=train, val=val, test=test, source=source)
 
 
 def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: bool = True) -> FitResult:

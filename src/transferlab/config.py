@@ -12,13 +12,13 @@ from transferlab.errors import TransferlabError, suggest
 
 __all__ = ["FitConfig", "load_config_file", "build_config", "RECIPES"]
 
-Method = Literal["scratch", "features", "finetune", "seed-recipe"]
+Method = Literal["scratch", "features", "finetune", "seed-recipe", "joint"]
 
 
 class FitConfig(BaseModel):
     """Settings of one training run. Field names are the YAML keys; ``--some-flag`` on the CLI is ``some_flag``."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
     # data
     train: str = Field(description="training data spec (folder, CSV, sklearn-digits, mnist:DIR, usps:DIR)")
@@ -63,6 +63,18 @@ class FitConfig(BaseModel):
     seed: int = 0
     num_workers: int | None = Field(None, ge=0, description="image decoding processes; default: automatic")
 
+    # joint source + target training (method 'joint'): L_S + lambda * L_T
+    source: str | None = Field(None, description="labeled source-domain data spec (method 'joint')")
+    lambda_: float = Field(1.0, alias="lambda", ge=0, description="weight of the target loss: L_S + lambda * L_T")
+    lambda_warmup_epochs: int = Field(
+        0, ge=0, description="ramp lambda linearly from lambda/N to lambda over the first N epochs (source-heavy first)"
+    )
+    source_share: float = Field(0.5, gt=0, lt=1, description="share of each joint batch drawn from the source")
+    separate_heads: bool | None = Field(
+        None, description="one head per domain; default: only when the class names of the two domains differ"
+    )
+    steps_per_epoch: int | None = Field(None, ge=1, description="joint steps per epoch; default: one pass over the larger domain")
+
     # output
     out: Path = Field(description="run directory to create")
     overwrite: bool = False
@@ -81,6 +93,8 @@ class FitConfig(BaseModel):
     def _check_combinations(self) -> "FitConfig":
         if self.head == "logistic" and self.method != "features":
             raise ValueError(f"head 'logistic' works only with method 'features', not '{self.method}'")
+        if self.method == "joint" and self.source is None:
+            raise ValueError("method 'joint' needs labeled source data: set source (--source SPEC)")
         if self.resume and self.overwrite:
             raise ValueError("choose either resume or overwrite, not both")
         return self
@@ -106,13 +120,15 @@ RECIPES: dict[str, dict] = {
 
 def _format_validation_error(error: ValidationError, source: str) -> str:
     messages = []
-    fields = list(FitConfig.model_fields)
+    fields = [*FitConfig.model_fields, *(f.alias for f in FitConfig.model_fields.values() if f.alias)]
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "config"
         if item["type"] == "extra_forbidden":
             messages.append(f"unknown setting '{key}' in {source}{suggest(key, fields)}")
         elif item["type"] == "missing":
             messages.append(f"missing required setting '{key}' in {source}")
+        elif not item["loc"]:  # a check across settings
+            messages.append(f"{item['msg'].removeprefix('Value error, ')} (in {source})")
         else:
             value = item.get("input")
             shown = f" (got {value!r})" if not isinstance(value, dict) else ""

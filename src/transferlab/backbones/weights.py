@@ -23,18 +23,24 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 # Top-level names of classification heads; such keys are dropped quietly when the backbone has no such module.
 HEAD_NAMES = frozenset({"fc", "classifier", "head", "heads", "last_linear", "_fc"})
+# A transferlab run directory's weights: "backbone.*" and "head.*" keys; the backbone part is what loads here.
+RUN_WEIGHTS = "model.safetensors"
+RUN_BACKBONE_PREFIX = "backbone."
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or ``.pth``/``.pt``/``.bin`` without unpickling arbitrary objects.
 
     Torch files are read with ``torch.load(weights_only=True)``; a ``{"state_dict": ...}`` or ``{"model": ...}``
-    wrapper is unwrapped and a ``module.`` prefix (from DistributedDataParallel) is stripped.
+    wrapper is unwrapped and a ``module.`` prefix (from DistributedDataParallel) is stripped. A transferlab run
+    directory (or its ``model.safetensors``) gives its backbone's weights, so a run can start another one.
 
     Raises:
         TransferlabError: naming the file, when it is missing, of an unknown type, unreadable, or not a state dict.
     """
     path = Path(path)
+    if path.is_dir() and (path / RUN_WEIGHTS).is_file():  # a transferlab run directory
+        path = path / RUN_WEIGHTS
     if not path.is_file():
         raise TransferlabError(f"weights file not found: {path}")
     suffix = path.suffix.lower()
@@ -50,7 +56,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"unsupported weights file type '{suffix}' for {path}; "
             f"use .safetensors or one of {', '.join(TORCH_SUFFIXES)}"
         )
-    return {key.removeprefix("module."): value for key, value in state.items()}
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    if any(key.startswith(RUN_BACKBONE_PREFIX) for key in state):  # a transferlab model: keep its backbone
+        state = {key.removeprefix(RUN_BACKBONE_PREFIX): value for key, value in state.items()
+                 if key.startswith(RUN_BACKBONE_PREFIX)}
+    return state
 
 
 def load_weights_file(module: nn.Module, path: str | Path) -> None:

@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from transferlab.errors import TransferlabError
 
-__all__ = ["ImageData", "ImageReadError", "DOMAINS"]
+__all__ = ["ImageData", "ImageReadError", "DOMAINS", "align_classes"]
 
 DOMAINS = ("source", "target")
 
@@ -111,3 +111,18 @@ class ImageData:
     def describe(self) -> str:
         labels = "unlabeled" if self.labels is None else f"{len(self.classes)} classes"
         return f"{self.name}: {len(self)} images, {labels}, {self.domain} domain"
+
+
+def align_classes(data: ImageData, classes: list[str]) -> ImageData:
+    """Express ``data``'s labels in the order of ``classes`` (matched by name)."""
+    if data.classes == classes:
+        return data
+    unknown = sorted(set(data.classes) - set(classes))
+    if unknown:
+        raise TransferlabError(
+            f"{data.name} has classes not in the training data: {', '.join(unknown)} "
+            f"(training classes: {', '.join(classes)})"
+        )
+    position = {name: i for i, name in enumerate(classes)}
+    labels = np.array([position[data.classes[label]] for label in data.labels], dtype=np.int64)
+    return replace(data, classes=list(classes), labels=labels, _digests=dict(data._digests))

@@ -47,7 +47,28 @@ class TrainSettings:
 
 
 def _to_device(batch, device: torch.device):
-    return [item.to(device, non_blocking=True) if torch.is_tensor(item) else item for item in batch]
+    """Move every tensor of a (possibly nested) batch to ``device``."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return [_to_device(item, device) for item in batch]
+    return batch
+
+
+def _batch_size(batch) -> int:
+    """Examples in a batch: ``(inputs, labels)`` or, for several domains, a list of such pairs."""
+    if torch.is_tensor(batch[-1]):
+        return len(batch[-1])
+    return sum(_batch_size(part) for part in batch)
+
+
+def _epoch_loader(train_data, settings: "TrainSettings", epoch: int):
+    """Batches of one epoch: a dataset goes through `make_loader`; an object with ``epoch_loader`` (e.g. two
+    domains drawn together, `transferlab.engine.domains.DomainPairLoader`) makes its own."""
+    if hasattr(train_data, "epoch_loader"):
+        return train_data.epoch_loader(epoch=epoch, seed=settings.seed, num_workers=settings.num_workers)
+    return make_loader(train_data, batch_size=settings.batch_size, shuffle=True, seed=settings.seed, epoch=epoch,
+                       num_workers=settings.num_workers)
 
 
 def predict_logits(model: nn.Module, loader, precision: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,9 +110,12 @@ class Trainer:
         self.best_epoch = -1
 
     # -- the loop ---------------------------------------------------------------------------------------------
-    def fit(self, train_data: Dataset, val_data: Dataset | None, resume: bool = False) -> list[dict]:
+    def fit(self, train_data, val_data: Dataset | None, resume: bool = False) -> list[dict]:
         """Train for ``settings.epochs`` epochs (or until early stopping); keep the best weights by validation
-        accuracy (by training loss when there is no validation data). Returns the per-epoch history."""
+        accuracy (by training loss when there is no validation data). Returns the per-epoch history.
+
+        ``train_data`` is a dataset of ``(inputs, label)`` or an object with an ``epoch_loader`` method.
+        """
         s = self.settings
         start_epoch = self._resume() if resume else 0
         val_loader = None
@@ -103,9 +127,7 @@ class Trainer:
             for hook in self.epoch_hooks:
                 hook(self.model, epoch)
             started = time.perf_counter()
-            loader = make_loader(
-                train_data, batch_size=s.batch_size, shuffle=True, seed=s.seed, epoch=epoch, num_workers=s.num_workers
-            )
+            loader = _epoch_loader(train_data, s, epoch)
             train_parts = self._train_one_epoch(loader, epoch)
             row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_parts.items()}}
             if val_loader is not None:
@@ -134,7 +156,7 @@ class Trainer:
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
-            size = len(batch[-1])
+            size = _batch_size(batch)
             count += size
             for name, value in {"loss": loss, **out["parts"]}.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) * size

@@ -18,11 +18,13 @@ __all__ = ["Splits", "RunContext", "MethodResult", "register_method", "get_metho
 
 @dataclass
 class Splits:
-    """Labeled training data, validation data (labeled, may be ``None``) and an optional test set."""
+    """Labeled training data, validation data (labeled, may be ``None``), an optional test set, and labeled
+    source-domain data for methods that train on two domains."""
 
     train: ImageData
     val: ImageData | None
     test: ImageData | None = None
+    source: ImageData | None = None
 
     @property
     def classes(self) -> list[str]:
