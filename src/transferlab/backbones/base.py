@@ -76,6 +76,17 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def describe(self, name: str, pool: str, weights_source: str) -> dict:
+        """The ``spec`` of this backbone (``preprocess`` and ``num_features`` must be set)."""
+        return {
+            "name": name,
+            "pool": pool,
+            "image_size": self.preprocess.input_size[1],
+            "in_chans": self.preprocess.channels,
+            "num_features": self.num_features,
+            "weights_source": weights_source,
+        }
+
     def infer_num_features(self, label: str = "this backbone") -> int:
         """Size of the vectors ``forward`` returns, found by one dummy input of ``preprocess.input_size``.
 

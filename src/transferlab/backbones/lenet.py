@@ -45,14 +45,7 @@ class LeNet(Backbone):
         self.preprocess = PreprocessConfig(
             input_size=(1, image_size, image_size), mean=(0.5,), std=(0.5,), interpolation="bilinear", crop_pct=1.0
         )
-        self.spec = {
-            "name": "lenet",
-            "pool": pool,
-            "image_size": image_size,
-            "in_chans": 1,
-            "num_features": self.num_features,
-            "weights_source": weights_source,
-        }
+        self.spec = self.describe("lenet", pool, weights_source)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(F.max_pool2d(self.conv1(x), 2))

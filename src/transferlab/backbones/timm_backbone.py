@@ -37,14 +37,7 @@ class TimmBackbone(Backbone):
         self.pool = pool
         self.preprocess = preprocess
         self.num_features = self.infer_num_features(f"backbone '{name}' (pool='{pool}')")
-        self.spec = {
-            "name": name,
-            "pool": pool,
-            "image_size": preprocess.input_size[1],
-            "in_chans": preprocess.channels,
-            "num_features": self.num_features,
-            "weights_source": weights_source,
-        }
+        self.spec = self.describe(name, pool, weights_source)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.model(x)

@@ -46,14 +46,7 @@ class TorchvisionBackbone(Backbone):
         self.preprocess = preprocess
         self.stages = name.split(":", 1)[-1].startswith(MLP_HEAD_ARCHS)
         self.num_features = self.infer_num_features(f"backbone '{name}' (pool='{pool}')")
-        self.spec = {
-            "name": name,
-            "pool": pool,
-            "image_size": preprocess.input_size[1],
-            "in_chans": preprocess.channels,
-            "num_features": self.num_features,
-            "weights_source": weights_source,
-        }
+        self.spec = self.describe(name, pool, weights_source)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).flatten(1)

@@ -26,7 +26,7 @@ from transferlab.methods.freeze import (
 from transferlab.methods.losses import L2SP, ClassificationObjective
 from transferlab.model import TransferModel, build_head
 
-__all__ = ["train_end_to_end", "build_model", "train_settings"]
+__all__ = ["train_end_to_end", "build_model", "freeze_and_rates", "train_settings"]
 
 
 def build_model(config: FitConfig, classes: list[str], *, pretrained: bool) -> TransferModel:
@@ -39,6 +39,19 @@ def build_model(config: FitConfig, classes: list[str], *, pretrained: bool) -> T
     )
     head = build_head(config.head, backbone.num_features, len(classes), config.head_hidden, config.dropout)
     return TransferModel(backbone, head, classes)
+
+
+def freeze_and_rates(model: TransferModel, config: FitConfig, transfer: bool) -> tuple[list[dict], GradualUnfreezing]:
+    """Freeze what ``config.freeze`` names and return the optimizer's parameter groups (discriminative learning
+    rates) with the gradual-unfreezing hook. Without ``transfer`` (a random start) nothing is frozen and every group
+    gets ``config.lr``."""
+    groups = model.parameter_groups()
+    frozen = frozen_parameter_names(config.freeze, groups) if transfer else set()
+    set_requires_grad(model, frozen, False)
+    backbone_trainable = {name for _, names in groups[:-1] for name in names} - frozen
+    unfreezing = GradualUnfreezing(backbone_trainable, config.head_epochs if transfer else 0)
+    ratio = config.layer_lr_ratio if transfer else 1.0
+    return discriminative_param_groups(model, groups, config.lr, ratio, frozen), unfreezing
 
 
 def train_settings(config: FitConfig, context: RunContext) -> TrainSettings:
@@ -60,17 +73,8 @@ def train_end_to_end(config: FitConfig, splits: Splits, context: RunContext) -> 
     """Train backbone and head through the shared loop; what is frozen and when is the only difference."""
     transfer = config.method != "scratch"  # scratch: random init, everything trains at one learning rate
     model = build_model(config, splits.classes, pretrained=transfer and (config.pretrained or config.weights is not None))
-    groups = model.parameter_groups()
-
-    frozen = frozen_parameter_names(config.freeze, groups) if transfer else set()
-    set_requires_grad(model, frozen, False)
-    backbone_trainable = {name for _, names in groups[:-1] for name in names} - frozen
-    unfreezing = GradualUnfreezing(backbone_trainable, config.head_epochs if transfer else 0)
-
-    ratio = config.layer_lr_ratio if transfer else 1.0
-    optimizer = build_optimizer(
-        config.optimizer, discriminative_param_groups(model, groups, config.lr, ratio, frozen), config.weight_decay
-    )
+    param_groups, unfreezing = freeze_and_rates(model, config, transfer)
+    optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
     steps = config.epochs * math.ceil(len(splits.train) / config.batch_size)
     scheduler = build_scheduler(config.scheduler, optimizer, steps)
 

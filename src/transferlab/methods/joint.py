@@ -22,13 +22,7 @@ from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.errors import TransferlabError
 from transferlab.methods.base import MethodResult, RunContext, Splits, register_method
-from transferlab.methods.finetune import build_model, train_settings
-from transferlab.methods.freeze import (
-    GradualUnfreezing,
-    discriminative_param_groups,
-    frozen_parameter_names,
-    set_requires_grad,
-)
+from transferlab.methods.finetune import build_model, freeze_and_rates, train_settings
 from transferlab.model import build_head
 
 __all__ = ["joint_loss", "JointObjective", "LambdaWarmup", "train_joint"]
@@ -92,7 +86,7 @@ def train_joint(config: FitConfig, splits: Splits, context: RunContext) -> Metho
         raise TransferlabError(
             f"one shared head needs the same classes in both domains; source {source.name} has "
             f"{', '.join(sorted(set(source.classes) - set(splits.classes))[:5])} that the target lacks "
-            "(drop --no-separate-heads to give each domain its own head)"
+            "(drop --shared-head to give each domain its own head)"
         )
     log.info("joint training: %s heads, lambda %s", "separate" if separate else "one shared", config.lambda_)
     if not separate:
@@ -103,14 +97,7 @@ def train_joint(config: FitConfig, splits: Splits, context: RunContext) -> Metho
     if separate:  # trained with the model (and checkpointed with it); dropped before saving
         model.source_head = build_head(config.head, model.backbone.num_features, len(source.classes),
                                        config.head_hidden, config.dropout)
-    groups = model.parameter_groups()
-    frozen = frozen_parameter_names(config.freeze, groups) if pretrained else set()
-    set_requires_grad(model, frozen, False)
-    backbone_trainable = {name for _, names in groups[:-1] for name in names} - frozen
-    unfreezing = GradualUnfreezing(backbone_trainable, config.head_epochs if pretrained else 0)
-
-    ratio = config.layer_lr_ratio if pretrained else 1.0
-    param_groups = discriminative_param_groups(model, groups, config.lr, ratio, frozen)
+    param_groups, unfreezing = freeze_and_rates(model, config, pretrained)
     if separate:  # the source head learns at the head's rate
         param_groups.append({"params": list(model.source_head.parameters()), "lr": config.lr, "name": "source_head"})
     optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
