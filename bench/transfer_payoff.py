@@ -26,9 +26,9 @@ HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenop
 
 # same budget for the two methods that train the network: epochs, batch size, peak learning rate
 HYMENOPTERA_RUNS = {
-    "scratch": {"method": "scratch", "epochs": 6, "batch_size": 16, "lr": 1e-3},
+    "scratch": {"method": "scratch", "epochs": 4, "batch_size": 16, "lr": 1e-3},
     "features": {"method": "features"},
-    "finetune": {"method": "finetune", "epochs": 6, "batch_size": 16, "lr": 1e-3, "head_epochs": 1},
+    "finetune": {"method": "finetune", "epochs": 4, "batch_size": 16, "lr": 1e-3, "head_epochs": 1},
 }
 
 
