@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 from transferlab.backbones import create_backbone
@@ -25,6 +26,8 @@ from transferlab.methods.freeze import (
 )
 from transferlab.methods.losses import L2SP, ClassificationObjective
 from transferlab.model import TransferModel, build_head
+
+log = logging.getLogger("transferlab")
 
 __all__ = ["train_end_to_end", "build_model", "freeze_and_rates", "train_settings"]
 
@@ -43,14 +46,19 @@ def build_model(config: FitConfig, classes: list[str], *, pretrained: bool) -> T
 
 def freeze_and_rates(model: TransferModel, config: FitConfig, transfer: bool) -> tuple[list[dict], GradualUnfreezing]:
     """Freeze what ``config.freeze`` names and return the optimizer's parameter groups (discriminative learning
-    rates) with the gradual-unfreezing hook. Without ``transfer`` (a random start) nothing is frozen and every group
-    gets ``config.lr``."""
+    rates) with the gradual-unfreezing hook. Without ``transfer`` (``scratch``) nothing is frozen and every group
+    gets ``config.lr``; a backbone without pretrained weights (e.g. ``lenet`` without ``--weights``) keeps the
+    requested freezing but gets no head-only epochs and one learning rate, as there is nothing to protect."""
+    random_start = model.backbone.spec.get("weights_source", "random") == "random"
+    if transfer and random_start:
+        log.info("the backbone starts from random weights: no head-only epochs, one learning rate for all groups")
     groups = model.parameter_groups()
     frozen = frozen_parameter_names(config.freeze, groups) if transfer else set()
     set_requires_grad(model, frozen, False)
     backbone_trainable = {name for _, names in groups[:-1] for name in names} - frozen
-    unfreezing = GradualUnfreezing(backbone_trainable, config.head_epochs if transfer else 0)
-    ratio = config.layer_lr_ratio if transfer else 1.0
+    protect = transfer and not random_start
+    unfreezing = GradualUnfreezing(backbone_trainable, config.head_epochs if protect else 0)
+    ratio = config.layer_lr_ratio if protect else 1.0
     return discriminative_param_groups(model, groups, config.lr, ratio, frozen), unfreezing
 
 
