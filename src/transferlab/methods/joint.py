@@ -88,7 +88,7 @@ def train_joint(config: FitConfig, splits: Splits, context: RunContext) -> Metho
             f"{', '.join(sorted(set(source.classes) - set(splits.classes))[:5])} that the target lacks "
             "(drop --shared-head to give each domain its own head)"
         )
-    log.info("joint training: %s heads, lambda %s", "separate" if separate else "one shared", config.lambda_)
+    log.info("joint training: %s, lambda %s", "one head per domain" if separate else "one shared head", config.lambda_)
     if not separate:
         source = align_classes(source, splits.classes)
 
