@@ -235,3 +235,15 @@ def test_a_run_directory_gives_its_backbone_weights(tmp_path):
         backbone = create_backbone("lenet", weights=weights)
         for key, value in result.model.backbone.state_dict().items():
             assert torch.equal(backbone.state_dict()[key], value), key
+
+
+def test_packaged_weights_are_converted_once_and_survive_a_damaged_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path))
+    first = create_backbone("efficientnet_lite0").state_dict()
+    converted = list((tmp_path / "weights").glob("efficientnet_lite0-*.safetensors"))
+    assert len(converted) == 1
+    second = create_backbone("efficientnet_lite0").state_dict()  # from the converted copy
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    converted[0].write_bytes(b"damaged")
+    third = create_backbone("efficientnet_lite0").state_dict()
+    assert all(torch.equal(first[k], third[k]) for k in first)

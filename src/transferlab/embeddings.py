@@ -25,16 +25,11 @@ from transferlab.data.image_data import ImageData
 from transferlab.data.torch_dataset import ImageDataset
 from transferlab.engine.distributed import is_main_process, make_loader, world_size
 from transferlab.engine.precision import autocast
-from transferlab.fileio import atomic_path
+from transferlab.fileio import atomic_path, cache_root
 
 __all__ = ["extract_features", "FeatureCache", "backbone_fingerprint", "default_num_workers", "cache_root"]
 
 log = logging.getLogger("transferlab")
-
-
-def cache_root() -> Path:
-    """``$TRANSFERLAB_CACHE`` or ``~/.cache/transferlab``."""
-    return Path(os.environ.get("TRANSFERLAB_CACHE", Path.home() / ".cache" / "transferlab"))
 
 
 def default_num_workers(data: ImageData) -> int:

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from transferlab.errors import TransferlabError
 
-__all__ = ["atomic_path", "write_json", "read_json", "prepare_run_dir"]
+__all__ = ["atomic_path", "cache_root", "write_json", "read_json", "prepare_run_dir"]
+
+
+def cache_root() -> Path:
+    """Where transferlab keeps its caches (embeddings, converted weights): ``$TRANSFERLAB_CACHE`` or
+    ``~/.cache/transferlab``."""
+    return Path(os.environ.get("TRANSFERLAB_CACHE", Path.home() / ".cache" / "transferlab"))
 
 
 @contextlib.contextmanager
