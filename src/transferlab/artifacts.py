@@ -9,6 +9,7 @@ Layout::
       metrics.json        final metrics (validation, test, timings)
       history.csv         per-epoch metrics
       checkpoint.pt       last training state, for --resume
+      best.safetensors    weights of the best epoch so far (what training restores at its end)
 """
 
 from __future__ import annotations
