@@ -134,3 +134,31 @@ def test_resume_from_the_run_directory_alone(tmp_path):
     assert result.exit_code == 0, result.output
     assert (run / "model.safetensors").is_file() and (run / "history.csv").read_text() == first
     assert_user_error(invoke("fit", "--out", tmp_path / "never", "--resume"), "no checkpoint")
+
+
+def test_resume_refuses_changed_settings_and_failed_runs_leave_nothing(tmp_path):
+    data = make_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    assert invoke("fit", "--train", data, "--method", "scratch", "--backbone", "lenet", "--epochs", 1,
+                  "--out", run, "-q").exit_code == 0
+    saved = (run / "config.json").read_text()
+    assert_user_error(invoke("fit", "--out", run, "--resume", "--method", "finetune"), "method", "saved 'scratch'")
+    assert (run / "config.json").read_text() == saved
+
+    failed = tmp_path / "failed"
+    assert_user_error(invoke("fit", "--train", data, "--backbone", "lenet", "--weights", data / "cats" / "0.png",
+                             "--out", failed), "0.png")
+    assert not failed.exists()  # a retry needs no --overwrite
+    assert_user_error(invoke("fit", "--train", data, "--method", "joint", "--source", "sklearn-digits",
+                             "--batch-size", 1, "--out", tmp_path / "j"), "batch_size must be at least 2")
+
+
+def test_run_files_follow_the_umask(tmp_path):
+    import os
+
+    data = make_folder(tmp_path / "data")
+    assert invoke("fit", "--train", data, "--method", "scratch", "--backbone", "lenet", "--epochs", 1,
+                  "--out", tmp_path / "run", "-q").exit_code == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert ((tmp_path / "run" / "model.safetensors").stat().st_mode & 0o777) == 0o666 & ~mask

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import random
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -103,14 +104,21 @@ def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: boo
     seed_everything(config.seed)
     splits = splits or prepare_splits(config)
     run_dir = prepare_run_dir(config.out, overwrite=config.overwrite, resume=config.resume)
-    if is_main_process():
+    if config.resume:
+        _check_resume_settings(run_dir, config)
+    elif is_main_process():
         write_json(run_dir / "config.json", config.model_dump(mode="json"))
     device = default_device()
     context = RunContext(run_dir, device, resolve_precision(config.precision, device), config.num_workers, progress)
     log.info("training %s with %s on %s", config.method, config.backbone, splits.train.describe())
 
     started = time.perf_counter()
-    result = method(config, splits, context)
+    try:
+        result = method(config, splits, context)
+    except BaseException:
+        if not config.resume and not (run_dir / "checkpoint.pt").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: a retry needs no --overwrite
+        raise
     train_seconds = time.perf_counter() - started
     model = result.model.cpu().eval()
 
@@ -131,6 +139,25 @@ def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: boo
         save_model(run_dir, model, {"kind": config.head, "hidden": config.head_hidden, "dropout": config.dropout})
         write_json(run_dir / "metrics.json", metrics)
     return FitResult(run_dir=run_dir, model=model, metrics=metrics, history=result.history)
+
+
+# settings a resumed run may change: where it is, how it is resumed, and how fast data is decoded
+_RESUME_MAY_CHANGE = {"out", "resume", "overwrite", "num_workers"}
+
+
+def _check_resume_settings(run_dir: Path, config: FitConfig) -> None:
+    """A resumed run continues the saved settings; refuse ones that differ (they would silently mix two runs)."""
+    saved_path = run_dir / "config.json"
+    if not saved_path.is_file():
+        return
+    saved, given = read_json(saved_path), config.model_dump(mode="json")
+    changed = [key for key in given if key not in _RESUME_MAY_CHANGE and key in saved and saved[key] != given[key]]
+    if changed:
+        details = ", ".join(f"{key} (saved {saved[key]!r}, given {given[key]!r})" for key in changed[:4])
+        raise TransferlabError(
+            f"--resume continues {run_dir} with its saved settings, but these differ: {details}; "
+            "drop them, or start a new run"
+        )
 
 
 def evaluate(run_dir: str | Path, data_spec: str, *, skip_bad_files: bool = False) -> dict:

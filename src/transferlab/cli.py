@@ -57,7 +57,7 @@ def fit(
     test: Optional[str] = typer.Option(None, help="Test data spec, evaluated once at the end."),
     method: Optional[str] = typer.Option(None, help="scratch | features | finetune | seed-recipe | joint (default finetune)."),
     backbone: Optional[str] = typer.Option(None, help="Backbone name (default efficientnet_lite0)."),
-    weights: Optional[Path] = typer.Option(None, help="Local .safetensors/.pth backbone weights."),
+    weights: Optional[Path] = typer.Option(None, help="Local .safetensors/.pth backbone weights, or a run directory."),
     labels_per_class: Optional[int] = typer.Option(None, help="Keep N labeled training examples per class."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size."),
@@ -99,9 +99,9 @@ def fit(
     source = str(config) if config is not None else "command line"
     if resume and out is not None and not (out / "checkpoint.pt").is_file():
         raise TransferlabError(f"cannot resume: no checkpoint found in {out}")
-    if resume and out is not None and (out / "config.json").is_file() and not file_values:
-        file_values = _saved_run_config(out / "config.json")
-        source = str(out / "config.json")
+    if resume and out is not None and (out / "config.json").is_file():  # the saved settings, then the file's, then flags
+        file_values = {**_saved_run_config(out / "config.json"), **file_values}
+        source = f"{out / 'config.json'}" + (f" and {config}" if config is not None else "")
     settings = build_config(file_values, overrides, source=source)
     result = fit_run(settings, progress=not quiet)
     _print_fit_summary(result)

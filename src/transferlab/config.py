@@ -31,7 +31,7 @@ class FitConfig(BaseModel):
     # model
     method: Method = "finetune"
     backbone: str = "efficientnet_lite0"
-    weights: Path | None = Field(None, description="local .safetensors/.pth backbone weights")
+    weights: Path | None = Field(None, description="local .safetensors/.pth backbone weights, or a run directory")
     pretrained: bool = Field(True, description="start from pretrained weights (ignored by 'scratch')")
     image_size: int | None = Field(None, ge=8, description="input size in pixels; default: the backbone's own")
     pool: Literal["avg", "flatten"] = "avg"
@@ -95,6 +95,8 @@ class FitConfig(BaseModel):
             raise ValueError(f"head 'logistic' works only with method 'features', not '{self.method}'")
         if self.method == "joint" and self.source is None:
             raise ValueError("method 'joint' needs labeled source data: set source (--source SPEC)")
+        if self.method == "joint" and self.batch_size < 2:
+            raise ValueError(f"method 'joint' draws both domains in every batch: batch_size must be at least 2, got {self.batch_size}")
         if self.resume and self.overwrite:
             raise ValueError("choose either resume or overwrite, not both")
         return self

@@ -20,6 +20,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("TRANSFERLAB_CACHE", Path.home() / ".cache" / "transferlab"))
 
 
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
@@ -30,6 +36,7 @@ def atomic_path(path: Path):
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _default_file_mode())  # mkstemp makes files private (0600); keep the usual umask instead
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -27,7 +27,7 @@ TORCHVISION_PREFIX = "torchvision:"
 
 def list_backbones() -> list[str]:
     """The registered names: the offline backbones, then the prefixes that open timm and torchvision."""
-    return [*EFFICIENTNET_LITE, "lenet", f"{TIMM_PREFIX}<timm model name>", f"{TORCHVISION_PREFIX}<arch>"]
+    return [*EFFICIENTNET_LITE, "lenet", "<any timm model name>", f"{TORCHVISION_PREFIX}<arch>"]
 
 
 def create_backbone(

@@ -19,7 +19,7 @@ def l2sp_penalty(params: list[torch.Tensor], reference: list[torch.Tensor]) -> t
     Returns:
         a scalar tensor.
     """
-    return sum(((p - r) ** 2).sum() for p, r in zip(params, reference, strict=True))
+    return sum(((p - r.to(p.device)) ** 2).sum() for p, r in zip(params, reference, strict=True))
 
 
 class L2SP(nn.Module):
