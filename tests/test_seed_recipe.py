@@ -21,3 +21,17 @@ def test_seed_recipe_trains_only_the_new_head(tmp_path):
     assert config.optimizer == "adam"
     assert not any(p.requires_grad for p in model.backbone.parameters())  # the body stayed frozen
     assert all(p.requires_grad for p in model.head.parameters())
+
+
+def test_a_fully_frozen_backbone_embeds_each_image_once(tmp_path, monkeypatch):
+    from transferlab import embeddings
+
+    calls = []
+    real_embed = embeddings._embed
+    monkeypatch.setattr(embeddings, "_embed", lambda backbone, dataset, **kw: calls.append(len(dataset))
+                        or real_embed(backbone, dataset, **kw))
+    config = build_config(overrides={"train": "sklearn-digits", "method": "seed-recipe", "pretrained": False,
+                                     "image_size": 32, "epochs": 3, "labels_per_class": 8, "out": tmp_path / "run"})
+    result = fit(config, progress=False)
+    assert len(result.history) == 3
+    assert calls[:2] == [80, 359]  # train and val embedded once, not once per epoch

@@ -9,11 +9,12 @@ from pathlib import Path
 import torch
 
 from transferlab.config import FitConfig
+from transferlab.engine.loop import TrainSettings
 from transferlab.data.image_data import ImageData
 from transferlab.errors import TransferlabError, suggest
 from transferlab.model import TransferModel
 
-__all__ = ["Splits", "RunContext", "MethodResult", "register_method", "get_method", "METHODS"]
+__all__ = ["Splits", "RunContext", "MethodResult", "register_method", "get_method", "train_settings", "METHODS"]
 
 
 @dataclass
@@ -67,3 +68,17 @@ def get_method(name: str) -> MethodFn:
     if name not in METHODS:
         raise TransferlabError(f"unknown method '{name}'{suggest(name, METHODS)}; choose one of {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def train_settings(config: FitConfig, context: RunContext) -> TrainSettings:
+    return TrainSettings(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        patience=config.patience,
+        precision=context.precision,
+        device=context.device,
+        num_workers=context.num_workers or 0,
+        run_dir=context.run_dir,
+        progress=context.progress,
+    )

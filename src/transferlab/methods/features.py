@@ -15,15 +15,11 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from transferlab.config import FitConfig
-from transferlab.embeddings import extract_features
-from transferlab.engine.loop import Trainer
-from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.methods.base import MethodResult, RunContext, Splits, register_method
-from transferlab.methods.finetune import build_model, train_settings
-from transferlab.methods.losses import ClassificationObjective
+from transferlab.methods.embedded_head import embed_splits, train_head_on_embeddings
+from transferlab.methods.finetune import build_model
 from transferlab.model import build_head
 
 __all__ = ["train_on_features", "fit_logistic_head", "LOGISTIC_C_GRID"]
@@ -78,10 +74,7 @@ def train_on_features(config: FitConfig, splits: Splits, context: RunContext) ->
     """Embed train/val once with the frozen backbone, then fit the head on the cached embeddings."""
     model = build_model(config, splits.classes, pretrained=config.pretrained or config.weights is not None)
     model.backbone.requires_grad_(False)
-    embed = dict(precision=context.precision, device=context.device, num_workers=context.num_workers,
-                 batch_size=config.batch_size, progress=context.progress)
-    train_x = extract_features(model.backbone, splits.train, **embed)
-    val_x = extract_features(model.backbone, splits.val, **embed) if splits.val is not None else None
+    train_x, val_x = embed_splits(model, config, splits, context)
     train_y = torch.from_numpy(splits.train.labels)
     val_y = torch.from_numpy(splits.val.labels) if splits.val is not None else None
 
@@ -93,12 +86,5 @@ def train_on_features(config: FitConfig, splits: Splits, context: RunContext) ->
         )
         return MethodResult(model=model, history=history)
 
-    head = model.head
-    optimizer = build_optimizer(config.optimizer, [{"params": list(head.parameters()), "lr": config.lr}],
-                                config.weight_decay)
-    steps = config.epochs * -(-len(train_x) // config.batch_size)
-    trainer = Trainer(head, ClassificationObjective(), optimizer, build_scheduler(config.scheduler, optimizer, steps),
-                      train_settings(config, context))
-    val_data = TensorDataset(val_x, val_y) if val_x is not None else None
-    history = trainer.fit(TensorDataset(train_x, train_y), val_data, resume=config.resume)
+    history = train_head_on_embeddings(model, config, splits, context, embeddings=(train_x, val_x))
     return MethodResult(model=model.to(torch.device("cpu")), history=history)

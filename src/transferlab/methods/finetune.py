@@ -15,9 +15,10 @@ import math
 from transferlab.backbones import create_backbone
 from transferlab.config import FitConfig
 from transferlab.data.torch_dataset import ImageDataset
-from transferlab.engine.loop import Trainer, TrainSettings
+from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
-from transferlab.methods.base import MethodResult, RunContext, Splits, register_method
+from transferlab.methods.base import MethodResult, RunContext, Splits, register_method, train_settings
+from transferlab.methods.embedded_head import train_head_on_embeddings
 from transferlab.methods.freeze import (
     GradualUnfreezing,
     discriminative_param_groups,
@@ -29,7 +30,7 @@ from transferlab.model import TransferModel, build_head
 
 log = logging.getLogger("transferlab")
 
-__all__ = ["train_end_to_end", "build_model", "freeze_and_rates", "train_settings"]
+__all__ = ["train_end_to_end", "build_model", "freeze_and_rates"]
 
 
 def build_model(config: FitConfig, classes: list[str], *, pretrained: bool) -> TransferModel:
@@ -62,26 +63,16 @@ def freeze_and_rates(model: TransferModel, config: FitConfig, transfer: bool) ->
     return discriminative_param_groups(model, groups, config.lr, ratio, frozen), unfreezing
 
 
-def train_settings(config: FitConfig, context: RunContext) -> TrainSettings:
-    return TrainSettings(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        patience=config.patience,
-        precision=context.precision,
-        device=context.device,
-        num_workers=context.num_workers or 0,
-        run_dir=context.run_dir,
-        progress=context.progress,
-    )
-
-
 @register_method("finetune", "scratch", "seed-recipe")
 def train_end_to_end(config: FitConfig, splits: Splits, context: RunContext) -> MethodResult:
     """Train backbone and head through the shared loop; what is frozen and when is the only difference."""
     transfer = config.method != "scratch"  # scratch: random init, everything trains at one learning rate
     model = build_model(config, splits.classes, pretrained=transfer and (config.pretrained or config.weights is not None))
     param_groups, unfreezing = freeze_and_rates(model, config, transfer)
+    if not any(p.requires_grad for p in model.backbone.parameters()) and not (config.augment or config.l2sp_beta):
+        # the backbone never trains (e.g. the seed recipe): embed each image once instead of every epoch
+        log.info("the whole backbone is frozen: training the head on cached embeddings")
+        return MethodResult(model=model, history=train_head_on_embeddings(model, config, splits, context))
     optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
     steps = config.epochs * math.ceil(len(splits.train) / config.batch_size)
     scheduler = build_scheduler(config.scheduler, optimizer, steps)

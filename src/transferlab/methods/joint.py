@@ -21,8 +21,8 @@ from transferlab.engine.domains import DomainPairLoader
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.errors import TransferlabError
-from transferlab.methods.base import MethodResult, RunContext, Splits, register_method
-from transferlab.methods.finetune import build_model, freeze_and_rates, train_settings
+from transferlab.methods.base import MethodResult, RunContext, Splits, register_method, train_settings
+from transferlab.methods.finetune import build_model, freeze_and_rates
 from transferlab.model import build_head
 
 __all__ = ["joint_loss", "JointObjective", "LambdaWarmup", "train_joint"]
