@@ -18,6 +18,12 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def fit_scratch_lenet(data, run, epochs):
+    """A quick real run: lenet from scratch on ``data``."""
+    return invoke("fit", "--train", data, "--method", "scratch", "--backbone", "lenet", "--epochs", epochs,
+                  "--out", run, "-q")
+
+
 def make_folder(root, classes=("cats", "dogs"), per_class=6, size=24):
     rng = np.random.default_rng(0)
     for index, name in enumerate(classes):
@@ -46,8 +52,7 @@ def test_every_command_has_help(command):
 def test_fit_evaluate_predict_cycle(tmp_path):
     data = make_folder(tmp_path / "data")
     run = tmp_path / "run"
-    result = invoke("fit", "--train", data, "--method", "scratch", "--backbone", "lenet", "--epochs", 3,
-                    "--out", run, "-q")
+    result = fit_scratch_lenet(data, run, epochs=3)
     assert result.exit_code == 0, result.output
     assert "val accuracy" in result.output
     for name in ("model.safetensors", "model.json", "config.json", "metrics.json", "history.csv", "checkpoint.pt"):
@@ -126,8 +131,7 @@ def test_weights_that_do_not_fit(tmp_path):
 def test_resume_from_the_run_directory_alone(tmp_path):
     data = make_folder(tmp_path / "data")
     run = tmp_path / "run"
-    assert invoke("fit", "--train", data, "--method", "scratch", "--backbone", "lenet", "--epochs", 2,
-                  "--out", run, "-q").exit_code == 0
+    assert fit_scratch_lenet(data, run, epochs=2).exit_code == 0
     first = (run / "history.csv").read_text()
     (run / "model.safetensors").unlink()  # as if killed before the end
     result = invoke("fit", "--out", run, "--resume", "-q")
@@ -139,8 +143,7 @@ def test_resume_from_the_run_directory_alone(tmp_path):
 def test_resume_refuses_changed_settings_and_failed_runs_leave_nothing(tmp_path):
     data = make_folder(tmp_path / "data")
     run = tmp_path / "run"
-    assert invoke("fit", "--train", data, "--method", "scratch", "--backbone", "lenet", "--epochs", 1,
-                  "--out", run, "-q").exit_code == 0
+    assert fit_scratch_lenet(data, run, epochs=1).exit_code == 0
     saved = (run / "config.json").read_text()
     assert_user_error(invoke("fit", "--out", run, "--resume", "--method", "finetune"), "method", "saved 'scratch'")
     assert (run / "config.json").read_text() == saved
@@ -157,8 +160,7 @@ def test_run_files_follow_the_umask(tmp_path):
     import os
 
     data = make_folder(tmp_path / "data")
-    assert invoke("fit", "--train", data, "--method", "scratch", "--backbone", "lenet", "--epochs", 1,
-                  "--out", tmp_path / "run", "-q").exit_code == 0
+    assert fit_scratch_lenet(data, tmp_path / "run", epochs=1).exit_code == 0
     mask = os.umask(0)
     os.umask(mask)
     assert ((tmp_path / "run" / "model.safetensors").stat().st_mode & 0o777) == 0o666 & ~mask

@@ -94,11 +94,12 @@ def fit(
     _setup_logging(quiet)
     from transferlab.api import fit as fit_run
     from transferlab.config import build_config, load_config_file
+    from transferlab.fileio import require_checkpoint
 
     file_values = load_config_file(config) if config is not None else {}
     source = str(config) if config is not None else "command line"
-    if resume and out is not None and not (out / "checkpoint.pt").is_file():
-        raise TransferlabError(f"cannot resume: no checkpoint found in {out}")
+    if resume and out is not None:  # before validating settings: a missing checkpoint is the real problem
+        require_checkpoint(out)
     if resume and out is not None and (out / "config.json").is_file():  # the saved settings, then the file's, then flags
         file_values = {**_saved_run_config(out / "config.json"), **file_values}
         source = f"{out / 'config.json'}" + (f" and {config}" if config is not None else "")

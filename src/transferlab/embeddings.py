@@ -19,11 +19,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Subset
+from tqdm.auto import tqdm
 
 from transferlab.backbones.base import Backbone
 from transferlab.data.image_data import ImageData
 from transferlab.data.torch_dataset import ImageDataset
 from transferlab.engine.distributed import is_main_process, make_loader, world_size
+from transferlab.engine.loop import predict_logits
 from transferlab.engine.precision import autocast
 from transferlab.fileio import atomic_path, cache_root
 
@@ -124,8 +126,6 @@ def _embed_cpu(backbone: Backbone, dataset, *, batch_size: int, precision: str, 
     PIL decoding and torch kernels release the GIL, so decoding overlaps compute on every core without worker
     processes (measured on 2 cores: 1.6x the throughput of a DataLoader with a decoding process).
     """
-    from tqdm.auto import tqdm
-
     chunk = max(1, min(batch_size, CPU_CHUNK))
     chunks = [range(start, min(start + chunk, len(dataset))) for start in range(0, len(dataset), chunk)]
     threads = torch.get_num_threads()
@@ -153,19 +153,12 @@ def _embed_cpu(backbone: Backbone, dataset, *, batch_size: int, precision: str, 
     return torch.cat(outputs) if outputs else torch.empty(0, backbone.num_features)
 
 
-@torch.inference_mode()
 def _embed_loader(backbone: Backbone, dataset, *, batch_size: int, precision: str, device: torch.device,
                   num_workers: int, progress: bool) -> torch.Tensor:
-    from tqdm.auto import tqdm
-
+    if len(dataset) == 0:
+        return torch.empty(0, backbone.num_features)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    backbone.eval().to(device)
-    outputs = []
-    for inputs, _ in tqdm(loader, desc="embedding", leave=False, disable=not (progress and is_main_process())):
-        inputs = inputs.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with autocast(precision, device):
-            outputs.append(backbone(inputs).float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty(0, backbone.num_features)
+    return predict_logits(backbone.to(device), loader, precision, device, "embedding" if progress else None)[0]
 
 
 def extract_features(

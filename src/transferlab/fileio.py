@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transferlab.errors import TransferlabError
 
-__all__ = ["atomic_path", "cache_root", "write_json", "read_json", "prepare_run_dir"]
+__all__ = ["atomic_path", "cache_root", "write_json", "read_json", "prepare_run_dir", "require_checkpoint"]
 
 
 def cache_root() -> Path:
@@ -57,6 +57,12 @@ def read_json(path: Path):
         raise TransferlabError(f"{path} is not valid JSON: {exc}") from None
 
 
+def require_checkpoint(run_dir: Path) -> None:
+    """Raise unless ``run_dir`` holds a training checkpoint to resume from."""
+    if not (Path(run_dir) / "checkpoint.pt").is_file():
+        raise TransferlabError(f"cannot resume: no checkpoint found in {run_dir}")
+
+
 def prepare_run_dir(path: Path, *, overwrite: bool, resume: bool) -> Path:
     """Create the run directory; refuse to touch an existing non-empty one unless asked.
 
@@ -67,8 +73,7 @@ def prepare_run_dir(path: Path, *, overwrite: bool, resume: bool) -> Path:
     if path.exists() and not path.is_dir():
         raise TransferlabError(f"run directory {path} exists and is a file; choose another --out")
     if resume:
-        if not (path / "checkpoint.pt").is_file():
-            raise TransferlabError(f"cannot resume: no checkpoint found in {path}")
+        require_checkpoint(path)
         return path
     if exists and not overwrite:
         raise TransferlabError(

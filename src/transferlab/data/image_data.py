@@ -105,9 +105,6 @@ class ImageData:
             _digests={},
         )
 
-    def with_domain(self, domain: str) -> "ImageData":
-        return replace(self, domain=domain, _digests=dict(self._digests))
-
     def describe(self) -> str:
         labels = "unlabeled" if self.labels is None else f"{len(self.classes)} classes"
         return f"{self.name}: {len(self)} images, {labels}, {self.domain} domain"

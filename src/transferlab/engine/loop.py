@@ -71,12 +71,18 @@ def _epoch_loader(train_data, settings: "TrainSettings", epoch: int):
                        num_workers=settings.num_workers)
 
 
-def predict_logits(model: nn.Module, loader, precision: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model`` over ``loader`` in eval mode; return ``(logits (N, C) float32, labels (N,))``."""
+def predict_logits(
+    model: nn.Module, loader, precision: str, device: torch.device, progress: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` over ``loader`` in eval mode; return ``(outputs (N, D) float32, labels (N,))``.
+
+    ``progress``: a progress-bar label (shown on the main process), or ``None`` for no bar.
+    """
     model.eval()
     outputs, labels = [], []
+    batches = tqdm(loader, desc=progress, leave=False, disable=progress is None or not is_main_process())
     with torch.inference_mode(), autocast(precision, device):
-        for inputs, targets in loader:
+        for inputs, targets in batches:
             inputs = inputs.to(device, non_blocking=True)
             if inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
