@@ -18,13 +18,18 @@ from transferlab.artifacts import load, save_model
 from transferlab.config import FitConfig, build_config
 from transferlab.data import align_classes, choose_split, load_image_data, load_splits, stratified_split, take_per_class
 from transferlab.data.image_data import ImageData
+from transferlab.data.specs import manifest_columns
+from transferlab.data.task_groups import MultiTaskSplits, load_task_group, prepare_multitask_splits
 from transferlab.engine.distributed import is_main_process
 from transferlab.engine.precision import default_device, resolve_precision
-from transferlab.errors import TransferlabError
-from transferlab.evaluate import evaluate_model, predict_proba
+from transferlab.errors import TransferlabError, suggest
+from transferlab.evaluate import evaluate_model, predict_proba, predict_task_outputs
 from transferlab.fileio import prepare_run_dir, read_json, write_json
 from transferlab.methods import get_method
 from transferlab.methods.base import RunContext, Splits
+from transferlab.methods.multitask import evaluate_task_groups
+from transferlab.model import MultiTaskModel
+from transferlab.tasks import ClassificationTask
 
 __all__ = ["fit", "load", "evaluate", "predict", "FitResult", "prepare_splits", "seed_everything"]
 
@@ -59,8 +64,10 @@ def _same_images(a: ImageData, b: ImageData) -> bool:
     return a.pixels is not None and b.pixels is not None and np.array_equal(a.pixels, b.pixels)
 
 
-def prepare_splits(config: FitConfig) -> Splits:
+def prepare_splits(config: FitConfig) -> Splits | MultiTaskSplits:
     """Load train/val/test from the config's specs; split off validation data and keep N labels per class."""
+    if config.method == "multitask":
+        return prepare_multitask_splits(config)
     train_splits = load_splits(config.train, skip_bad_files=config.skip_bad_files)
     train = _require_labels(train_splits[choose_split(config.train, list(train_splits), ("train", "all"))], "training")
     source = None
@@ -110,7 +117,8 @@ def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: boo
         write_json(run_dir / "config.json", config.model_dump(mode="json"))
     device = default_device()
     context = RunContext(run_dir, device, resolve_precision(config.precision, device), config.num_workers, progress)
-    log.info("training %s with %s on %s", config.method, config.backbone, splits.train.describe())
+    if isinstance(splits, Splits):
+        log.info("training %s with %s on %s", config.method, config.backbone, splits.train.describe())
 
     started = time.perf_counter()
     try:
@@ -125,13 +133,17 @@ def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: boo
     metrics = {
         "method": config.method,
         "backbone": config.backbone,
-        "train_images": len(splits.train),
+        "train_images": sum(map(len, splits.train)) if isinstance(splits, MultiTaskSplits) else len(splits.train),
         "train_seconds": round(train_seconds, 3),
         "precision": context.precision,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
     }
     for role, data in (("val", splits.val), ("test", splits.test)):
-        if data is not None:
+        if isinstance(splits, MultiTaskSplits):
+            if data:
+                metrics[role] = evaluate_task_groups(model, data, precision=context.precision,
+                                                     num_workers=config.num_workers or 0)
+        elif data is not None:
             scores = evaluate_model(model, data, precision=context.precision, num_workers=config.num_workers,
                                     feature_cache=config.method == "features")
             metrics[role] = scores
@@ -160,11 +172,44 @@ def _check_resume_settings(run_dir: Path, config: FitConfig) -> None:
         )
 
 
-def evaluate(run_dir: str | Path, data_spec: str, *, skip_bad_files: bool = False) -> dict:
-    """Accuracy, macro-F1 and confusion matrix of a trained run on labeled data."""
+def evaluate(run_dir: str | Path, data_spec: str, *, task: str | None = None, skip_bad_files: bool = False) -> dict:
+    """Accuracy, macro-F1 and confusion matrix of a trained run on labeled data.
+
+    For a multi-task run: ``{"tasks": {name: metrics}, "score": mean task score}`` for every task whose labels the
+    data holds (a manifest with the tasks' columns), or for ``task`` alone (any data labeled for it).
+    """
     model = load(run_dir)
+    if isinstance(model, MultiTaskModel):
+        return _evaluate_tasks(model, data_spec, task, skip_bad_files)
+    if task is not None:
+        raise TransferlabError(f"{run_dir} holds a single-task model; --task is for multi-task runs")
     data = load_image_data(data_spec, split_preference=("test", "val", "all"), skip_bad_files=skip_bad_files)
     return evaluate_model(model, data, feature_cache=_frozen_pretrained_backbone(run_dir))
+
+
+def _evaluate_tasks(model: MultiTaskModel, data_spec: str, task: str | None, skip_bad_files: bool) -> dict:
+    names = [t.name for t in model.tasks]
+    if task is not None and task not in names:
+        raise TransferlabError(f"the model has no task '{task}'{suggest(task, names)}; its tasks: {', '.join(names)}")
+    columns = manifest_columns(data_spec) or []
+    chosen = [t for t in model.tasks if (task is None or t.name == task) and (t.column or t.name) in columns]
+    if not chosen:
+        if task is None:
+            classification = [t for t in model.tasks if isinstance(t, ClassificationTask)]
+            if len(classification) != 1:
+                raise TransferlabError(
+                    f"{data_spec} holds none of the tasks' label columns ({', '.join(t.column or t.name for t in model.tasks)}); "
+                    f"name the task its labels belong to with --task (tasks: {', '.join(names)})"
+                )
+            task = classification[0].name
+        chosen = [t for t in model.tasks if t.name == task]
+    group = load_task_group(data_spec, chosen, skip_bad_files=skip_bad_files)
+    metrics = evaluate_task_groups(model, [group])
+    unlabeled = [name for name, values in metrics["tasks"].items() if not values["n"]]
+    if len(unlabeled) == len(chosen):
+        raise TransferlabError(f"{data_spec} holds no labels the model knows for task(s) {', '.join(unlabeled)} "
+                               "(see the warning above for the labels found)")
+    return metrics
 
 
 def _frozen_pretrained_backbone(run_dir: str | Path) -> bool:
@@ -174,8 +219,13 @@ def _frozen_pretrained_backbone(run_dir: str | Path) -> bool:
 
 
 def predict(run_dir: str | Path, data: ImageData) -> list[dict]:
-    """One dict per image: ``{"label": best class, "probabilities": {class: p}}``."""
+    """One dict per image: ``{"label": best class, "probabilities": {class: p}}``; for a multi-task run,
+    ``{"tasks": {name: prediction}}`` with each task's own form (see `transferlab.tasks.Task.decode`)."""
     model = load(run_dir)
+    if isinstance(model, MultiTaskModel):
+        outputs = predict_task_outputs(model, data)
+        decoded = {task.name: task.decode(outputs[task.name]) for task in model.tasks}
+        return [{"tasks": {name: rows[i] for name, rows in decoded.items()}} for i in range(len(data))]
     probabilities = predict_proba(model, data, feature_cache=_frozen_pretrained_backbone(run_dir))
     return [
         {"label": model.classes[int(row.argmax())],

@@ -4,7 +4,8 @@ Layout::
 
     RUN_DIR/
       model.safetensors   weights of backbone and head
-      model.json          architecture spec, head, class names, preprocessing (enough to rebuild the model)
+      model.json          architecture spec, head, class names (or, for a multi-task model, every task: name,
+                          type, classes or target scaling), preprocessing (enough to rebuild the model)
       config.json         every setting of the run
       metrics.json        final metrics (validation, test, timings)
       history.csv         per-epoch metrics
@@ -23,7 +24,8 @@ from transferlab.backbones import rebuild_backbone
 from transferlab.backbones.base import PreprocessConfig
 from transferlab.errors import TransferlabError
 from transferlab.fileio import atomic_path, read_json, write_json
-from transferlab.model import TransferModel, build_head
+from transferlab.model import MultiTaskModel, TransferModel, build_head
+from transferlab.tasks import task_from_dict
 
 __all__ = ["save_model", "load", "FORMAT"]
 
@@ -46,12 +48,13 @@ def save_model(run_dir: Path, model: TransferModel, head_settings: dict) -> None
             "num_features": model.backbone.num_features,
             "head": head_settings,
             "classes": model.classes,
+            **({"tasks": [task.to_dict() for task in model.tasks]} if isinstance(model, MultiTaskModel) else {}),
             "preprocess": model.preprocess.to_dict(),
         },
     )
 
 
-def load(run_dir: str | Path) -> TransferModel:
+def load(run_dir: str | Path) -> TransferModel | MultiTaskModel:
     """Rebuild the trained model of a run directory (eval mode, on the CPU)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -64,11 +67,15 @@ def load(run_dir: str | Path) -> TransferModel:
     backbone = rebuild_backbone(info["backbone"])
     backbone.preprocess = PreprocessConfig.from_dict(info["preprocess"])
     head = info["head"]
-    model = TransferModel(
-        backbone,
-        build_head(head["kind"], info["num_features"], len(info["classes"]), head.get("hidden", []), head.get("dropout", 0.0)),
-        info["classes"],
-    )
+
+    def make_head(outputs: int):
+        return build_head(head["kind"], info["num_features"], outputs, head.get("hidden", []), head.get("dropout", 0.0))
+
+    if "tasks" in info:
+        tasks = [task_from_dict(values) for values in info["tasks"]]
+        model = MultiTaskModel(backbone, {task.name: make_head(task.num_outputs) for task in tasks}, tasks)
+    else:
+        model = TransferModel(backbone, make_head(len(info["classes"])), info["classes"])
     try:
         state = load_file(str(run_dir / MODEL_WEIGHTS))
     except (FileNotFoundError, SafetensorError, OSError) as exc:

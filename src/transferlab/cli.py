@@ -55,7 +55,9 @@ def fit(
     train: Optional[str] = typer.Option(None, help="Training data: image folder, CSV manifest, sklearn-digits, mnist:DIR, usps:DIR."),
     val: Optional[str] = typer.Option(None, help="Validation data spec (default: a stratified split of --train)."),
     test: Optional[str] = typer.Option(None, help="Test data spec, evaluated once at the end."),
-    method: Optional[str] = typer.Option(None, help="scratch | features | finetune | seed-recipe | joint (default finetune)."),
+    method: Optional[str] = typer.Option(
+        None, help="scratch | features | finetune | seed-recipe | joint | multitask (default finetune)."
+    ),
     backbone: Optional[str] = typer.Option(None, help="Backbone name (default efficientnet_lite0)."),
     weights: Optional[Path] = typer.Option(None, help="Local .safetensors/.pth backbone weights, or a run directory."),
     labels_per_class: Optional[int] = typer.Option(None, help="Keep N labeled training examples per class."),
@@ -83,6 +85,16 @@ def fit(
     separate_heads: Optional[bool] = typer.Option(None, "--separate-heads/--shared-head",
                                                   help="One head per domain (default: when class names differ)."),
     steps_per_epoch: Optional[int] = typer.Option(None, help="Joint steps per epoch (default: a pass over the larger domain)."),
+    tasks: Optional[str] = typer.Option(
+        None, help="Label columns of the --train CSV, one task each: COL1,COL2 (type inferred) or COL:regression, "
+        "COL:multilabel ('a|b' cells), COL:classification (multitask)."
+    ),
+    weighting: Optional[str] = typer.Option(
+        None, help="Task-loss weighting (multitask): fixed | uncertainty | dwa | gradnorm | upgrad | pcgrad | cagrad "
+        "| mgda | imtl-g | aligned-mtl | dualproj."
+    ),
+    dwa_temperature: Optional[float] = typer.Option(None, help="Temperature of --weighting dwa (default 2)."),
+    gradnorm_alpha: Optional[float] = typer.Option(None, help="Alpha of --weighting gradnorm (default 1.5)."),
     out: Optional[Path] = typer.Option(None, help="Run directory to create."),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace an existing run directory."),
     resume: Optional[bool] = typer.Option(None, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -120,9 +132,24 @@ def _print_fit_summary(result) -> None:
     metrics = result.metrics
     lines = [f"run directory: {result.run_dir}", f"training time: {metrics['train_seconds']:.1f} s"]
     for role in ("val", "test"):
-        if role in metrics:
+        if role in metrics and "tasks" in metrics[role]:
+            lines += [f"{role} {line}" for line in _task_lines(metrics[role])]
+        elif role in metrics:
             lines.append(f"{role} accuracy: {metrics[role]['accuracy']:.4f}  macro-F1: {metrics[role]['macro_f1']:.4f}")
     typer.echo("\n".join(lines))
+
+
+_TASK_SUMMARY = {"accuracy": "accuracy", "macro_f1": "macro-F1", "micro_f1": "micro-F1",
+                 "mean_average_precision": "mAP", "mae": "MAE", "rmse": "RMSE", "r2": "R^2"}
+
+
+def _task_lines(metrics: dict) -> list[str]:
+    """One line per task of multi-task metrics: ``task NAME (n images): metric value, ...``."""
+    lines = []
+    for name, values in metrics["tasks"].items():
+        shown = ", ".join(f"{label} {values[key]:.4f}" for key, label in _TASK_SUMMARY.items() if key in values)
+        lines.append(f"task {name} ({values['n']} images): {shown or 'no labeled images'}")
+    return lines
 
 
 @app.command()
@@ -130,6 +157,7 @@ def _print_fit_summary(result) -> None:
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'transferlab fit'."),
     data: str = typer.Option(..., help="Labeled data spec to evaluate on."),
+    task: Optional[str] = typer.Option(None, help="Multi-task runs: evaluate this task alone (data labeled for it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable images with a warning."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -138,16 +166,26 @@ def evaluate(
     _setup_logging(quiet or as_json)
     from transferlab.api import evaluate as evaluate_run
 
-    metrics = evaluate_run(run_dir, data, skip_bad_files=skip_bad_files)
+    metrics = evaluate_run(run_dir, data, task=task, skip_bad_files=skip_bad_files)
     if as_json:
         typer.echo(json.dumps(metrics))
         return
+    if "tasks" in metrics:
+        typer.echo("\n".join(_task_lines(metrics)))
+        for name, values in metrics["tasks"].items():
+            if "confusion_matrix" in values:
+                typer.echo(f"task {name}, confusion matrix (rows: true, columns: predicted):")
+                _echo_confusion(values["classes"], values["confusion_matrix"])
+        return
     typer.echo(f"images: {metrics['n']}\naccuracy: {metrics['accuracy']:.4f}\nmacro-F1: {metrics['macro_f1']:.4f}")
     typer.echo("confusion matrix (rows: true, columns: predicted):")
-    classes = metrics["classes"]
+    _echo_confusion(metrics["classes"], metrics["confusion_matrix"])
+
+
+def _echo_confusion(classes: list[str], matrix: list[list[int]]) -> None:
     width = max(6, *(len(c) for c in classes)) + 1
     typer.echo(" " * width + "".join(c[: width - 1].rjust(width) for c in classes))
-    for name, row in zip(classes, metrics["confusion_matrix"], strict=True):
+    for name, row in zip(classes, matrix, strict=True):
         typer.echo(name[: width - 1].ljust(width) + "".join(str(v).rjust(width) for v in row))
 
 
@@ -172,11 +210,34 @@ def predict(
     if output_format == "json":
         typer.echo(json.dumps([{"path": str(p), **row} for p, row in zip(data.paths, rows, strict=True)], indent=2))
         return
+    if rows and "tasks" in rows[0]:
+        _write_task_predictions(data.paths, rows)
+        return
     classes = list(rows[0]["probabilities"]) if rows else []
     writer = csv.writer(sys.stdout)
     writer.writerow(["path", "label", *[f"p_{c}" for c in classes]])
     for path, row in zip(data.paths, rows, strict=True):
         writer.writerow([str(path), row["label"], *[f"{row['probabilities'][c]:.6f}" for c in classes]])
+
+
+def _write_task_predictions(paths, rows: list[dict]) -> None:
+    """CSV of multi-task predictions: per task its label (``a|b`` for multi-label) or value, then probabilities
+    as ``TASK:p_CLASS`` columns."""
+    first = rows[0]["tasks"]
+    header = ["path"]
+    for name, prediction in first.items():
+        header += [name, *[f"{name}:p_{c}" for c in prediction.get("probabilities", {})]]
+    writer = csv.writer(sys.stdout)
+    writer.writerow(header)
+    for path, row in zip(paths, rows, strict=True):
+        cells = [str(path)]
+        for name, prediction in row["tasks"].items():
+            if "value" in prediction:
+                cells.append(f"{prediction['value']:.6g}")
+            else:
+                cells.append(prediction["label"] if "label" in prediction else "|".join(prediction["labels"]))
+            cells += [f"{p:.6f}" for p in prediction.get("probabilities", {}).values()]
+        writer.writerow(cells)
 
 
 @app.command()

@@ -10,9 +10,43 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from transferlab.errors import TransferlabError, suggest
 
-__all__ = ["FitConfig", "load_config_file", "build_config", "RECIPES"]
+__all__ = ["FitConfig", "TaskSpec", "load_config_file", "build_config", "parse_task_list", "RECIPES"]
 
-Method = Literal["scratch", "features", "finetune", "seed-recipe", "joint"]
+Method = Literal["scratch", "features", "finetune", "seed-recipe", "joint", "multitask"]
+TaskType = Literal["classification", "multilabel", "regression"]
+Weighting = Literal["fixed", "uncertainty", "dwa", "gradnorm", "upgrad", "pcgrad", "cagrad", "mgda", "imtl-g", "aligned-mtl", "dualproj"]
+# weightings that balance several losses: meaningless for a single task
+MULTI_LOSS_WEIGHTINGS = ("uncertainty", "dwa", "gradnorm", "upgrad", "pcgrad", "cagrad", "mgda", "imtl-g", "aligned-mtl", "dualproj")
+
+
+class TaskSpec(BaseModel):
+    """One task of a ``multitask`` run: a label column of the training manifest, or a dataset of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="task name (also the head's name)")
+    column: str | None = Field(None, description="label column in the manifest; default: the task name")
+    type: TaskType | None = Field(None, description="default: inferred from the column's values")
+    data: str | None = Field(None, description="this task's own labeled data spec, instead of a manifest column")
+    val: str | None = Field(None, description="this task's validation data (with 'data'); default: a split of it")
+    test: str | None = Field(None, description="this task's test data (with 'data')")
+    weight: float = Field(1.0, gt=0, description="loss weight (weighting 'fixed')")
+    labels_per_class: int | None = Field(None, ge=1, description="overrides the run's labels_per_class for this task")
+
+    @property
+    def label_column(self) -> str:
+        return self.column or self.name
+
+
+def parse_task_list(value: str) -> list[dict]:
+    """``"age:regression,tags,species"`` -> task dicts; ``NAME:TYPE`` sets the type, otherwise it is inferred."""
+    tasks = []
+    for item in value.split(","):
+        name, _, kind = item.strip().partition(":")
+        if not name.strip():
+            raise ValueError(f"empty task name in tasks {value!r}; expected COL1,COL2,... (optionally COL:TYPE)")
+        tasks.append({"name": name.strip(), **({"type": kind.strip()} if kind else {})})
+    return tasks
 
 
 class FitConfig(BaseModel):
@@ -21,7 +55,10 @@ class FitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
     # data
-    train: str = Field(description="training data spec (folder, CSV, sklearn-digits, mnist:DIR, usps:DIR)")
+    train: str | None = Field(
+        None, description="training data spec (folder, CSV, sklearn-digits, mnist:DIR, usps:DIR); required unless "
+        "every multitask task has its own data"
+    )
     val: str | None = Field(None, description="validation data spec; default: a stratified split of train")
     test: str | None = Field(None, description="optional test data spec, evaluated once at the end")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="fraction of train held out when no val is given")
@@ -75,6 +112,14 @@ class FitConfig(BaseModel):
     )
     steps_per_epoch: int | None = Field(None, ge=1, description="joint steps per epoch; default: one pass over the larger domain")
 
+    # multi-task learning (method 'multitask'): one backbone, one head per task
+    tasks: list[TaskSpec] | None = Field(
+        None, description="tasks: label columns of the train manifest ('a,b:regression') or task entries with data"
+    )
+    weighting: Weighting = Field("fixed", description="how task losses/gradients are combined")
+    dwa_temperature: float = Field(2.0, gt=0, description="temperature T of dynamic weight averaging")
+    gradnorm_alpha: float = Field(1.5, ge=0, description="restoring-force strength alpha of GradNorm")
+
     # output
     out: Path = Field(description="run directory to create")
     overwrite: bool = False
@@ -89,8 +134,18 @@ class FitConfig(BaseModel):
             raise ValueError(f"freeze must not be negative, got {value}")
         return value.strip()
 
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _parse_tasks(cls, value):
+        if isinstance(value, str):
+            return parse_task_list(value)
+        if isinstance(value, list):
+            return [parse_task_list(item)[0] if isinstance(item, str) else item for item in value]
+        return value
+
     @model_validator(mode="after")
     def _check_combinations(self) -> "FitConfig":
+        self._check_tasks()
         if self.head == "logistic" and self.method != "features":
             raise ValueError(f"head 'logistic' works only with method 'features', not '{self.method}'")
         if self.method == "joint" and self.source is None:
@@ -100,6 +155,32 @@ class FitConfig(BaseModel):
         if self.resume and self.overwrite:
             raise ValueError("choose either resume or overwrite, not both")
         return self
+
+    def _check_tasks(self) -> None:
+        if self.method != "multitask":
+            if self.tasks is not None:
+                raise ValueError(f"tasks are for method 'multitask', not '{self.method}'")
+            if self.train is None:
+                raise ValueError("missing required setting 'train' (training data spec)")
+            return
+        if not self.tasks:
+            raise ValueError("method 'multitask' needs tasks: --tasks COL1,COL2 (label columns of --train) or "
+                             "task entries in the config")
+        names = [task.name for task in self.tasks]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"task names must be unique; repeated: {', '.join(repeated)}")
+        columns_without_manifest = [task.name for task in self.tasks if task.data is None and self.train is None]
+        if columns_without_manifest:
+            raise ValueError(f"task(s) {', '.join(columns_without_manifest)} read a label column of the training "
+                             "manifest, but no train data is set (--train FILE.csv), and they have no data of their own")
+        for task in self.tasks:
+            if task.data is None and (task.val or task.test):
+                raise ValueError(f"task '{task.name}' sets val/test data but no data of its own; "
+                                 "use --val/--test manifests for manifest columns")
+        if len(self.tasks) == 1 and self.weighting in MULTI_LOSS_WEIGHTINGS:
+            raise ValueError(f"weighting '{self.weighting}' balances several tasks, but only one task "
+                             f"('{self.tasks[0].name}') is given; use weighting 'fixed' or add tasks")
 
 
 # Named recipes: fixed settings that a method name stands for.

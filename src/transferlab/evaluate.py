@@ -15,9 +15,9 @@ from transferlab.engine.distributed import make_loader
 from transferlab.engine.loop import predict_logits
 from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.errors import TransferlabError
-from transferlab.model import TransferModel
+from transferlab.model import MultiTaskModel, TransferModel
 
-__all__ = ["predict_proba", "evaluate_model", "classification_metrics"]
+__all__ = ["predict_proba", "predict_task_outputs", "evaluate_model", "classification_metrics"]
 
 log = logging.getLogger("transferlab")
 
@@ -49,6 +49,20 @@ def predict_proba(
                              num_workers=workers)
         logits, _ = predict_logits(model.to(device), loader, precision, device)
     return torch.softmax(logits, dim=1).numpy()
+
+
+def predict_task_outputs(
+    model: MultiTaskModel, data: ImageData, *, batch_size: int = 64, precision: str = "auto",
+    num_workers: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Every head's raw outputs ``{task: (N, n_outputs)}`` for the images of ``data`` (decode with `Task.decode`)."""
+    device = default_device()
+    precision = resolve_precision(precision, device)
+    workers = default_num_workers(data) if num_workers is None else num_workers
+    loader = make_loader(ImageDataset(data, model.preprocess), batch_size=batch_size, shuffle=False,
+                         num_workers=workers)
+    outputs, _ = predict_logits(model.to(device), loader, precision, device)
+    return {name: values.numpy() for name, values in outputs.items()}
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> dict:

@@ -8,7 +8,7 @@ from torch import nn
 from transferlab.backbones.base import Backbone
 from transferlab.errors import TransferlabError
 
-__all__ = ["TransferModel", "build_head"]
+__all__ = ["TransferModel", "MultiTaskModel", "build_head"]
 
 
 def build_head(kind: str, in_features: int, num_classes: int, hidden: list[int], dropout: float = 0.0) -> nn.Module:
@@ -68,8 +68,37 @@ class TransferModel(nn.Module):
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         """The backbone's named groups (prefixed ``backbone.``) followed by a ``head`` group, input to output."""
-        groups = [
-            (f"backbone.{name}", [f"backbone.{p}" for p in params]) for name, params in self.backbone.parameter_groups()
-        ]
-        groups.append(("head", [f"head.{name}" for name, _ in self.head.named_parameters()]))
-        return groups
+        return [*self._backbone_groups(), ("head", [f"head.{name}" for name, _ in self.head.named_parameters()])]
+
+    def _backbone_groups(self) -> list[tuple[str, list[str]]]:
+        return [(f"backbone.{name}", [f"backbone.{p}" for p in params]) for name, params in self.backbone.parameter_groups()]
+
+
+class MultiTaskModel(TransferModel):
+    """One shared backbone and one head per task: ``forward(x)`` returns ``{task_name: outputs (B, n_outputs)}``.
+
+    Args:
+        backbone: any `Backbone`.
+        heads: task name -> head module, in task order.
+        tasks: the `transferlab.tasks.Task` of every head (same names, same order).
+    """
+
+    def __init__(self, backbone: Backbone, heads: dict[str, nn.Module], tasks: list):
+        if [task.name for task in tasks] != list(heads):
+            raise ValueError(f"heads {list(heads)} do not match tasks {[task.name for task in tasks]}")
+        nn.Module.__init__(self)
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(heads)
+        self.tasks = list(tasks)
+        self.classes = []
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_features(self.backbone(x))
+
+    def forward_features(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every head's outputs from shared features ``(B, num_features)``."""
+        return {name: head(features) for name, head in self.heads.items()}
+
+    def parameter_groups(self) -> list[tuple[str, list[str]]]:
+        """The backbone's named groups, then one ``head`` group holding every task head (they learn together)."""
+        return [*self._backbone_groups(), ("head", [f"heads.{name}" for name, _ in self.heads.named_parameters()])]

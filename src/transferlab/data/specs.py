@@ -35,7 +35,7 @@ from PIL import Image
 from transferlab.data.image_data import DOMAINS, ImageData, ImageReadError
 from transferlab.errors import TransferlabError, suggest
 
-__all__ = ["load_splits", "load_image_data", "KINDS", "SPLITS", "IMAGE_EXTENSIONS"]
+__all__ = ["load_splits", "load_image_data", "manifest_columns", "read_manifest_columns", "sort_class_names", "KINDS", "SPLITS", "IMAGE_EXTENSIONS"]
 
 KINDS = ("sklearn-digits", "mnist", "usps", "folder", "csv")
 SPLITS = ("train", "val", "test")
@@ -322,7 +322,7 @@ def _folder_loaders(root: Path, request: _Request) -> dict[str, SplitLoader]:
         scans = {split: _scan_folder(root / split) for split in SPLITS if split in names}
     else:
         scans = {"all": _scan_folder(root)}
-    classes = _sort_classes(label for items in scans.values() for _, label in items if label is not None)
+    classes = sort_class_names(label for items in scans.values() for _, label in items if label is not None)
     loaders = {}
     for split, items in scans.items():
         labeled = items[0][1] is not None
@@ -379,7 +379,7 @@ def _images_below(folder: Path) -> list[Path]:
 
 def _csv_loaders(csv_path: Path, request: _Request) -> dict[str, SplitLoader]:
     items, labeled = _read_manifest(csv_path, request)
-    classes = _sort_classes(label for _, label in items) if labeled else []
+    classes = sort_class_names(label for _, label in items) if labeled else []
     if labeled and len(classes) < 2:
         raise TransferlabError(
             f"{csv_path} has a single class ({classes[0]!r}); labeled data needs at least two classes"
@@ -388,26 +388,40 @@ def _csv_loaders(csv_path: Path, request: _Request) -> dict[str, SplitLoader]:
 
 
 def _read_manifest(csv_path: Path, request: _Request) -> tuple[_Items, bool]:
-    """Read a CSV manifest as (file, label) pairs, checking that every file exists; also say if it has labels."""
+    """Read a ``path[,label]`` manifest as (file, label) pairs, checking that every file exists; also say if it has
+    labels."""
+    paths, cells = _read_table(csv_path, request, allowed=_CSV_COLUMNS, labels_required=True)
+    labels = cells.get("label")
+    return [(path, None if labels is None else labels[i]) for i, path in enumerate(paths)], labels is not None
+
+
+def _read_table(
+    csv_path: Path, request: _Request, *, allowed: tuple[str, ...] | None, labels_required: bool
+) -> tuple[list[Path], dict[str, list[str]]]:
+    """Read a manifest: a ``path`` column (relative paths are relative to the CSV) and label columns.
+
+    Returns the existing files and, per label column, one stripped cell per kept row. With ``allowed``, other
+    columns are refused; without ``labels_required``, empty label cells are kept as ``""`` (no label).
+    """
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as stream:
             reader = csv.reader(stream)
-            columns = _check_csv_header(csv_path, next(reader, []))
-            items = _manifest_rows(csv_path, reader, columns, request)
+            columns = _check_csv_header(csv_path, next(reader, []), allowed)
+            return _manifest_rows(csv_path, reader, columns, request, labels_required)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise TransferlabError(f"cannot read CSV {csv_path}: {exc}") from None
-    return items, "label" in columns
 
 
-def _check_csv_header(csv_path: Path, header: list[str]) -> list[str]:
+def _check_csv_header(csv_path: Path, header: list[str], allowed: tuple[str, ...] | None) -> list[str]:
     columns = [column.strip() for column in header]
     if not any(columns):
         raise TransferlabError(f"CSV {csv_path} is empty; expected a header line with a 'path' column")
-    for column in columns:
-        if column not in _CSV_COLUMNS:
+    for column in columns if allowed is not None else ():
+        if column not in allowed:
             raise TransferlabError(
-                f"CSV {csv_path} has unknown column {column!r}{suggest(column, _CSV_COLUMNS)}; "
-                "accepted columns: path (required), label (optional)"
+                f"CSV {csv_path} has unknown column {column!r}{suggest(column, allowed)}; "
+                "accepted columns: path (required), label (optional); several label columns are tasks of "
+                "--method multitask (--tasks COL1,COL2)"
             )
     if len(set(columns)) != len(columns):
         raise TransferlabError(f"CSV {csv_path} repeats a column in its header: {', '.join(columns)}")
@@ -416,8 +430,11 @@ def _check_csv_header(csv_path: Path, header: list[str]) -> list[str]:
     return columns
 
 
-def _manifest_rows(csv_path: Path, reader, columns: list[str], request: _Request) -> _Items:
-    items: _Items = []
+def _manifest_rows(
+    csv_path: Path, reader, columns: list[str], request: _Request, labels_required: bool
+) -> tuple[list[Path], dict[str, list[str]]]:
+    paths: list[Path] = []
+    cells: dict[str, list[str]] = {column: [] for column in columns if column != "path"}
     rows = 0
     for row in reader:
         if not any(cell.strip() for cell in row):
@@ -426,26 +443,80 @@ def _manifest_rows(csv_path: Path, reader, columns: list[str], request: _Request
         where = f"{csv_path} row {rows} (line {reader.line_num})"
         if len(row) != len(columns):
             raise TransferlabError(f"{where} has {len(row)} fields, expected {len(columns)}: {', '.join(columns)}")
-        cells = dict(zip(columns, (cell.strip() for cell in row)))
-        for column, value in cells.items():
-            if not value:
+        values = dict(zip(columns, (cell.strip() for cell in row)))
+        for column, value in values.items():
+            if not value and (column == "path" or labels_required):
                 raise TransferlabError(f"{where} has an empty {column}")
-        path = Path(cells["path"]).expanduser()
+        path = Path(values["path"]).expanduser()
         path = path if path.is_absolute() else csv_path.parent / path
         if path.is_file():
-            items.append((path, cells.get("label")))
+            paths.append(path)
+            for column in cells:
+                cells[column].append(values[column])
         elif request.skip_bad_files:
             request.skipped.append(path)
         else:
             raise ImageReadError(f"{where}: image file not found: {path}")
     if rows == 0:
         raise TransferlabError(f"CSV {csv_path} has a header but no rows")
-    if not items:
+    if not paths:
         raise ImageReadError(f"none of the files listed in {csv_path} exists")
-    return items
+    return paths, cells
 
 
-def _sort_classes(names: Iterable[str]) -> list[str]:
+def manifest_columns(spec: str) -> list[str] | None:
+    """The label columns of a CSV manifest spec (its header without ``path``), or ``None`` if ``spec`` is not one."""
+    base, kind, location, _ = _parse_spec(spec)
+    path = Path(location).expanduser()
+    if not (kind == "csv" or (kind is None and path.suffix.lower() == ".csv")) or not path.is_file():
+        return None
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as stream:
+            header = next(csv.reader(stream), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TransferlabError(f"cannot read CSV {path}: {exc}") from None
+    return [column.strip() for column in header if column.strip() != "path"]
+
+
+def read_manifest_columns(
+    spec: str, columns: list[str], *, skip_bad_files: bool = False, purpose: str = "multitask"
+) -> tuple[ImageData, dict[str, list[str]]]:
+    """Images of a CSV manifest (unlabeled `ImageData`) and the cells of the named label columns, row-aligned.
+
+    Empty cells stay ``""`` (no label). Rows whose image is missing or unreadable are dropped with a warning when
+    ``skip_bad_files`` is set, else raise `ImageReadError`.
+
+    Raises:
+        TransferlabError: ``spec`` is not a CSV manifest, or lacks one of ``columns`` (the message lists the
+            columns it has).
+    """
+    base, kind, location, split = _parse_spec(spec)
+    path = Path(location).expanduser()
+    if manifest_columns(spec) is None:
+        raise TransferlabError(
+            f"{purpose} label columns need a CSV manifest (path plus one column per task), but {spec!r} is not one"
+        )
+    if split not in (None, "all"):
+        raise TransferlabError(f"a CSV manifest has one split ('all'), not {split!r} (in {spec!r})")
+    request = _Request(base, "target", skip_bad_files)
+    paths, cells = _read_table(path, request, allowed=None, labels_required=False)
+    missing = [column for column in columns if column not in cells]
+    if missing:
+        raise TransferlabError(
+            f"CSV {path} has no column {', '.join(repr(c) for c in missing)} for the task(s) asked; "
+            f"its columns: path, {', '.join(cells) or '(no label columns)'}"
+        )
+    kept = [index for _, index in _readable([(p, i) for i, p in enumerate(paths)], request)]
+    if request.skipped:
+        files = ", ".join(str(skipped) for skipped in request.skipped)
+        warnings.warn(f"skipped {len(request.skipped)} bad image file(s) in {base}: {files}", stacklevel=2)
+    if not kept:
+        raise ImageReadError(f"no readable images in {base}")
+    images = ImageData(name=base, classes=[], labels=None, paths=[paths[i] for i in kept])
+    return images, {column: [cells[column][i] for i in kept] for column in columns}
+
+
+def sort_class_names(names: Iterable[str]) -> list[str]:
     """Sorted unique class names; names that are all integers sort by value ("2" before "10")."""
     names = set(names)
     if all(name.isascii() and name.isdigit() for name in names):

@@ -1,4 +1,4 @@
-"""Batches drawn from two domains at once, in a fixed ratio, with an order that depends only on (seed, epoch)."""
+"""Batches drawn from several datasets at once (two domains, or the data of several tasks), in a fixed ratio, with an order that depends only on (seed, epoch)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from transferlab.engine.distributed import make_loader
 
-__all__ = ["DomainPairLoader"]
+__all__ = ["DomainPairLoader", "GroupBatches"]
 
 
 def _cycle(dataset: Dataset, batch_size: int, seed: int, epoch: int, num_workers: int):
@@ -19,6 +19,31 @@ def _cycle(dataset: Dataset, batch_size: int, seed: int, epoch: int, num_workers
         loader = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed * 7919 + repeat,
                              epoch=epoch, num_workers=num_workers, drop_last=len(dataset) >= batch_size)
         yield from loader
+
+
+@dataclass
+class GroupBatches:
+    """Each step yields ``[batch_of_dataset_0, batch_of_dataset_1, ...]``, one batch from every dataset.
+
+    Args:
+        datasets: the datasets drawn together (e.g. the data of several tasks).
+        batch_sizes: examples per step from each dataset.
+        steps_per_epoch: steps in an epoch; default: enough for one pass over the dataset that needs most steps.
+    """
+
+    datasets: list[Dataset]
+    batch_sizes: list[int]
+    steps_per_epoch: int | None = None
+
+    def __len__(self) -> int:
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return max(math.ceil(len(data) / size) for data, size in zip(self.datasets, self.batch_sizes, strict=True))
+
+    def epoch_loader(self, *, epoch: int, seed: int, num_workers: int = 0):
+        streams = [_cycle(data, size, seed + offset, epoch, num_workers)
+                   for offset, (data, size) in enumerate(zip(self.datasets, self.batch_sizes, strict=True))]
+        return _Steps(streams, len(self))
 
 
 @dataclass
@@ -46,26 +71,25 @@ class DomainPairLoader:
     def target_batch(self) -> int:
         return self.batch_size - self.source_batch
 
+    def _groups(self) -> GroupBatches:
+        return GroupBatches([self.source, self.target], [self.source_batch, self.target_batch], self.steps_per_epoch)
+
     def __len__(self) -> int:
-        if self.steps_per_epoch is not None:
-            return self.steps_per_epoch
-        return max(math.ceil(len(self.source) / self.source_batch), math.ceil(len(self.target) / self.target_batch))
+        return len(self._groups())
 
     def epoch_loader(self, *, epoch: int, seed: int, num_workers: int = 0):
-        source = _cycle(self.source, self.source_batch, seed, epoch, num_workers)
-        target = _cycle(self.target, self.target_batch, seed + 1, epoch, num_workers)
-        return _Steps(source, target, len(self))
+        return self._groups().epoch_loader(epoch=epoch, seed=seed, num_workers=num_workers)
 
 
 class _Steps:
-    """``steps`` pairs of batches, drawn lazily; has a length for progress bars."""
+    """``steps`` lists of batches, one from each stream, drawn lazily; has a length for progress bars."""
 
-    def __init__(self, source, target, steps: int):
-        self.source, self.target, self.steps = source, target, steps
+    def __init__(self, streams: list, steps: int):
+        self.streams, self.steps = streams, steps
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self):
         for _ in range(self.steps):
-            yield [next(self.source), next(self.target)]
+            yield [next(stream) for stream in self.streams]

@@ -52,13 +52,16 @@ def _to_device(batch, device: torch.device):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, (list, tuple)):
         return [_to_device(item, device) for item in batch]
+    if isinstance(batch, dict):
+        return {key: _to_device(value, device) for key, value in batch.items()}
     return batch
 
 
 def _batch_size(batch) -> int:
-    """Examples in a batch: ``(inputs, labels)`` or, for several domains, a list of such pairs."""
-    if torch.is_tensor(batch[-1]):
-        return len(batch[-1])
+    """Examples in a batch: ``(inputs, labels)``, ``(inputs, {task: targets})`` or, for several domains or task
+    groups, a list of such pairs."""
+    if torch.is_tensor(batch[0]):
+        return len(batch[0])
     return sum(_batch_size(part) for part in batch)
 
 
@@ -71,12 +74,26 @@ def _epoch_loader(train_data, settings: "TrainSettings", epoch: int):
                        num_workers=settings.num_workers)
 
 
+def _concat(chunks: list):
+    """Concatenate batch results: tensors, or dicts of tensors (one entry per task)."""
+    if isinstance(chunks[0], dict):
+        return {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]}
+    return torch.cat(chunks)
+
+
+def _float_cpu(outputs):
+    if isinstance(outputs, dict):
+        return {key: value.float().cpu() for key, value in outputs.items()}
+    return outputs.float().cpu()
+
+
 def predict_logits(
     model: nn.Module, loader, precision: str, device: torch.device, progress: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` over ``loader`` in eval mode; return ``(outputs (N, D) float32, labels (N,))``.
 
-    ``progress``: a progress-bar label (shown on the main process), or ``None`` for no bar.
+    A model with several heads gives ``{task: (N, D_task)}`` outputs, and a loader of ``{task: targets}`` gives
+    labels in the same form. ``progress``: a progress-bar label (shown on the main process), or ``None``.
     """
     model.eval()
     outputs, labels = [], []
@@ -86,9 +103,9 @@ def predict_logits(
             inputs = inputs.to(device, non_blocking=True)
             if inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            outputs.append(model(inputs).float().cpu())
+            outputs.append(_float_cpu(model(inputs)))
             labels.append(targets)
-    return torch.cat(outputs), torch.cat(labels)
+    return _concat(outputs), _concat(labels)
 
 
 class Trainer:
@@ -96,7 +113,10 @@ class Trainer:
 
     Args:
         model: the module to train (moved to ``settings.device``).
-        objective: callable ``(model, batch) -> {"loss": scalar, "parts": {name: scalar}}``.
+        objective: callable ``(model, batch) -> {"loss": scalar, "parts": {name: scalar}}``; it may add
+            ``"backward"``, a callable that fills the gradients itself (e.g. aggregating per-task gradients),
+            called instead of ``loss.backward()``. An objective that is an ``nn.Module`` with state (learned loss
+            weights, loss history) is checkpointed with the model.
         optimizer: built over the parameters that may ever train.
         scheduler: stepped once per batch (built for ``epochs * steps_per_epoch`` steps), or ``None``.
         settings: `TrainSettings`.
@@ -121,11 +141,13 @@ class Trainer:
         accuracy (by training loss when there is no validation data). Returns the per-epoch history.
 
         ``train_data`` is a dataset of ``(inputs, label)`` or an object with an ``epoch_loader`` method.
+        ``val_data`` is a dataset of ``(inputs, label)`` (scored by accuracy) or an object whose
+        ``evaluate(model, settings)`` returns the ``val_*`` metrics, ``val_score`` among them (higher is better).
         """
         s = self.settings
         start_epoch = self._resume() if resume else 0
         val_loader = None
-        if val_data is not None:
+        if val_data is not None and not hasattr(val_data, "evaluate"):
             val_loader = make_loader(val_data, batch_size=s.batch_size * 2, shuffle=False, num_workers=s.num_workers)
         for epoch in range(start_epoch, s.epochs):
             if self._should_stop(epoch):
@@ -138,6 +160,8 @@ class Trainer:
             row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_parts.items()}}
             if val_loader is not None:
                 row.update(self._validate(val_loader))
+            elif val_data is not None:
+                row.update(val_data.evaluate(self.model, s))
             row["lr"] = max(group["lr"] for group in self.optimizer.param_groups)
             row["seconds"] = round(time.perf_counter() - started, 3)
             self._end_epoch(epoch, row)
@@ -158,7 +182,7 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} in epoch {epoch + 1}; lower --lr")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            out.get("backward", loss.backward)()
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -177,7 +201,10 @@ class Trainer:
 
     # -- bookkeeping: best weights, early stopping, history, checkpoints ------------------------------------------
     def _score(self, row: dict) -> float:
-        return row["val_accuracy"] if "val_accuracy" in row else -row["train_loss"]
+        for key in ("val_score", "val_accuracy"):
+            if key in row:
+                return row[key]
+        return -row["train_loss"]
 
     def _should_stop(self, epoch: int) -> bool:
         patience = self.settings.patience
@@ -210,6 +237,7 @@ class Trainer:
                 "best_score": self.best_score,
                 "best_epoch": self.best_epoch,
                 "rng": capture_rng_state(),
+                "objective": self.objective.state_dict() if isinstance(self.objective, nn.Module) else {},
             },
         )
 
@@ -227,6 +255,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        if isinstance(self.objective, nn.Module) and state.get("objective"):
+            self.objective.load_state_dict(state["objective"])
         self.history = state["history"]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         restore_rng_state(state["rng"])

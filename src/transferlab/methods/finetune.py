@@ -30,17 +30,22 @@ from transferlab.model import TransferModel, build_head
 
 log = logging.getLogger("transferlab")
 
-__all__ = ["train_end_to_end", "build_model", "freeze_and_rates"]
+__all__ = ["train_end_to_end", "build_backbone", "build_model", "freeze_and_rates"]
 
 
-def build_model(config: FitConfig, classes: list[str], *, pretrained: bool) -> TransferModel:
-    backbone = create_backbone(
+def build_backbone(config: FitConfig, *, pretrained: bool):
+    """The configured backbone: pretrained (packaged, hub or ``--weights``) or randomly initialised."""
+    return create_backbone(
         config.backbone,
         weights=config.weights if pretrained else None,
         pretrained=pretrained,
         pool=config.pool,
         image_size=config.image_size,
     )
+
+
+def build_model(config: FitConfig, classes: list[str], *, pretrained: bool) -> TransferModel:
+    backbone = build_backbone(config, pretrained=pretrained)
     head = build_head(config.head, backbone.num_features, len(classes), config.head_hidden, config.dropout)
     return TransferModel(backbone, head, classes)
 

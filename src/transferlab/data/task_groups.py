@@ -1,0 +1,189 @@
+"""Multi-task data: groups of images, each labeled for some of the tasks.
+
+A task's labels come from a column of the training manifest (all such tasks share one group: the manifest's
+images) or from a dataset of its own (one group per such task). `prepare_multitask_splits` loads every group's
+training, validation and test data for a `FitConfig` with ``method: multitask``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import Dataset
+
+from transferlab.backbones.base import PreprocessConfig
+from transferlab.config import FitConfig, TaskSpec
+from transferlab.data.image_data import ImageData
+from transferlab.data.specs import load_image_data, manifest_columns, read_manifest_columns
+from transferlab.data.splits import stratified_split, take_per_class
+from transferlab.data.task_columns import build_task, encode_targets
+from transferlab.data.torch_dataset import ImageDataset
+from transferlab.errors import TransferlabError
+from transferlab.tasks import ClassificationTask, Task
+
+__all__ = ["TaskGroup", "TaskGroupDataset", "MultiTaskSplits", "prepare_multitask_splits", "load_task_group"]
+
+log = logging.getLogger("transferlab")
+
+
+@dataclass
+class TaskGroup:
+    """Images plus, for each task they are labeled for, one encoded target per image (see `transferlab.tasks`)."""
+
+    images: ImageData
+    targets: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def name(self) -> str:
+        return self.images.name
+
+    def subset(self, indices) -> "TaskGroup":
+        indices = np.asarray(indices, dtype=np.int64)
+        return TaskGroup(self.images.subset(indices), {name: values[indices] for name, values in self.targets.items()})
+
+
+class TaskGroupDataset(Dataset):
+    """Yields ``(image_tensor, {task_name: target})`` with the backbone's preprocessing."""
+
+    def __init__(self, group: TaskGroup, preprocess: PreprocessConfig, *, train: bool = False, augment: bool = False):
+        self.group = group
+        self.images = ImageDataset(group.images, preprocess, train=train, augment=augment)
+
+    def __len__(self) -> int:
+        return len(self.group)
+
+    def __getitem__(self, index: int):
+        image, _ = self.images[index]
+        return image, {name: torch.as_tensor(values[index]) for name, values in self.group.targets.items()}
+
+
+@dataclass
+class MultiTaskSplits:
+    """The tasks (in config order) and the groups of training, validation and test data that carry their labels."""
+
+    tasks: list[Task]
+    train: list[TaskGroup]
+    val: list[TaskGroup]
+    test: list[TaskGroup]
+
+
+def prepare_multitask_splits(config: FitConfig) -> MultiTaskSplits:
+    """Load every task's data; hold out validation data where none is given; keep N labels per class if asked."""
+    tasks: dict[str, Task] = {}
+    train, val, test = [], [], []
+    column_specs = [spec for spec in config.tasks if spec.data is None]
+    if column_specs:
+        images, cells = read_manifest_columns(config.train, [spec.label_column for spec in column_specs],
+                                              skip_bad_files=config.skip_bad_files)
+        for spec in column_specs:
+            tasks[spec.name] = build_task(spec.name, spec.column, spec.type, cells[spec.label_column], config.train)
+        group_tasks = [tasks[spec.name] for spec in column_specs]
+        group = TaskGroup(images, {task.name: encode_targets(task, cells[task.column or task.name], config.train)
+                                   for task in group_tasks})
+        if config.val is not None:
+            val.append(load_task_group(config.val, group_tasks, skip_bad_files=config.skip_bad_files))
+        else:
+            group, held_out = _hold_out(group, group_tasks, config.val_fraction, config.seed)
+            val.append(held_out)
+        if config.test is not None:
+            test.append(load_task_group(config.test, group_tasks, skip_bad_files=config.skip_bad_files))
+        train.append(_keep_per_class(group, group_tasks, column_specs, config))
+    for spec in (spec for spec in config.tasks if spec.data is not None):
+        task, group = _own_data_group(spec, config)
+        tasks[spec.name] = task
+        if spec.val is not None:
+            val.append(load_task_group(spec.val, [task], skip_bad_files=config.skip_bad_files, split=("val", "test", "all")))
+        else:
+            group, held_out = _hold_out(group, [task], config.val_fraction, config.seed)
+            val.append(held_out)
+        if spec.test is not None:
+            test.append(load_task_group(spec.test, [task], skip_bad_files=config.skip_bad_files, split=("test", "val", "all")))
+        train.append(_keep_per_class(group, [task], [spec], config))
+    ordered = [tasks[spec.name] for spec in config.tasks]
+    for group in train:
+        log.info("multitask data %s: %d images for task(s) %s", group.name, len(group), ", ".join(group.targets))
+    return MultiTaskSplits(tasks=ordered, train=train, val=val, test=test)
+
+
+def load_task_group(spec: str, tasks: list[Task], *, skip_bad_files: bool = False,
+                    split: tuple[str, ...] = ("test", "val", "all")) -> TaskGroup:
+    """Labeled data for already-built ``tasks``: a CSV manifest holding their label columns, or, for one
+    classification task, any class-labeled data spec (class names matched to the task's; unknown ones ignored)."""
+    columns = manifest_columns(spec)
+    wanted = [task.column or task.name for task in tasks]
+    if columns is not None and all(column in columns for column in wanted) or not _single_classification(tasks):
+        images, cells = read_manifest_columns(spec, wanted, skip_bad_files=skip_bad_files)
+        return TaskGroup(images, {task.name: encode_targets(task, cells[column], spec)
+                                  for task, column in zip(tasks, wanted, strict=True)})
+    task = tasks[0]
+    data = load_image_data(spec, split_preference=split, skip_bad_files=skip_bad_files)
+    if data.labels is None:
+        raise TransferlabError(f"data {data.name} for task '{task.name}' has no labels")
+    names = [data.classes[label] for label in data.labels]
+    return TaskGroup(data, {task.name: encode_targets(task, names, data.name)})
+
+
+def _single_classification(tasks: list[Task]) -> bool:
+    return len(tasks) == 1 and isinstance(tasks[0], ClassificationTask)
+
+
+def _own_data_group(spec: TaskSpec, config: FitConfig) -> tuple[Task, TaskGroup]:
+    """A task with its own data: a class-labeled data spec, or (with ``column``) a manifest column of any type."""
+    if spec.column is not None:
+        images, cells = read_manifest_columns(spec.data, [spec.column], skip_bad_files=config.skip_bad_files)
+        task = build_task(spec.name, spec.column, spec.type, cells[spec.column], spec.data)
+        return task, TaskGroup(images, {task.name: encode_targets(task, cells[spec.column], spec.data)})
+    if spec.type not in (None, "classification"):
+        raise TransferlabError(
+            f"task '{spec.name}' is {spec.type} but its data {spec.data!r} gives class labels; name the label column "
+            "of a CSV manifest with 'column'"
+        )
+    data = load_image_data(spec.data, split_preference=("train", "all"), skip_bad_files=config.skip_bad_files)
+    if data.labels is None:
+        raise TransferlabError(f"data {data.name} of task '{spec.name}' has no labels")
+    task = ClassificationTask(spec.name, None, classes=list(data.classes))
+    return task, TaskGroup(data, {task.name: data.labels})
+
+
+def _hold_out(group: TaskGroup, tasks: list[Task], fraction: float, seed: int) -> tuple[TaskGroup, TaskGroup]:
+    """Split off validation data: stratified by the first fully labeled classification task, else at random."""
+    strata = next((group.targets[task.name] for task in tasks
+                   if isinstance(task, ClassificationTask) and (group.targets[task.name] >= 0).all()), None)
+    if strata is not None:
+        train_index, val_index = stratified_split(strata, fraction, seed)
+    else:
+        if len(group) < 2:
+            raise TransferlabError(f"{group.name} has {len(group)} image(s): too few to hold out validation data")
+        train_index, val_index = train_test_split(np.arange(len(group)), test_size=fraction, random_state=seed)
+    log.info("held out %d of %d images of %s for validation (seed %d)", len(val_index), len(group), group.name, seed)
+    return group.subset(np.sort(train_index)), group.subset(np.sort(val_index))
+
+
+def _keep_per_class(group: TaskGroup, tasks: list[Task], specs: list[TaskSpec], config: FitConfig) -> TaskGroup:
+    """Keep N labels per class of every classification task (others become missing); drop rows left unlabeled."""
+    targets = dict(group.targets)
+    changed = False
+    for task, spec in zip(tasks, specs, strict=True):
+        n = spec.labels_per_class or config.labels_per_class
+        if n is None or not isinstance(task, ClassificationTask):
+            continue
+        labels = targets[task.name]
+        labeled = np.flatnonzero(labels >= 0)
+        keep = labeled[take_per_class(labels[labeled], n, config.seed)]
+        reduced = np.full_like(labels, -1)
+        reduced[keep] = labels[keep]
+        targets[task.name] = reduced
+        changed = True
+    if not changed:
+        return group
+    has_label = np.zeros(len(group), dtype=bool)
+    for task in tasks:
+        has_label |= task.valid(torch.as_tensor(targets[task.name])).numpy()
+    return TaskGroup(group.images, targets).subset(np.flatnonzero(has_label))
