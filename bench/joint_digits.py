@@ -38,10 +38,10 @@ from pathlib import Path
 
 import torch
 
+from _common import DATA, mean_std
 from transferlab.api import fit, prepare_splits
 from transferlab.config import build_config
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 COMMON = {"backbone": "lenet", "batch_size": 32, "lr": 3e-3, "optimizer": "adamw", "scheduler": "cosine"}
 # method label -> settings beyond COMMON; see the module docstring for the step counts
@@ -92,11 +92,6 @@ def run_seed(seed: int, data: Path, out: Path, scale: float) -> dict[str, tuple[
         config = build_config(overrides={**target, **settings(label), "source": f"{mnist}@train"})
         record(label, fit(config, splits=joint_splits, progress=False))
     return results
-
-
-def mean_std(values: list[float], digits: int = 3) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import torch
 
 import transferlab
 from transferlab.artifacts import load, save_model
-from transferlab.config import FitConfig, build_config
+from transferlab.config import ADAPTATION_METHODS, FitConfig, build_config
 from transferlab.data import align_classes, choose_split, load_image_data, load_splits, stratified_split, take_per_class
 from transferlab.data.image_data import ImageData
 from transferlab.data.specs import manifest_columns
@@ -68,6 +68,8 @@ def prepare_splits(config: FitConfig) -> Splits | MultiTaskSplits:
     """Load train/val/test from the config's specs; split off validation data and keep N labels per class."""
     if config.method == "multitask":
         return prepare_multitask_splits(config)
+    if config.method in ADAPTATION_METHODS:
+        return _adaptation_splits(config)
     train_splits = load_splits(config.train, skip_bad_files=config.skip_bad_files)
     train = _require_labels(train_splits[choose_split(config.train, list(train_splits), ("train", "all"))], "training")
     source = None
@@ -95,6 +97,51 @@ def prepare_splits(config: FitConfig) -> Splits | MultiTaskSplits:
         test = load_image_data(config.test, split_preference=("test", "val", "all"), skip_bad_files=config.skip_bad_files)
         test = align_classes(_require_labels(test, "test"), train.classes)
     return Splits(train=train, val=val, test=test, source=source)
+
+
+def _adaptation_splits(config: FitConfig) -> Splits:
+    """Labeled source data (split into train and validation unless --val is given) and target data whose labels,
+    if it has any, are expressed in the source classes (-1 for classes the source lacks) for reporting only."""
+    options = dict(skip_bad_files=config.skip_bad_files)
+    source = _require_labels(load_image_data(config.source, split_preference=("train", "all"), domain="source",
+                                             **options), "source")
+    target = load_image_data(config.target, split_preference=("train", "all"), domain="target", **options)
+    if _same_images(source, target):
+        raise TransferlabError(f"source {config.source} and target {config.target} hold the same images; "
+                               "the target must be other data")
+    if target.labels is not None:
+        target = _target_labels_in_source_classes(target, source.classes)
+    if config.val is not None:
+        val = align_classes(_require_labels(load_image_data(config.val, split_preference=("val", "test", "all"),
+                                                            **options), "validation"), source.classes)
+    else:
+        train_index, val_index = stratified_split(source.labels, config.val_fraction, config.seed)
+        source, val = source.subset(train_index), source.subset(val_index)
+    if config.labels_per_class is not None:
+        source = source.subset(take_per_class(source.labels, config.labels_per_class, config.seed))
+    test = None
+    if config.test is not None:
+        test = _require_labels(load_image_data(config.test, split_preference=("test", "val", "all"), **options), "test")
+    if config.selection == "oracle" and (target.labels is None or not (target.labels >= 0).any()):
+        raise TransferlabError(f"selection 'oracle' picks the checkpoint by target accuracy, but the target "
+                               f"{config.target} has no labels of the source classes")
+    return Splits(train=source, val=val, test=test, target=target)
+
+
+def _target_labels_in_source_classes(target: ImageData, classes: list[str]) -> ImageData:
+    shared = sorted(set(target.classes) & set(classes))
+    if not shared:
+        raise TransferlabError(
+            f"target {target.name} shares no class with the source (target classes: {', '.join(target.classes[:5])}; "
+            f"source classes: {', '.join(classes[:5])}); these methods need the same classes in both domains"
+        )
+    outside = sorted(set(target.classes) - set(classes))
+    if outside:
+        log.warning("target %s has classes the source lacks (%s); target accuracy is reported on the shared classes",
+                    target.name, ", ".join(outside[:10]))
+    position = {name: i for i, name in enumerate(classes)}
+    labels = np.array([position.get(target.classes[label], -1) for label in target.labels], dtype=np.int64)
+    return replace(target, classes=list(classes), labels=labels)
 
 
 def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: bool = True) -> FitResult:
@@ -131,7 +178,8 @@ def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: boo
     model = result.model.cpu().eval()
 
     metrics = {
-        "method": config.method,
+        "method": config.method + (" (ORACLE selection: target labels)" if config.selection == "oracle"
+                                   and config.method in ADAPTATION_METHODS else ""),
         "backbone": config.backbone,
         "train_images": sum(map(len, splits.train)) if isinstance(splits, MultiTaskSplits) else len(splits.train),
         "train_seconds": round(train_seconds, 3),
@@ -147,6 +195,7 @@ def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: boo
             scores = evaluate_model(model, data, precision=context.precision, num_workers=config.num_workers,
                                     feature_cache=config.method == "features")
             metrics[role] = scores
+    metrics.update(result.metrics)
     if is_main_process():
         save_model(run_dir, model, {"kind": config.head, "hidden": config.head_hidden, "dropout": config.dropout})
         write_json(run_dir / "metrics.json", metrics)

@@ -56,7 +56,8 @@ def fit(
     val: Optional[str] = typer.Option(None, help="Validation data spec (default: a stratified split of --train)."),
     test: Optional[str] = typer.Option(None, help="Test data spec, evaluated once at the end."),
     method: Optional[str] = typer.Option(
-        None, help="scratch | features | finetune | seed-recipe | joint | multitask (default finetune)."
+        None, help="scratch | features | finetune | seed-recipe | joint | multitask, or domain adaptation: "
+        "source-only | dann | cdan | dan | coral | mcc | mdd | self-training (default finetune)."
     ),
     backbone: Optional[str] = typer.Option(None, help="Backbone name (default efficientnet_lite0)."),
     weights: Optional[Path] = typer.Option(None, help="Local .safetensors/.pth backbone weights, or a run directory."),
@@ -78,7 +79,15 @@ def fit(
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from pretrained weights."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random crops, flips, colour jitter."),
     skip_bad_files: Optional[bool] = typer.Option(None, "--skip-bad-files", help="Skip unreadable images with a warning."),
-    source: Optional[str] = typer.Option(None, help="Labeled source-domain data spec (method joint)."),
+    source: Optional[str] = typer.Option(None, help="Labeled source-domain data spec (joint, adaptation methods)."),
+    target: Optional[str] = typer.Option(None, help="Target-domain data for adaptation methods; labels optional, "
+                                         "used only to report target accuracy."),
+    trade_off: Optional[float] = typer.Option(None, help="Adaptation-loss weight: CE_source + trade_off * L_adapt."),
+    selection: Optional[str] = typer.Option(
+        None, help="Checkpoint scorer without target labels: dev (default) | iwv | source-accuracy | entropy | snd; "
+        "oracle reads target labels and is reported as such."
+    ),
+    consistency: Optional[bool] = typer.Option(None, "--consistency", help="Self-training on augmented target views."),
     lambda_: Optional[float] = typer.Option(None, "--lambda", help="Target-loss weight in L_S + lambda * L_T (joint)."),
     lambda_warmup_epochs: Optional[int] = typer.Option(None, help="Ramp lambda up over the first N epochs (joint)."),
     source_share: Optional[float] = typer.Option(None, help="Share of each joint batch from the source (joint)."),
@@ -131,12 +140,25 @@ def _saved_run_config(path: Path) -> dict:
 def _print_fit_summary(result) -> None:
     metrics = result.metrics
     lines = [f"run directory: {result.run_dir}", f"training time: {metrics['train_seconds']:.1f} s"]
+    if "selection" in metrics:
+        lines += _selection_lines(metrics["selection"])
     for role in ("val", "test"):
         if role in metrics and "tasks" in metrics[role]:
             lines += [f"{role} {line}" for line in _task_lines(metrics[role])]
         elif role in metrics:
             lines.append(f"{role} accuracy: {metrics[role]['accuracy']:.4f}  macro-F1: {metrics[role]['macro_f1']:.4f}")
     typer.echo("\n".join(lines))
+
+
+def _selection_lines(report: dict) -> list[str]:
+    """The checkpoint choice of an adaptation run and, with target labels, its gap to the best in hindsight."""
+    name = f"ORACLE ({report['scorer']}: reads target labels)" if report["oracle"] else report["scorer"]
+    lines = [f"checkpoint chosen by {name}: epoch {report['selected_epoch']}"]
+    if "target_accuracy_selected" in report:
+        lines.append(f"target accuracy (labels used for reporting only): chosen {report['target_accuracy_selected']:.4f}, "
+                     f"best in hindsight {report['target_accuracy_best_in_hindsight']:.4f} "
+                     f"(epoch {report['best_epoch_in_hindsight']})")
+    return lines
 
 
 _TASK_SUMMARY = {"accuracy": "accuracy", "macro_f1": "macro-F1", "micro_f1": "micro-F1",

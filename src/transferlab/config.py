@@ -10,9 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from transferlab.errors import TransferlabError, suggest
 
-__all__ = ["FitConfig", "TaskSpec", "load_config_file", "build_config", "parse_task_list", "RECIPES"]
+__all__ = ["FitConfig", "TaskSpec", "ADAPTATION_METHODS", "load_config_file", "build_config", "parse_task_list", "RECIPES"]
 
-Method = Literal["scratch", "features", "finetune", "seed-recipe", "joint", "multitask"]
+Method = Literal["scratch", "features", "finetune", "seed-recipe", "joint", "multitask", "source-only", "dann", "cdan",
+                 "dan", "coral", "mcc", "mdd", "self-training"]
+# unsupervised domain adaptation: labeled --source, unlabeled --target
+ADAPTATION_METHODS = ("source-only", "dann", "cdan", "dan", "coral", "mcc", "mdd", "self-training")
+Scorer = Literal["dev", "iwv", "source-accuracy", "entropy", "snd", "oracle"]
 TaskType = Literal["classification", "multilabel", "regression"]
 Weighting = Literal["fixed", "uncertainty", "dwa", "gradnorm", "upgrad", "pcgrad", "cagrad", "mgda", "imtl-g", "aligned-mtl", "dualproj"]
 # weightings that balance several losses: meaningless for a single task
@@ -101,7 +105,7 @@ class FitConfig(BaseModel):
     num_workers: int | None = Field(None, ge=0, description="image decoding processes; default: automatic")
 
     # joint source + target training (method 'joint'): L_S + lambda * L_T
-    source: str | None = Field(None, description="labeled source-domain data spec (method 'joint')")
+    source: str | None = Field(None, description="labeled source-domain data spec (joint and adaptation methods)")
     lambda_: float = Field(1.0, alias="lambda", ge=0, description="weight of the target loss: L_S + lambda * L_T")
     lambda_warmup_epochs: int = Field(
         0, ge=0, description="ramp lambda linearly from lambda/N to lambda over the first N epochs (source-heavy first)"
@@ -119,6 +123,21 @@ class FitConfig(BaseModel):
     weighting: Weighting = Field("fixed", description="how task losses/gradients are combined")
     dwa_temperature: float = Field(2.0, gt=0, description="temperature T of dynamic weight averaging")
     gradnorm_alpha: float = Field(1.5, ge=0, description="restoring-force strength alpha of GradNorm")
+
+    # domain adaptation (source-only, dann, cdan, dan, coral, mcc, mdd, self-training): --source + --target
+    target: str | None = Field(None, description="target-domain data; labels, if any, are used only for reporting")
+    trade_off: float = Field(1.0, ge=0, description="weight of the adaptation loss: CE_source + trade_off * L_adapt")
+    selection: Scorer = Field(
+        "dev", description="label-free checkpoint scorer: dev, iwv, source-accuracy, entropy, snd; 'oracle' reads "
+        "target labels (reported as an oracle run)"
+    )
+    selection_samples: int = Field(2000, ge=10, description="target examples the scorers use each epoch (a sample)")
+    discriminator_hidden: int = Field(1024, ge=1, description="hidden width of DANN/CDAN discriminators, MDD's head")
+    cdan_entropy: bool = Field(True, description="CDAN+E: weight confident examples more in the discriminator loss")
+    mcc_temperature: float = Field(2.5, gt=0, description="temperature of MCC's softmax")
+    mdd_margin: float = Field(4.0, gt=0, description="margin gamma of MDD")
+    pseudo_label_threshold: float = Field(0.9, gt=0, lt=1, description="self-training: minimum confidence")
+    consistency: bool = Field(False, description="self-training: pseudo-labels from plain, loss on augmented views")
 
     # output
     out: Path = Field(description="run directory to create")
@@ -157,6 +176,19 @@ class FitConfig(BaseModel):
         return self
 
     def _check_tasks(self) -> None:
+        if self.method in ADAPTATION_METHODS:
+            if self.source is None or self.target is None:
+                raise ValueError(f"method '{self.method}' adapts labeled source data to target data: set source "
+                                 "(--source SPEC) and target (--target SPEC)")
+            if self.train is not None:
+                raise ValueError(f"method '{self.method}' trains on source (labeled) and target (unlabeled) data; "
+                                 "train is not used: give the labeled data as --source")
+            if self.tasks is not None:
+                raise ValueError(f"tasks are for method 'multitask', not '{self.method}'")
+            return
+        if self.target is not None:
+            raise ValueError(f"target data is for the adaptation methods ({', '.join(ADAPTATION_METHODS)}), not "
+                             f"'{self.method}' (joint trains on labeled target data given as train)")
         if self.method != "multitask":
             if self.tasks is not None:
                 raise ValueError(f"tasks are for method 'multitask', not '{self.method}'")

@@ -14,9 +14,10 @@ __all__ = ["ImageDataset", "build_transform"]
 UNLABELED = -1
 
 
-def build_transform(preprocess: PreprocessConfig, *, train: bool = False, augment: bool = False):
+def build_transform(preprocess: PreprocessConfig, *, train: bool = False, augment: bool = False, hflip: float = 0.5,
+                    scale: tuple[float, float] = (0.08, 1.0)):
     """timm's transform for the backbone's config: resize + center crop + normalise; with ``train and augment``,
-    random resized crops, horizontal flips and colour jitter instead."""
+    random resized crops (area share in ``scale``), horizontal flips (probability ``hflip``) and colour jitter."""
     return create_transform(
         input_size=preprocess.input_size,
         is_training=train and augment,
@@ -25,6 +26,7 @@ def build_transform(preprocess: PreprocessConfig, *, train: bool = False, augmen
         std=preprocess.std,
         crop_pct=preprocess.crop_pct,
         crop_mode=preprocess.crop_mode,
+        **({"hflip": hflip, "scale": scale} if train and augment else {}),
     )
 
 

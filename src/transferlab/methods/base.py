@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,13 +19,15 @@ __all__ = ["Splits", "RunContext", "MethodResult", "register_method", "get_metho
 
 @dataclass
 class Splits:
-    """Labeled training data, validation data (labeled, may be ``None``), an optional test set, and labeled
-    source-domain data for methods that train on two domains."""
+    """Labeled training data, validation data (labeled, may be ``None``), an optional test set, labeled
+    source-domain data for ``joint``, and target-domain data for adaptation methods (which train on the source
+    data in ``train``; target labels, if any, are for reporting only)."""
 
     train: ImageData
     val: ImageData | None
     test: ImageData | None = None
     source: ImageData | None = None
+    target: ImageData | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -47,6 +49,7 @@ class RunContext:
 class MethodResult:
     model: TransferModel
     history: list[dict]
+    metrics: dict = field(default_factory=dict)  # method-specific results for metrics.json (e.g. model selection)
 
 
 MethodFn = Callable[[FitConfig, Splits, RunContext], MethodResult]

@@ -34,9 +34,8 @@ class L2SP(nn.Module):
         self.alpha, self.beta = alpha, beta
         self._backbone = [p for p in model.backbone.parameters()]
         self._reference = [p.detach().clone() for p in self._backbone]
-        head_names = dict(model.parameter_groups())["head"]  # one head, or every task head of a multi-task model
-        parameters = dict(model.named_parameters())
-        self._head = [parameters[name] for name in head_names if name.endswith("weight")]
+        head = model.heads if hasattr(model, "heads") else model.head  # every task head of a multi-task model
+        self._head = [p for name, p in head.named_parameters() if name.endswith("weight")]
 
     def forward(self) -> torch.Tensor:
         penalty = 0.5 * self.alpha * l2sp_penalty(self._backbone, self._reference)

@@ -1,0 +1,124 @@
+"""Choosing the checkpoint of an adaptation run without target labels.
+
+Every epoch, the model embeds the source validation set and (a seeded sample of) the unlabeled target data, and
+each scorer rates it; higher is better for all of them:
+
+- ``source-accuracy``: accuracy on the source validation set.
+- ``iwv``: importance-weighted validation (Sugiyama et al., JMLR 2007): source validation accuracy with every
+  example weighted by the density ratio ``w(x) = p_T(x) / p_S(x)``, estimated by a logistic-regression domain
+  classifier on the features (out-of-fold predictions, so no example scores its own fit).
+- ``dev``: deep embedded validation (You et al., ICML 2019): the importance-weighted validation loss with the
+  control variate ``eta = -Cov(w L, w) / Var(w)``: ``risk = mean(w L) + eta mean(w) - eta``; score ``-risk``.
+- ``entropy``: minus the mean prediction entropy on the target (Morerio et al., ICLR 2018).
+- ``snd``: soft neighbourhood density (Saito et al., ICCV 2021): the mean entropy of each target prediction's
+  softmax similarity (temperature 0.05) to the other target predictions.
+- ``oracle``: target accuracy. It reads target labels, so it is never a default, and runs that use it are labelled
+  oracle everywhere.
+
+The default is ``dev``: the only scorer here that is an unbiased estimate of the target risk under covariate
+shift, and the control variate tames the variance that plain importance weighting (``iwv``) suffers from. Source
+accuracy ignores the shift; entropy and SND reward confident predictions, which adversarial methods can produce
+while being wrong (a collapsed model has zero entropy). docs/benchmarks.md reports how each scorer's choice
+compares with the best checkpoint in hindsight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from transferlab.data.image_data import ImageData
+from transferlab.data.torch_dataset import ImageDataset
+from transferlab.engine.distributed import make_loader
+from transferlab.engine.loop import TrainSettings, predict_logits
+from transferlab.methods.adaptation.losses import entropy
+
+__all__ = ["SCORERS", "DEFAULT_SCORER", "AdaptationValidation", "importance_weights", "dev_risk", "snd_score"]
+
+SCORERS = ("dev", "iwv", "source-accuracy", "entropy", "snd", "oracle")
+DEFAULT_SCORER = "dev"
+
+
+def importance_weights(source_features: np.ndarray, target_features: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Density ratios ``p_T(x) / p_S(x)`` at the source examples, ``(N_s,)``, from a domain classifier
+    (standardised features, logistic regression, 5-fold out-of-fold probabilities), scaled by ``N_s / N_t``."""
+    features = np.concatenate([source_features, target_features])
+    domains = np.concatenate([np.zeros(len(source_features)), np.ones(len(target_features))])
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500, random_state=seed))
+    folds = min(5, len(source_features), len(target_features))
+    target_probability = cross_val_predict(classifier, features, domains, cv=folds, method="predict_proba")[:, 1]
+    p = np.clip(target_probability[: len(source_features)], 1e-4, 1 - 1e-4)
+    return p / (1 - p) * len(source_features) / len(target_features)
+
+
+def dev_risk(weights: np.ndarray, losses: np.ndarray) -> float:
+    """Deep embedded validation risk: ``mean(w L) + eta mean(w) - eta`` with ``eta = -Cov(w L, w) / Var(w)``."""
+    weighted = weights * losses
+    variance = np.var(weights, ddof=1)
+    eta = -np.cov(weighted, weights)[0, 1] / variance if variance > 0 else 0.0
+    return float(weighted.mean() + eta * weights.mean() - eta)
+
+
+def snd_score(target_probabilities: torch.Tensor, temperature: float = 0.05) -> float:
+    """Soft neighbourhood density of target predictions ``(N, C)``: higher means denser, more consistent clusters."""
+    normalised = torch.nn.functional.normalize(target_probabilities.float(), dim=1)
+    similarity = normalised @ normalised.T
+    similarity.fill_diagonal_(float("-inf"))
+    neighbours = torch.softmax(similarity / temperature, dim=1)
+    return float(entropy(neighbours).mean())
+
+
+class AdaptationValidation:
+    """Per-epoch scorers for the loop: ``evaluate(model, settings)`` returns ``val_<scorer>`` for every scorer,
+    ``val_score`` (the selected scorer's value) and, when the target data has labels, ``report_target_accuracy``
+    (for reporting the selection gap; it selects only when the scorer is ``oracle``).
+
+    Args:
+        source_val: labeled source validation data.
+        target: target data (its labels, if any, are used only as described above).
+        scorer: one of `SCORERS`.
+        max_target: score on at most this many target examples (a seeded sample).
+    """
+
+    def __init__(self, source_val: ImageData, target: ImageData, scorer: str, *, max_target: int = 2000, seed: int = 0):
+        self.source_val = source_val
+        if len(target) > max_target:
+            target = target.subset(np.sort(np.random.default_rng(seed).choice(len(target), max_target, replace=False)))
+        self.target = target
+        self.scorer = scorer
+        self.seed = seed
+
+    def _outputs(self, model, data: ImageData, settings: TrainSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loader = make_loader(ImageDataset(data, model.preprocess), batch_size=settings.batch_size * 2, shuffle=False,
+                             num_workers=settings.num_workers)
+        features, labels = predict_logits(model.backbone, loader, settings.precision, settings.device)
+        with torch.inference_mode():
+            logits = model.head.to(settings.device)(features.to(settings.device)).float().cpu()
+        return features, logits, labels
+
+    def evaluate(self, model, settings: TrainSettings) -> dict[str, float]:
+        source_features, source_logits, source_labels = self._outputs(model, self.source_val, settings)
+        target_features, target_logits, target_labels = self._outputs(model, self.target, settings)
+        correct = (source_logits.argmax(1) == source_labels).float().numpy()
+        losses = torch.nn.functional.cross_entropy(source_logits, source_labels, reduction="none").numpy()
+        weights = importance_weights(source_features.numpy(), target_features.numpy(), self.seed)
+        target_probabilities = torch.softmax(target_logits, dim=1)
+        row = {
+            "val_loss": float(losses.mean()),
+            "val_accuracy": float(correct.mean()),
+            "val_source-accuracy": float(correct.mean()),
+            "val_iwv": float(np.mean(weights * correct)),
+            "val_dev": -dev_risk(weights, losses),
+            "val_entropy": -float(entropy(target_probabilities).mean()),
+            "val_snd": snd_score(target_probabilities),
+        }
+        known = target_labels >= 0  # target examples of classes the source has (labels only for reporting)
+        if bool(known.any()):
+            accuracy = float((target_logits.argmax(1)[known] == target_labels[known]).float().mean())
+            row["report_target_accuracy"] = row["val_oracle"] = accuracy
+        row["val_score"] = row[f"val_{self.scorer}"]
+        return row

@@ -1,0 +1,176 @@
+"""Unsupervised domain adaptation (SEED.md: transductive transfer): labeled source data, unlabeled target data.
+
+Every method is the source cross-entropy plus ``trade_off`` times one adaptation loss (`modules`), trained
+through the shared loop on batches that hold both domains; the checkpoint is chosen by a label-free scorer
+(`selection`). Target labels, when the target data has them, are never seen by training or selection (unless the
+scorer is ``oracle``); they only measure the selection gap.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from transferlab.config import FitConfig
+from transferlab.data.image_data import ImageData
+from transferlab.data.torch_dataset import ImageDataset, build_transform
+from transferlab.engine.domains import DomainPairLoader
+from transferlab.engine.loop import Trainer
+from transferlab.engine.optim import build_optimizer, build_scheduler
+from transferlab.methods.adaptation.modules import (
+    AdaptationInputs,
+    CDANLoss,
+    CORALLoss,
+    DANLoss,
+    DANNLoss,
+    MCCLoss,
+    MDDLoss,
+    SelfTrainingLoss,
+)
+from transferlab.methods.adaptation.selection import SCORERS, AdaptationValidation
+from transferlab.methods.base import MethodResult, RunContext, Splits, register_method, train_settings
+from transferlab.methods.finetune import build_model, freeze_and_rates
+
+__all__ = ["ADAPTATION_LOSSES", "AdaptationObjective", "build_adaptation_loss", "selection_report", "train_adaptation"]
+
+log = logging.getLogger("transferlab")
+
+# method name -> factory(config, feature size, number of classes) of its adaptation loss module
+ADAPTATION_LOSSES = {
+    "source-only": lambda config, features, classes: None,
+    "dann": lambda config, features, classes: DANNLoss(features, config.discriminator_hidden),
+    "cdan": lambda config, features, classes: CDANLoss(features, classes, config.discriminator_hidden,
+                                                       config.cdan_entropy),
+    "dan": lambda config, features, classes: DANLoss(),
+    "coral": lambda config, features, classes: CORALLoss(),
+    "mcc": lambda config, features, classes: MCCLoss(config.mcc_temperature),
+    "mdd": lambda config, features, classes: MDDLoss(features, classes, config.discriminator_hidden,
+                                                     config.mdd_margin),
+    "self-training": lambda config, features, classes: SelfTrainingLoss(config.pseudo_label_threshold),
+}
+
+
+def build_adaptation_loss(config: FitConfig, num_features: int, num_classes: int) -> nn.Module | None:
+    return ADAPTATION_LOSSES[config.method](config, num_features, num_classes)
+
+
+class AdaptationObjective(nn.Module):
+    """``CE(h(f_s), y_s) + trade_off * adaptation(...)`` from one backbone pass over both domains.
+
+    ``forward(model, batch)`` takes ``batch = [(x_s (B_s, ...), y_s (B_s,)), (x_t, ignored labels)]``; ``x_t`` may
+    be ``(B_t, 2, ...)``: a plain and an augmented view (self-training's consistency variant). Training progress
+    (for reversal schedules) is counted in a buffer, so a resumed run continues the schedule.
+    Returns ``{"loss", "parts": {"source_ce", "transfer_loss", ...}}``.
+    """
+
+    def __init__(self, adaptation: nn.Module | None, trade_off: float, total_steps: int):
+        super().__init__()
+        self.adaptation = adaptation
+        self.trade_off = trade_off
+        self.total_steps = max(total_steps, 1)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def forward(self, model, batch) -> dict:
+        (source_x, source_y), (target_x, _) = batch
+        views = [target_x] if target_x.dim() == source_x.dim() else [target_x[:, 0], target_x[:, 1]]
+        inputs = [source_x, *views]
+        features = model.backbone(torch.cat(inputs))
+        logits = model.head(features)
+        sizes = [len(x) for x in inputs]
+        f_s, f_t, *_ = features.split(sizes)
+        logits_s, logits_t, *view_logits = logits.split(sizes)
+        source_ce = F.cross_entropy(logits_s.float(), source_y)
+        parts = {"source_ce": source_ce.detach()}
+        total = source_ce
+        if self.adaptation is not None:
+            progress = min(1.0, float(self.step) / self.total_steps)
+            out = self.adaptation(AdaptationInputs(f_s, f_t, logits_s, logits_t, progress,
+                                                   view_logits[0] if view_logits else None))
+            total = source_ce + self.trade_off * out["loss"]
+            parts["transfer_loss"] = out["loss"].detach()
+            parts.update({name: value.detach() for name, value in out["parts"].items()})
+        self.step += 1
+        return {"loss": total, "parts": parts}
+
+
+class TwoViews(Dataset):
+    """``(stack([plain, augmented]), label)``: the target images for self-training's consistency variant. The
+    augmentation is timm's training transform without flips (digits and text do not survive mirroring)."""
+
+    def __init__(self, data: ImageData, preprocess):
+        self.plain = ImageDataset(data, preprocess)
+        self.augment = build_transform(preprocess, train=True, augment=True, hflip=0.0, scale=(0.5, 1.0))
+
+    def __len__(self) -> int:
+        return len(self.plain)
+
+    def __getitem__(self, index: int):
+        image, label = self.plain[index]
+        raw = self.plain.data.load_image(index)
+        if raw.mode != self.plain.mode:
+            raw = raw.convert(self.plain.mode)
+        return torch.stack([image, self.augment(raw)]), label
+
+
+def selection_report(history: list[dict], scorer: str) -> dict:
+    """Which epoch each scorer picks and, when target labels were there, the target accuracy it gets, next to the
+    best epoch in hindsight: the selection gap in numbers."""
+    def pick(key: str) -> int | None:
+        values = [row.get(key, float("nan")) for row in history]
+        if not values or all(np.isnan(v) for v in values):
+            return None
+        return int(np.nanargmax(values))
+
+    labels = "report_target_accuracy" in history[-1] if history else False
+    report = {"scorer": scorer, "oracle": scorer == "oracle"}
+    by_scorer = {}
+    for name in SCORERS:
+        epoch = pick(f"val_{name}")
+        if epoch is not None:
+            by_scorer[name] = {"epoch": epoch + 1, **({"target_accuracy": history[epoch]["report_target_accuracy"]}
+                                                     if labels else {})}
+    report["selected_epoch"] = by_scorer[scorer]["epoch"]
+    report["by_scorer"] = by_scorer
+    if labels:
+        best = pick("report_target_accuracy")
+        report["target_accuracy_selected"] = by_scorer[scorer]["target_accuracy"]
+        report["best_epoch_in_hindsight"] = best + 1
+        report["target_accuracy_best_in_hindsight"] = history[best]["report_target_accuracy"]
+    return report
+
+
+@register_method(*ADAPTATION_LOSSES)
+def train_adaptation(config: FitConfig, splits: Splits, context: RunContext) -> MethodResult:
+    """Source-supervised model plus the method's adaptation loss; checkpoint chosen by ``config.selection``."""
+    if splits.target is None:
+        raise ValueError("adaptation methods need target data (splits.target)")
+    pretrained = config.pretrained or config.weights is not None
+    model = build_model(config, splits.classes, pretrained=pretrained)
+    param_groups, unfreezing = freeze_and_rates(model, config, pretrained)
+    preprocess = model.preprocess
+    unlabeled_target = splits.target.subset(np.arange(len(splits.target)))
+    unlabeled_target.labels = None  # training never sees target labels
+    target_data = (TwoViews(unlabeled_target, preprocess) if config.method == "self-training" and config.consistency
+                   else ImageDataset(unlabeled_target, preprocess, train=True, augment=config.augment))
+    pairs = DomainPairLoader(ImageDataset(splits.train, preprocess, train=True, augment=config.augment), target_data,
+                             batch_size=config.batch_size, source_share=0.5, steps_per_epoch=config.steps_per_epoch)
+    total_steps = config.epochs * len(pairs)
+    adaptation = build_adaptation_loss(config, model.backbone.num_features, len(splits.classes))
+    if adaptation is not None and list(adaptation.parameters()):
+        param_groups.append({"params": list(adaptation.parameters()), "lr": config.lr, "name": "adaptation"})
+    optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
+    scheduler = build_scheduler(config.scheduler, optimizer, total_steps)
+    objective = AdaptationObjective(adaptation, config.trade_off, total_steps)
+    validation = AdaptationValidation(splits.val, splits.target, config.selection, max_target=config.selection_samples,
+                                      seed=config.seed)
+    log.info("%s: %s -> %s, trade-off %g, checkpoint chosen by %s%s", config.method, splits.train.name,
+             splits.target.name, config.trade_off, config.selection,
+             " (ORACLE: reads target labels)" if config.selection == "oracle" else "")
+    trainer = Trainer(model, objective, optimizer, scheduler, train_settings(config, context), [unfreezing])
+    history = trainer.fit(pairs, validation, resume=config.resume)
+    return MethodResult(model=model, history=history, metrics={"selection": selection_report(history, config.selection)})
