@@ -101,6 +101,7 @@ class AdaptationValidation:
         return features, logits, labels
 
     def evaluate(self, model, settings: TrainSettings) -> dict[str, float]:
+        model.eval()
         source_features, source_logits, source_labels = self._outputs(model, self.source_val, settings)
         target_features, target_logits, target_labels = self._outputs(model, self.target, settings)
         correct = (source_logits.argmax(1) == source_labels).float().numpy()

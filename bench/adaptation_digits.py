@@ -1,0 +1,102 @@
+"""Benchmark: unsupervised domain adaptation MNIST -> USPS and USPS -> MNIST with a LeNet trained from scratch.
+
+Protocol (ours): source = the source domain's train split, all labels, minus a seeded stratified 5 % held out as
+source validation data; target = the target domain's train split *without labels* (MNIST 60,000 / USPS 7,291
+images). Images at 28 px (USPS upsampled from 16 px). Every method: batch 64 (32 source + 32 target), AdamW,
+lr 3e-3, cosine schedule, fp32, ``--epochs`` x ``--steps`` steps, trade-off 1. After every epoch the label-free
+scorers rate the model on the source validation set and a seeded sample of 2,000 target-train images; the run keeps
+the checkpoint its scorer (default DEV) picks.
+
+Reported per method (mean ± std over seeds):
+  * target accuracy of the label-free selected checkpoint, on the 2,000-image target sample (labels used only to
+    measure) and on the target *test* split (USPS 2,007 / MNIST 10,000 images);
+  * oracle: target accuracy of the best checkpoint in hindsight on the same 2,000-image sample;
+  * the target accuracy each scorer's pick would give (one run rates every epoch with every scorer).
+
+Published anchors use other protocols: TLlib (LeNet, SGD, 20 epochs x 500 iterations of 32+32, evaluation on the
+target test split, best epoch reported); skada-bench (its own networks and a validation-based selection).
+
+Usage:  python bench/adaptation_digits.py [--seeds 0 1 2] [--epochs 10] [--steps 150] [--methods dann mcc ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from _common import DATA, mean_std
+from transferlab.api import fit
+from transferlab.config import ADAPTATION_METHODS, build_config
+from transferlab.methods.adaptation.selection import SCORERS
+
+DIRECTIONS = (("mnist", "usps"), ("usps", "mnist"))
+
+
+def run(method: str, source: str, target: str, seed: int, args, out: Path) -> dict:
+    data = args.data
+    config = build_config(overrides={
+        "method": method, "backbone": "lenet", "image_size": 28, "pretrained": False,
+        "source": f"{source}:{data / source}@train", "target": f"{target}:{data / target}@train",
+        "test": f"{target}:{data / target}@test", "val_fraction": 0.05, "batch_size": 64, "lr": 3e-3,
+        "optimizer": "adamw", "scheduler": "cosine", "precision": "fp32", "epochs": args.epochs,
+        "steps_per_epoch": args.steps, "seed": seed, "out": out / f"{method}-{source}-{target}-{seed}",
+    })
+    result = fit(config, progress=False)
+    selection = result.metrics["selection"]
+    row = {
+        "selected": selection["target_accuracy_selected"],
+        "oracle": selection["target_accuracy_best_in_hindsight"],
+        "test": result.metrics["test"]["accuracy"],
+        "seconds": result.metrics["train_seconds"],
+        **{f"by_{name}": pick["target_accuracy"] for name, pick in selection["by_scorer"].items()},
+    }
+    print(f"  {source}->{target} seed {seed} {method}: selected {row['selected']:.4f} (test {row['test']:.4f}), "
+          f"oracle {row['oracle']:.4f}, {row['seconds']:.0f} s", flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--methods", nargs="+", default=list(ADAPTATION_METHODS))
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding mnist/ and usps/")
+    parser.add_argument("--json", type=Path, help="also write every run's numbers here")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, seeds "
+          f"{args.seeds}, {args.epochs} epochs x {args.steps} steps", flush=True)
+    started = time.perf_counter()
+    results: dict[str, dict[str, list[dict]]] = {}
+    with tempfile.TemporaryDirectory(prefix="adaptation-digits-") as tmp:
+        for source, target in DIRECTIONS:
+            pair = f"{source}->{target}"
+            results[pair] = {m: [run(m, source, target, s, args, Path(tmp)) for s in args.seeds] for m in args.methods}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    print(f"\nwall time {time.perf_counter() - started:.0f} s; accuracy in %, mean ± std over {len(args.seeds)} seeds")
+    for pair, by_method in results.items():
+        print(f"\n{pair}: target accuracy of the checkpoint chosen without target labels (DEV) and of the oracle")
+        print("| method | selected (sample) | selected (test split) | oracle (sample) | train time (s) |")
+        print("|---|---|---|---|---|")
+        for method, rows in by_method.items():
+            pct = lambda key: mean_std([100 * r[key] for r in rows], 1)  # noqa: E731
+            print(f"| {method} | {pct('selected')} | {pct('test')} | {pct('oracle')} | "
+                  f"{mean_std([r['seconds'] for r in rows], 0)} |")
+        print(f"\n{pair}: target accuracy (sample) of each scorer's pick, mean over methods and seeds")
+        print("| " + " | ".join(SCORERS) + " |\n|" + "---|" * len(SCORERS))
+        cells = []
+        for name in SCORERS:
+            values = [100 * r[f"by_{name}"] for rows in by_method.values() for r in rows if f"by_{name}" in r]
+            cells.append(mean_std(values, 1) if values else "-")
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

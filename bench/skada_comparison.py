@@ -1,0 +1,298 @@
+"""Benchmark: our DANN, CORAL and MCC against skada's deep DANN, DeepCoral and MCC on MNIST -> USPS (accuracy, time).
+
+Split (per seed, shared by both libraries): source = MNIST train minus a seeded stratified 5 % held out as source
+validation data (57,000 labeled images); target = USPS train *without labels* (7,291 images); scored on the USPS
+test split (2,007 images). Images at 28 px: USPS upsampled from 16 px (ours: PIL bilinear per image in the data
+loader; skada: the same images as one in-memory array, bilinear-upsampled with torch and rounded to grey levels,
+checked at start to be within one grey level of our pipeline), then x/255, (x - 0.5) / 0.5.
+
+Model (both): our ``lenet`` (500 features, random init) + one ``nn.Linear(500, 10)`` head; skada reads the
+500-d features through ``layer_name="features"``.
+
+Budget (both): ``--epochs`` x ``--steps`` optimiser steps (default 10 x 150 = 1,500, as bench/adaptation_digits.py)
+of 32 source + 32 target images, AdamW (lr 3e-3, weight decay 0.01, over every trained parameter), cosine decay
+to 0 stepped per batch, fp32, adaptation weight 1. skada's loader (its ``DomainBalancedDataLoader``: 32 + 32 a
+step, the smaller domain cycled) is cut to ``--steps`` steps an epoch, so both take exactly the same number of
+steps; the step count skada actually took is read back from its history and printed.
+
+Methods matched to ours where skada exposes the setting:
+  * dann -> skada ``DANN``: skada 0.6.0's default domain classifier ends in a softmax over one logit (constant 1,
+    zero gradient, so it would not adapt at all); it gets our discriminator instead (500-1024-1024-1, BatchNorm,
+    ReLU) behind skada's gradient reversal layer and a sigmoid. ``reg=0.5`` gives its loss
+    ``BCE_s + BCE_t`` our scale ``0.5 (BCE_s + BCE_t)``. Left different: skada's reversal coefficient is 1 from
+    the first step; ours ramps from 0 to 1 (Ganin & Lempitsky).
+  * coral -> skada ``DeepCoral`` (``reg=1``): the same loss, ``||C_s - C_t||_F^2 / (4 d^2)``.
+  * mcc -> skada ``MCC`` (``reg=1``, ``T=2.5``, our temperature): the same loss.
+
+Checkpoints: ours keeps the epoch with the best source-validation accuracy (``selection: source-accuracy``);
+skada keeps the last epoch. The epoch ours kept is printed with every run.
+
+Time: wall seconds of the training call on this machine (torch threads as printed; other processes running
+at the same time slow both). Ours (``train_seconds`` of ``fit``) includes building the model, decoding images
+in the data loader, one checkpoint write per epoch and the validation after every epoch (the label-free scorers
+on 3,000 source-validation and 2,000 target images, including a 5-fold logistic-regression domain classifier);
+"ours excl. validation" subtracts epochs x the time of one such validation, timed once on the final model (an
+estimate). skada (``net.fit``) includes building its dataset and, every epoch, its sampler's pass over all
+examples; it validates nothing (``train_split=None``). Neither includes loading the files or the test scoring.
+
+One-epoch timing (``--epoch-timing``, on by default): our DANN, one epoch of ceil(60,000 / 32) = 1,875 steps of
+32 MNIST + 32 USPS images, so the source is all of MNIST train, seen once (source validation: MNIST test); the
+target, USPS train, is cycled (~8.2 passes). Reported: seconds, images per second counting both domains' images
+(120,000), and the same without the epoch's validation (timed separately as above).
+
+Usage:  python bench/skada_comparison.py [--seeds 0 1 2] [--epochs 10] [--steps 150] [--methods dann coral mcc]
+            [--data ../shared/data] [--no-epoch-timing]
+Needs skada and skorch (``pip install skada skorch``; not project dependencies; the install keeps torch as is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skada.deep import DANN, MCC, DeepCoral
+from skada.deep.base import DomainBalancedDataLoader
+from skada.deep.modules import GradientReversalLayer
+from skorch.callbacks import LRScheduler
+from torch import nn
+
+from _common import DATA, mean_std
+from transferlab.api import fit, prepare_splits
+from transferlab.backbones.lenet import LeNet
+from transferlab.config import FitConfig, build_config
+from transferlab.data import load_image_data
+from transferlab.data.image_data import ImageData
+from transferlab.data.torch_dataset import ImageDataset
+from transferlab.engine.loop import TrainSettings
+from transferlab.methods.adaptation.modules import DomainDiscriminator
+from transferlab.methods.adaptation.selection import AdaptationValidation
+
+IMAGE_SIZE = 28
+SOURCE_BATCH = 32  # per domain: every step holds 32 source + 32 target images
+SKADA_NAMES = {"dann": "DANN", "coral": "DeepCoral", "mcc": "MCC"}
+GREY_LEVEL = 2 / 255  # one grey level after (x / 255 - 0.5) / 0.5
+
+
+# -- ours -------------------------------------------------------------------------------------------------------
+def our_config(method: str, data: Path, seed: int, epochs: int, steps: int | None, out: Path, **extra) -> FitConfig:
+    return build_config(overrides={
+        "method": method, "backbone": "lenet", "image_size": IMAGE_SIZE, "pretrained": False,
+        "source": f"mnist:{data / 'mnist'}@train", "target": f"usps:{data / 'usps'}@train",
+        "test": f"usps:{data / 'usps'}@test", "val_fraction": 0.05, "batch_size": 2 * SOURCE_BATCH, "lr": 3e-3,
+        "optimizer": "adamw", "scheduler": "cosine", "precision": "fp32", "epochs": epochs,
+        "steps_per_epoch": steps, "seed": seed, "out": out, "selection": "source-accuracy", **extra,
+    })
+
+
+def validation_seconds(model: nn.Module, splits, config: FitConfig) -> float:
+    """Time of one of the loop's per-epoch validations (all label-free scorers), run once on ``model``."""
+    validation = AdaptationValidation(splits.val, splits.target, config.selection,
+                                      max_target=config.selection_samples, seed=config.seed)
+    settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed)
+    started = time.perf_counter()
+    validation.evaluate(model, settings)
+    return time.perf_counter() - started
+
+
+def run_ours(config: FitConfig, splits) -> dict:
+    result = fit(config, splits=splits, progress=False)
+    seconds = result.metrics["train_seconds"]
+    return {
+        "accuracy": result.metrics["test"]["accuracy"],
+        "seconds": seconds,
+        "seconds_without_validation": seconds - config.epochs * validation_seconds(result.model, splits, config),
+        "steps": config.epochs * config.steps_per_epoch,
+        "kept_epoch": result.metrics["selection"]["selected_epoch"],
+    }
+
+
+# -- skada ------------------------------------------------------------------------------------------------------
+class LeNetClassifier(nn.Module):
+    """Our lenet and linear head as one module; skada hooks the 500-d output of ``features``."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.features = LeNet(image_size=IMAGE_SIZE)
+        self.head = nn.Linear(self.features.num_features, num_classes)
+
+    def forward(self, x: torch.Tensor, sample_weight=None) -> torch.Tensor:  # skada passes sample_weight
+        return self.head(self.features(x))
+
+
+class ReversedDiscriminator(nn.Module):
+    """Our DANN discriminator behind skada's gradient reversal layer, with the sigmoid skada's BCE loss expects."""
+
+    def __init__(self, num_features: int, hidden: int):
+        super().__init__()
+        self.discriminator = DomainDiscriminator(num_features, hidden)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.discriminator(GradientReversalLayer.apply(features, 1.0))).squeeze(1)
+
+
+class FixedStepsLoader(DomainBalancedDataLoader):
+    """skada's domain-balanced loader cut (or extended, cycling both domains) to ``steps`` steps an epoch."""
+
+    def __init__(self, dataset, batch_size: int, steps: int, **kwargs):
+        super().__init__(dataset, batch_size, **kwargs)
+        self.sampler.num_samples = steps * batch_size
+
+
+def skada_net(method: str, config: FitConfig, num_classes: int):
+    """skada's estimator for ``method`` with our model, optimiser, schedule and step budget."""
+    total_steps = config.epochs * config.steps_per_epoch
+    common = dict(
+        module=LeNetClassifier(num_classes), layer_name="features", batch_size=SOURCE_BATCH,
+        max_epochs=config.epochs, train_split=None, optimizer=torch.optim.AdamW, lr=config.lr,
+        optimizer__weight_decay=config.weight_decay, device="cpu", verbose=0,
+        callbacks=[LRScheduler(policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=total_steps,
+                               step_every="batch")],
+    )
+    if method == "dann":
+        discriminator = ReversedDiscriminator(LeNet(IMAGE_SIZE).num_features, config.discriminator_hidden)
+        net = DANN(reg=0.5 * config.trade_off, domain_classifier=discriminator, **common)
+    elif method == "coral":
+        net = DeepCoral(reg=config.trade_off, **common)
+    elif method == "mcc":
+        net = MCC(reg=config.trade_off, T=config.mcc_temperature, **common)
+    else:
+        raise ValueError(f"no skada counterpart for method '{method}'; choose from {', '.join(SKADA_NAMES)}")
+    # skada's factories fix iterator_train; skorch lets it be replaced afterwards
+    return net.set_params(iterator_train=FixedStepsLoader, iterator_train__steps=config.steps_per_epoch)
+
+
+def to_inputs(pixels: np.ndarray) -> np.ndarray:
+    """``(N, H, W)`` uint8 -> ``(N, 1, 28, 28)`` float32 normalised like our lenet (bilinear resize, grey levels)."""
+    x = torch.from_numpy(pixels).float()[:, None]
+    if x.shape[-1] != IMAGE_SIZE:
+        x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False).round().clamp(0, 255)
+    return ((x / 255 - 0.5) / 0.5).numpy()
+
+
+def grey_levels_off(data: ImageData, count: int = 256) -> float:
+    """Largest difference between `to_inputs` and our data loader's images, in grey levels (first ``count``)."""
+    ours = ImageDataset(data, LeNet(IMAGE_SIZE).preprocess)
+    reference = torch.stack([ours[i][0] for i in range(min(count, len(data)))]).numpy()
+    return float(np.abs(to_inputs(data.pixels[: len(reference)]) - reference).max() / GREY_LEVEL)
+
+
+def skada_arrays(splits) -> dict[str, np.ndarray]:
+    """skada's convention: source ``sample_domain`` positive, target negative with labels masked as -1."""
+    if splits.test.classes != splits.train.classes:
+        raise ValueError(f"test classes {splits.test.classes} differ from source classes {splits.train.classes}")
+    source, target = to_inputs(splits.train.pixels), to_inputs(splits.target.pixels)
+    return {
+        "X": np.concatenate([source, target]),
+        "y": np.concatenate([splits.train.labels, np.full(len(target), -1)]),
+        "sample_domain": np.concatenate([np.ones(len(source), dtype=np.int64), -np.ones(len(target), dtype=np.int64)]),
+        "X_test": to_inputs(splits.test.pixels),
+        "y_test": splits.test.labels,
+    }
+
+
+def run_skada(method: str, config: FitConfig, arrays: dict[str, np.ndarray]) -> dict:
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    net = skada_net(method, config, num_classes=int(arrays["y"].max()) + 1)
+    started = time.perf_counter()
+    net.fit(arrays["X"], arrays["y"], sample_domain=arrays["sample_domain"])
+    seconds = time.perf_counter() - started
+    predicted = net.predict(arrays["X_test"], sample_domain=-np.ones(len(arrays["X_test"]), dtype=np.int64))
+    return {
+        "accuracy": float((predicted == arrays["y_test"]).mean()),
+        "seconds": seconds,
+        "steps": sum(len(epoch["batches"]) for epoch in net.history),
+    }
+
+
+# -- the benchmark ----------------------------------------------------------------------------------------------
+def run_seed(seed: int, args, out: Path) -> dict[str, dict[str, dict]]:
+    """Every method with both libraries on one seed's split; method -> {"ours": row, "skada": row}."""
+    configs = {m: our_config(m, args.data, seed, args.epochs, args.steps, out / f"{m}-{seed}") for m in args.methods}
+    splits = prepare_splits(next(iter(configs.values())))  # the split depends on the seed only
+    arrays = skada_arrays(splits)
+    results = {}
+    for method, config in configs.items():
+        ours, skada = run_ours(config, splits), run_skada(method, config, arrays)
+        results[method] = {"ours": ours, "skada": skada}
+        print(f"  seed {seed} {method}: ours {100 * ours['accuracy']:.1f} % (epoch {ours['kept_epoch']} kept), "
+              f"{ours['seconds']:.1f} s ({ours['seconds_without_validation']:.1f} s excl. validation), "
+              f"{ours['steps']} steps | skada {SKADA_NAMES[method]} {100 * skada['accuracy']:.1f} % (last epoch), "
+              f"{skada['seconds']:.1f} s, {skada['steps']} steps", flush=True)
+    return results
+
+
+def print_table(per_seed: list[dict], methods: list[str]) -> None:
+    print("| method | ours accuracy (%) | skada accuracy (%) | ours time (s) | skada time (s) | "
+          "time ratio skada/ours | ours time excl. validation (s, est.) | ratio skada/ours excl. validation |")
+    print("|---|---|---|---|---|---|---|---|")
+    for method in methods:
+        ours = [seed[method]["ours"] for seed in per_seed]
+        skada = [seed[method]["skada"] for seed in per_seed]
+        print(f"| {method} / {SKADA_NAMES[method]} "
+              f"| {mean_std([100 * r['accuracy'] for r in ours], 1)} "
+              f"| {mean_std([100 * r['accuracy'] for r in skada], 1)} "
+              f"| {mean_std([r['seconds'] for r in ours], 1)} "
+              f"| {mean_std([r['seconds'] for r in skada], 1)} "
+              f"| {mean_std([s['seconds'] / o['seconds'] for o, s in zip(ours, skada)], 2)} "
+              f"| {mean_std([r['seconds_without_validation'] for r in ours], 1)} "
+              f"| {mean_std([s['seconds'] / o['seconds_without_validation'] for o, s in zip(ours, skada)], 2)} |")
+
+
+def epoch_timing(data: Path, seed: int, out: Path) -> None:
+    """One epoch of our DANN over all of MNIST train (1,875 steps) and USPS train: time and images per second."""
+    config = our_config("dann", data, seed, epochs=1, steps=None, out=out, val=f"mnist:{data / 'mnist'}@test")
+    splits = prepare_splits(config)
+    steps = math.ceil(len(splits.train) / SOURCE_BATCH)  # one pass over MNIST train
+    config = config.model_copy(update={"steps_per_epoch": steps})
+    result = fit(config, splits=splits, progress=False)
+    epoch = result.history[0]["seconds"]
+    validation = validation_seconds(result.model, splits, config)
+    images = steps * config.batch_size
+    print(f"\none epoch of our DANN, {steps} steps x ({SOURCE_BATCH} MNIST + {SOURCE_BATCH} USPS) = {images:,} "
+          f"images ({len(splits.train):,} MNIST train images once, {len(splits.target):,} USPS train images "
+          f"~{steps * SOURCE_BATCH / len(splits.target):.1f} times), {torch.get_num_threads()} torch threads:")
+    print(f"  fit total {result.metrics['train_seconds']:.1f} s; the epoch {epoch:.1f} s = "
+          f"{images / epoch:,.0f} images/s, of which validation {validation:.1f} s ({len(splits.val):,} MNIST test + "
+          f"{min(config.selection_samples, len(splits.target)):,} USPS images, timed separately)")
+    print(f"  training steps alone: {epoch - validation:.1f} s = {images / (epoch - validation):,.0f} images/s; "
+          f"target test accuracy {100 * result.metrics['test']['accuracy']:.1f} %", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=150, help="optimiser steps per epoch (both libraries)")
+    parser.add_argument("--methods", nargs="+", default=list(SKADA_NAMES), choices=list(SKADA_NAMES))
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding mnist/ and usps/")
+    parser.add_argument("--epoch-timing", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time one epoch of our DANN over MNIST train + USPS train")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+          f"skada {version('skada')}, skorch {version('skorch')}, load average {os.getloadavg()[0]:.1f}; seeds "
+          f"{args.seeds}, {args.epochs} epochs x {args.steps} steps", flush=True)
+    check = load_image_data(f"usps:{args.data / 'usps'}@test", split_preference=("test",))
+    print(f"skada's inputs are within {grey_levels_off(check):.2f} grey levels of our data loader's "
+          f"(first 256 USPS test images)", flush=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="skada-comparison-") as tmp:
+        per_seed = [run_seed(seed, args, Path(tmp)) for seed in args.seeds]
+        print(f"\nMNIST -> USPS, USPS test accuracy and training wall time, mean ± std over {len(args.seeds)} seeds "
+              f"({args.epochs} x {args.steps} steps each; wall time {time.perf_counter() - started:.0f} s, load "
+              f"average {os.getloadavg()[0]:.1f})")
+        print_table(per_seed, args.methods)
+        if args.epoch_timing:
+            epoch_timing(args.data, args.seeds[0], Path(tmp) / "epoch-timing")
+
+
+if __name__ == "__main__":
+    main()
