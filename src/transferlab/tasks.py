@@ -72,15 +72,27 @@ class Task:
 
 
 @dataclass
-class ClassificationTask(Task):
-    """Single-label classification: softmax over ``classes``, cross-entropy; accuracy and macro-F1."""
+class _ClassesTask(Task):
+    """A task with one output per class name."""
 
     classes: list[str] = field(default_factory=list)
-    type = "classification"
 
     @property
     def num_outputs(self) -> int:
         return len(self.classes)
+
+    def probability_rows(self, probabilities: np.ndarray) -> list[dict[str, float]]:
+        return [{name: float(p) for name, p in zip(self.classes, row, strict=True)} for row in probabilities]
+
+    def to_dict(self):
+        return {**super().to_dict(), "classes": list(self.classes)}
+
+
+@dataclass
+class ClassificationTask(_ClassesTask):
+    """Single-label classification: softmax over ``classes``, cross-entropy; accuracy and macro-F1."""
+
+    type = "classification"
 
     def valid(self, targets):
         return targets >= 0
@@ -99,25 +111,16 @@ class ClassificationTask(Task):
 
     def decode(self, outputs):
         probabilities = self.probabilities(outputs)
-        return [{"label": self.classes[int(row.argmax())],
-                 "probabilities": {name: float(p) for name, p in zip(self.classes, row, strict=True)}}
-                for row in probabilities]
-
-    def to_dict(self):
-        return {**super().to_dict(), "classes": list(self.classes)}
+        return [{"label": self.classes[int(row.argmax())], "probabilities": rows}
+                for row, rows in zip(probabilities, self.probability_rows(probabilities), strict=True)]
 
 
 @dataclass
-class MultiLabelTask(Task):
+class MultiLabelTask(_ClassesTask):
     """Multi-label classification: a sigmoid per class, binary cross-entropy; a class is predicted when its
     probability is at least 0.5. Metrics: micro- and macro-F1, exact-match accuracy, mean average precision."""
 
-    classes: list[str] = field(default_factory=list)
     type = "multilabel"
-
-    @property
-    def num_outputs(self) -> int:
-        return len(self.classes)
 
     def valid(self, targets):
         return ~torch.isnan(targets).any(dim=1)
@@ -143,12 +146,8 @@ class MultiLabelTask(Task):
 
     def decode(self, outputs):
         probabilities = torch.sigmoid(torch.as_tensor(outputs)).numpy()
-        return [{"labels": [name for name, p in zip(self.classes, row, strict=True) if p >= MULTILABEL_THRESHOLD],
-                 "probabilities": {name: float(p) for name, p in zip(self.classes, row, strict=True)}}
-                for row in probabilities]
-
-    def to_dict(self):
-        return {**super().to_dict(), "classes": list(self.classes)}
+        return [{"labels": [name for name, p in rows.items() if p >= MULTILABEL_THRESHOLD], "probabilities": rows}
+                for rows in self.probability_rows(probabilities)]
 
 
 @dataclass
