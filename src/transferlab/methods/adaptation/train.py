@@ -9,6 +9,7 @@ scorer is ``oracle``); they only measure the selection gap.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -153,8 +154,7 @@ def train_adaptation(config: FitConfig, splits: Splits, context: RunContext) -> 
     model = build_model(config, splits.classes, pretrained=pretrained)
     param_groups, unfreezing = freeze_and_rates(model, config, pretrained)
     preprocess = model.preprocess
-    unlabeled_target = splits.target.subset(np.arange(len(splits.target)))
-    unlabeled_target.labels = None  # training never sees target labels
+    unlabeled_target = replace(splits.target, labels=None)  # training never sees target labels
     target_data = (TwoViews(unlabeled_target, preprocess) if config.method == "self-training" and config.consistency
                    else ImageDataset(unlabeled_target, preprocess, train=True, augment=config.augment))
     pairs = DomainPairLoader(ImageDataset(splits.train, preprocess, train=True, augment=config.augment), target_data,
