@@ -177,6 +177,10 @@ def test_adaptation_bad_inputs(shared_data, tmp_path):
     result = runner.invoke(app, ["fit", "--method", "dann", "--source", mnist, "--target", str(tmp_path / "missing"),
                                  "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and result.output.startswith("error:") and "missing" in result.output
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["fit", "--method", "dann", "--source", mnist, "--target", str(tmp_path / "empty"),
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "no images in" in result.output and "empty" in result.output
 
 
 def test_target_with_extra_classes_warns_and_reports_on_shared(shared_data, tmp_path, caplog):
