@@ -128,10 +128,13 @@ class CDANLoss(nn.Module):
 
 
 class DANLoss(nn.Module):
-    """DAN: multi-kernel MMD between source and target features (`mk_mmd_loss`)."""
+    """DAN: multi-kernel MMD between source and target features (`mk_mmd_loss`), ramped in with DANN's
+    `reversal_coefficient` schedule: a backbone trained from scratch has no class structure yet at the start, and
+    full-strength MMD then collapses its features before the classifier learns anything (seen on LeNet digits)."""
 
     def forward(self, x: AdaptationInputs) -> dict:
-        return {"loss": mk_mmd_loss(x.f_s, x.f_t), "parts": {}}
+        ramp = reversal_coefficient(x.progress)
+        return {"loss": ramp * mk_mmd_loss(x.f_s, x.f_t), "parts": {"ramp": torch.tensor(ramp)}}
 
 
 class CORALLoss(nn.Module):
