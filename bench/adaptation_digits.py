@@ -5,7 +5,7 @@ source validation data; target = the target domain's train split *without labels
 images). Images at 28 px (USPS upsampled from 16 px). Every method: batch 64 (32 source + 32 target), AdamW,
 lr 3e-3, cosine schedule, fp32, ``--epochs`` x ``--steps`` steps, trade-off 1. After every epoch the label-free
 scorers rate the model on the source validation set and a seeded sample of 2,000 target-train images; the run keeps
-the checkpoint its scorer (default DEV) picks.
+the checkpoint its scorer (``--selection``, default: the project default) picks.
 
 Reported per method (mean ± std over seeds):
   * target accuracy of the label-free selected checkpoint, on the 2,000-image target sample (labels used only to
@@ -17,6 +17,7 @@ Published anchors use other protocols: TLlib (LeNet, SGD, 20 epochs x 500 iterat
 target test split, best epoch reported); skada-bench (its own networks and a validation-based selection).
 
 Usage:  python bench/adaptation_digits.py [--seeds 0 1 2] [--epochs 10] [--steps 150] [--methods dann mcc ...]
+            [--selection source-accuracy] [--json results.json]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def run(method: str, source: str, target: str, seed: int, args, out: Path) -> di
         "test": f"{target}:{data / target}@test", "val_fraction": 0.05, "batch_size": 64, "lr": 3e-3,
         "optimizer": "adamw", "scheduler": "cosine", "precision": "fp32", "epochs": args.epochs,
         "steps_per_epoch": args.steps, "seed": seed, "out": out / f"{method}-{source}-{target}-{seed}",
+        **({"selection": args.selection} if args.selection else {}),
     })
     result = fit(config, progress=False)
     selection = result.metrics["selection"]
@@ -69,6 +71,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(ADAPTATION_METHODS))
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding mnist/ and usps/")
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
+    parser.add_argument("--selection", choices=SCORERS, help="checkpoint scorer (default: the project default)")
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, seeds "
           f"{args.seeds}, {args.epochs} epochs x {args.steps} steps", flush=True)
@@ -82,7 +85,7 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=1))
     print(f"\nwall time {time.perf_counter() - started:.0f} s; accuracy in %, mean ± std over {len(args.seeds)} seeds")
     for pair, by_method in results.items():
-        print(f"\n{pair}: target accuracy of the checkpoint chosen without target labels (DEV) and of the oracle")
+        print(f"\n{pair}: target accuracy of the checkpoint chosen without target labels and of the oracle")
         print("| method | selected (sample) | selected (test split) | oracle (sample) | train time (s) |")
         print("|---|---|---|---|---|")
         for method, rows in by_method.items():

@@ -117,7 +117,7 @@ def test_every_method_trains_and_reports_the_selection(shared_data, tmp_path, me
     if method != "source-only":
         assert "train_transfer_loss" in row and np.isfinite(row["train_transfer_loss"])
     report = result.metrics["selection"]
-    assert report["scorer"] == "dev" and not report["oracle"] and report["selected_epoch"] == 1
+    assert report["scorer"] == "source-accuracy" and not report["oracle"] and report["selected_epoch"] == 1
     assert 0 <= report["target_accuracy_selected"] <= 1
 
 

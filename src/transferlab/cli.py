@@ -84,7 +84,7 @@ def fit(
                                          "used only to report target accuracy."),
     trade_off: Optional[float] = typer.Option(None, help="Adaptation-loss weight: CE_source + trade_off * L_adapt."),
     selection: Optional[str] = typer.Option(
-        None, help="Checkpoint scorer without target labels: dev (default) | iwv | source-accuracy | entropy | snd; "
+        None, help="Checkpoint scorer without target labels: source-accuracy (default) | dev | iwv | entropy | snd; "
         "oracle reads target labels and is reported as such."
     ),
     consistency: Optional[bool] = typer.Option(None, "--consistency", help="Self-training on augmented target views."),

@@ -16,7 +16,7 @@ Method = Literal["scratch", "features", "finetune", "seed-recipe", "joint", "mul
                  "dan", "coral", "mcc", "mdd", "self-training"]
 # unsupervised domain adaptation: labeled --source, unlabeled --target
 ADAPTATION_METHODS = ("source-only", "dann", "cdan", "dan", "coral", "mcc", "mdd", "self-training")
-Scorer = Literal["dev", "iwv", "source-accuracy", "entropy", "snd", "oracle"]
+Scorer = Literal["source-accuracy", "dev", "iwv", "entropy", "snd", "oracle"]
 TaskType = Literal["classification", "multilabel", "regression"]
 Weighting = Literal["fixed", "uncertainty", "dwa", "gradnorm", "upgrad", "pcgrad", "cagrad", "mgda", "imtl-g", "aligned-mtl", "dualproj"]
 # weightings that balance several losses: meaningless for a single task
@@ -128,7 +128,7 @@ class FitConfig(BaseModel):
     target: str | None = Field(None, description="target-domain data; labels, if any, are used only for reporting")
     trade_off: float = Field(1.0, ge=0, description="weight of the adaptation loss: CE_source + trade_off * L_adapt")
     selection: Scorer = Field(
-        "dev", description="label-free checkpoint scorer: dev, iwv, source-accuracy, entropy, snd; 'oracle' reads "
+        "source-accuracy", description="label-free checkpoint scorer: source-accuracy, dev, iwv, entropy, snd; 'oracle' reads "
         "target labels (reported as an oracle run)"
     )
     selection_samples: int = Field(2000, ge=10, description="target examples the scorers use each epoch (a sample)")

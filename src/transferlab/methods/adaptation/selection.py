@@ -15,11 +15,14 @@ each scorer rates it; higher is better for all of them:
 - ``oracle``: target accuracy. It reads target labels, so it is never a default, and runs that use it are labelled
   oracle everywhere.
 
-The default is ``dev``: the only scorer here that is an unbiased estimate of the target risk under covariate
-shift, and the control variate tames the variance that plain importance weighting (``iwv``) suffers from. Source
-accuracy ignores the shift; entropy and SND reward confident predictions, which adversarial methods can produce
-while being wrong (a collapsed model has zero entropy). docs/benchmarks.md reports how each scorer's choice
-compares with the best checkpoint in hindsight.
+The default is ``source-accuracy``, chosen by measurement (docs/benchmarks.md, MNIST <-> USPS, eight methods,
+three seeds): its pick was closest to the best checkpoint in hindsight in both directions (mean gap 0.5 and 2.8
+points, worst 3.2 and 14.8), ahead of ``entropy`` (1.3 / 2.5, worst 9.2 / 14.8), ``dev`` (2.5 / 5.9, worst 25.2),
+``snd`` and ``iwv``. The importance-weighted scorers degrade when a domain classifier separates the domains
+easily, as it does for digits: the density ratios put nearly all weight on a few source examples. This matches
+large benchmarks of validators (Musgrave et al., ECCV 2022; Ericsson et al., ICML 2023), where source accuracy is a
+strong baseline that the importance-weighted ones rarely beat. Every scorer is logged each epoch, so another
+choice can be compared after the fact.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from transferlab.methods.adaptation.losses import entropy
 
 __all__ = ["SCORERS", "DEFAULT_SCORER", "AdaptationValidation", "importance_weights", "dev_risk", "snd_score"]
 
-SCORERS = ("dev", "iwv", "source-accuracy", "entropy", "snd", "oracle")
-DEFAULT_SCORER = "dev"
+SCORERS = ("source-accuracy", "dev", "iwv", "entropy", "snd", "oracle")
+DEFAULT_SCORER = "source-accuracy"
 
 
 def importance_weights(source_features: np.ndarray, target_features: np.ndarray, seed: int = 0) -> np.ndarray:
