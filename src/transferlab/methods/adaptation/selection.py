@@ -16,9 +16,9 @@ each scorer rates it; higher is better for all of them:
   oracle everywhere.
 
 The default is ``source-accuracy``, chosen by measurement (docs/benchmarks.md, MNIST <-> USPS, eight methods,
-three seeds): its pick was closest to the best checkpoint in hindsight in both directions (mean gap 0.5 and 2.8
-points, worst 3.2 and 14.8), ahead of ``entropy`` (1.3 / 2.5, worst 9.2 / 14.8), ``dev`` (2.5 / 5.9, worst 25.2),
-``snd`` and ``iwv``. The importance-weighted scorers degrade when a domain classifier separates the domains
+three seeds): its pick was closest to the best checkpoint in hindsight in both directions (mean gap 0.5 and 2.5
+points, worst 3.2 and 14.8), ahead of ``entropy`` (1.6 / 3.1, worst 9.2 / 14.8), ``dev`` (2.5 / 5.6, worst 10.5 /
+25.2), ``snd`` and ``iwv``. The importance-weighted scorers degrade when a domain classifier separates the domains
 easily, as it does for digits: the density ratios put nearly all weight on a few source examples. This matches
 large benchmarks of validators (Musgrave et al., ECCV 2022; Ericsson et al., ICML 2023), where source accuracy is a
 strong baseline that the importance-weighted ones rarely beat. Every scorer is logged each epoch, so another
