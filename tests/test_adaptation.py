@@ -92,6 +92,7 @@ def test_importance_weights_follow_the_density_ratio():
     rng = np.random.default_rng(0)
     same = importance_weights(rng.normal(size=(400, 5)), rng.normal(size=(400, 5)))
     assert abs(same.mean() - 1) < 0.2
+    assert np.array_equal(importance_weights(rng.normal(size=(3, 5)), rng.normal(size=(1, 5))), np.ones(3))
     source = rng.normal(size=(400, 1))
     weights = importance_weights(source, rng.normal(loc=1.0, size=(400, 1)))
     assert np.corrcoef(source[:, 0], weights)[0, 1] > 0.8  # source examples nearer the target weigh more

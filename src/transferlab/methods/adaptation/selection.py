@@ -49,10 +49,12 @@ DEFAULT_SCORER = "source-accuracy"
 def importance_weights(source_features: np.ndarray, target_features: np.ndarray, seed: int = 0) -> np.ndarray:
     """Density ratios ``p_T(x) / p_S(x)`` at the source examples, ``(N_s,)``, from a domain classifier
     (standardised features, logistic regression, 5-fold out-of-fold probabilities), scaled by ``N_s / N_t``."""
+    folds = min(5, len(source_features), len(target_features))
+    if folds < 2:  # too few examples to fit and score out of fold: no evidence of a shift
+        return np.ones(len(source_features))
     features = np.concatenate([source_features, target_features])
     domains = np.concatenate([np.zeros(len(source_features)), np.ones(len(target_features))])
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500, random_state=seed))
-    folds = min(5, len(source_features), len(target_features))
     target_probability = cross_val_predict(classifier, features, domains, cv=folds, method="predict_proba")[:, 1]
     p = np.clip(target_probability[: len(source_features)], 1e-4, 1 - 1e-4)
     return p / (1 - p) * len(source_features) / len(target_features)
