@@ -337,3 +337,8 @@ def test_mnist_and_usps_as_two_tasks_with_their_own_data(shared_data, tmp_path):
     assert result.metrics["test"]["tasks"]["usps"]["accuracy"] > 0.4  # 60 steps of a small CNN; chance is 0.1
     model = transferlab.load(tmp_path / "run")
     assert [t.classes for t in model.tasks] == [[str(d) for d in range(10)]] * 2
+
+
+def test_jacobian_weighting_with_l2sp_adds_the_penalty_gradient(manifest, tmp_path):
+    result = fit(_config(manifest, tmp_path / "run", weighting="upgrad", l2sp_alpha=0.01, epochs=2), progress=False)
+    assert all("train_l2sp" in row for row in result.history) and result.history[-1]["train_l2sp"] > 0

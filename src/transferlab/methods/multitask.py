@@ -60,13 +60,14 @@ class MultiTaskObjective(nn.Module):
         out = self.weighting(losses, features, shared)
         parts = {f"{task.name}_loss": loss.detach() for task, loss in zip(self.tasks, losses)}
         parts.update(out["parts"])
-        total, backward = out["loss"], out.get("backward")
+        backward, penalty = out.get("backward"), None
         for name, regularizer in self.regularizers.items():
             value = regularizer()
             parts[name] = value.detach()
-            total = total + value
-        if backward is not None and self.regularizers:
-            aggregate, penalty = backward, total - out["loss"]
+            penalty = value if penalty is None else penalty + value
+        total = out["loss"] if penalty is None else out["loss"] + penalty
+        if backward is not None and penalty is not None:
+            aggregate = backward
 
             def backward() -> None:  # the aggregated task gradients, plus the regularisers' own gradient
                 aggregate()
