@@ -411,3 +411,19 @@ def test_real_sklearn_digits_and_single_split_choice(shared_data):
     assert len(load_image_data("sklearn-digits", split_preference=("train",))) == 1797
     test = load_image_data(f"usps:{shared_data / 'usps'}", split_preference=("val", "test"))
     assert len(test) == 2007
+
+
+def test_in_memory_images_are_preprocessed_once_unless_augmented():
+    import torch
+
+    from transferlab.backbones.lenet import LeNet
+    from transferlab.data.torch_dataset import ImageDataset
+
+    digits = load_image_data("sklearn-digits", split_preference=("all",))
+    plain = ImageDataset(digits, LeNet(16).preprocess, train=True)
+    first, label = plain[3]
+    assert plain[3][0] is first and label.item() == digits.labels[3]  # kept after the first use
+    fresh = ImageDataset(digits, LeNet(16).preprocess)[3][0]
+    assert torch.equal(first, fresh)  # the same tensor the transform gives
+    augmented = ImageDataset(digits, LeNet(16).preprocess, train=True, augment=True)
+    assert augmented._tensors is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from timm.data import create_transform
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from transferlab.backbones.base import PreprocessConfig
 from transferlab.data.image_data import ImageData
@@ -30,11 +30,17 @@ def build_transform(preprocess: PreprocessConfig, *, train: bool = False, augmen
     )
 
 
+# in-memory pixel data whose preprocessed tensors fit in this many bytes keeps them after the first use
+TENSOR_CACHE_BYTES = 2 * 1024**3
+
+
 class ImageDataset(Dataset):
     """Yields ``(image_tensor (C, H, W), label)``; the label is -1 for unlabeled data.
 
     JPEGs are decoded at reduced size when the target resolution allows it (PIL draft mode), which makes decoding
-    several times cheaper for photos much larger than the input size.
+    several times cheaper for photos much larger than the input size. Images held in memory (``data.pixels``, e.g.
+    MNIST) whose transform is deterministic (no augmentation) are preprocessed once and kept, when all of them fit
+    in `TENSOR_CACHE_BYTES`; in the main process only (a loader's worker processes would each hold a copy).
     """
 
     def __init__(self, data: ImageData, preprocess: PreprocessConfig, *, train: bool = False, augment: bool = False):
@@ -43,13 +49,23 @@ class ImageDataset(Dataset):
         self.transform = build_transform(preprocess, train=train, augment=augment)
         # decode at least this large so the resize (then center crop) still starts from enough pixels
         self.draft_size = int(max(preprocess.input_size[1:]) / preprocess.crop_pct) + 1
+        tensor_bytes = len(data) * 4 * int(torch.tensor(preprocess.input_size).prod())
+        deterministic = not (train and augment)
+        self._tensors: dict[int, torch.Tensor] | None = (
+            {} if data.pixels is not None and deterministic and tensor_bytes <= TENSOR_CACHE_BYTES else None
+        )
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int):
-        image = self.data.load_image(index, draft=(self.mode, self.draft_size))
-        if image.mode != self.mode:
-            image = image.convert(self.mode)
         label = UNLABELED if self.data.labels is None else int(self.data.labels[index])
-        return self.transform(image), torch.tensor(label, dtype=torch.long)
+        cached = self._tensors.get(index) if self._tensors is not None else None
+        if cached is None:
+            image = self.data.load_image(index, draft=(self.mode, self.draft_size))
+            if image.mode != self.mode:
+                image = image.convert(self.mode)
+            cached = self.transform(image)
+            if self._tensors is not None and get_worker_info() is None:
+                self._tensors[index] = cached
+        return cached, torch.tensor(label, dtype=torch.long)
