@@ -30,3 +30,32 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def kill_then_resume(monkeypatch):
+    """``kill_then_resume(make_config, epoch)``: run ``fit(make_config(resume=False))`` until training reaches
+    ``epoch`` (0-based), stop it as a killed process would (KeyboardInterrupt, nothing saved for that epoch), then
+    ``fit(make_config(resume=True))``; returns the resumed run's history without timings."""
+    from transferlab.api import fit
+    from transferlab.engine.loop import Trainer
+
+    def run(make_config, epoch: int) -> list[dict]:
+        original = Trainer._train_one_epoch
+
+        def killed(self, loader, current):
+            if current == epoch:
+                raise KeyboardInterrupt
+            return original(self, loader, current)
+
+        monkeypatch.setattr(Trainer, "_train_one_epoch", killed)
+        with pytest.raises(KeyboardInterrupt):
+            fit(make_config(resume=False), progress=False)
+        monkeypatch.setattr(Trainer, "_train_one_epoch", original)
+        return without_timing(fit(make_config(resume=True), progress=False).history)
+
+    return run
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{key: value for key, value in row.items() if key != "seconds"} for row in history]

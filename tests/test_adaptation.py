@@ -195,23 +195,9 @@ def test_target_with_extra_classes_warns_and_reports_on_shared(shared_data, tmp_
     assert sorted(set(splits.target.labels.tolist())) == [-1, 3, 7]
 
 
-def test_killed_dann_run_resumes_its_reversal_schedule_exactly(shared_data, tmp_path, monkeypatch):
-    from transferlab.engine.loop import Trainer
-
+def test_killed_dann_run_resumes_its_reversal_schedule_exactly(shared_data, tmp_path, kill_then_resume):
     settings = {"epochs": 3, "steps_per_epoch": 5, "seed": 2}
     full = fit(_adapt(shared_data, tmp_path / "full", **settings), progress=False)
-    original = Trainer._train_one_epoch
-
-    def killed_in_third_epoch(self, loader, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, loader, epoch)
-
-    monkeypatch.setattr(Trainer, "_train_one_epoch", killed_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        fit(_adapt(shared_data, tmp_path / "killed", **settings), progress=False)
-    monkeypatch.setattr(Trainer, "_train_one_epoch", original)
-    resumed = fit(_adapt(shared_data, tmp_path / "killed", resume=True, **settings), progress=False)
-    strip = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]  # noqa: E731
-    assert strip(resumed.history) == strip(full.history)
-    assert resumed.history[2]["train_reversal"] > resumed.history[1]["train_reversal"]
+    resumed = kill_then_resume(lambda resume: _adapt(shared_data, tmp_path / "killed", resume=resume, **settings), 2)
+    assert resumed == [{k: v for k, v in row.items() if k != "seconds"} for row in full.history]
+    assert resumed[2]["train_reversal"] > resumed[1]["train_reversal"]

@@ -17,7 +17,6 @@ from transferlab.cli import app
 from transferlab.config import build_config
 from transferlab.data.task_columns import build_task, encode_targets, infer_task_type
 from transferlab.engine.domains import GroupBatches
-from transferlab.engine.loop import Trainer
 from transferlab.errors import TransferlabError
 from transferlab.methods.weighting import (
     DynamicWeightAverage,
@@ -301,24 +300,12 @@ def test_multitask_bad_inputs_give_one_line_errors(manifest, tmp_path):
     assert result.exit_code == 2 and "--task" in result.output
 
 
-def test_multitask_with_dwa_resumes_to_identical_result(manifest, tmp_path, monkeypatch):
+def test_multitask_with_dwa_resumes_to_identical_result(manifest, tmp_path, kill_then_resume):
     settings = {"weighting": "dwa", "epochs": 4, "seed": 1}
     full = fit(_config(manifest, tmp_path / "full", **settings), progress=False)
     assert full.history[3]["train_digit_weight"] != pytest.approx(1.0)  # DWA moved the weights after two epochs
-    original = Trainer._train_one_epoch
-
-    def killed_in_fourth_epoch(self, loader, epoch):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original(self, loader, epoch)
-
-    monkeypatch.setattr(Trainer, "_train_one_epoch", killed_in_fourth_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        fit(_config(manifest, tmp_path / "killed", **settings), progress=False)
-    monkeypatch.setattr(Trainer, "_train_one_epoch", original)
-    resumed = fit(_config(manifest, tmp_path / "killed", resume=True, **settings), progress=False)
-    strip = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]  # noqa: E731
-    assert strip(resumed.history) == strip(full.history)
+    resumed = kill_then_resume(lambda resume: _config(manifest, tmp_path / "killed", resume=resume, **settings), 3)
+    assert resumed == [{k: v for k, v in row.items() if k != "seconds"} for row in full.history]
 
 
 def test_mnist_and_usps_as_two_tasks_with_their_own_data(shared_data, tmp_path):
