@@ -80,10 +80,20 @@ def prepare_splits(config: FitConfig) -> Splits | MultiTaskSplits:
             raise TransferlabError(
                 f"source {config.source} and target {config.train} hold the same images; the source must be other data"
             )
+    train, val, test = _validation_and_test(train, config, train_splits.get("val"))
+    return Splits(train=train, val=val, test=test, source=source)
+
+
+def _validation_and_test(
+    train: ImageData, config: FitConfig, own_val: ImageData | None = None, *, align_test: bool = True
+) -> tuple[ImageData, ImageData, ImageData | None]:
+    """``(train, val, test)``: validation data from --val, else ``own_val`` (the data's own split), else a seeded
+    stratified hold-out of ``train``; then N labels per class of what is left; --test if given. Validation (and,
+    with ``align_test``, test) labels are put in ``train``'s class order; unknown classes are errors."""
     if config.val is not None:
         val = load_image_data(config.val, split_preference=("val", "test", "all"), skip_bad_files=config.skip_bad_files)
-    elif "val" in train_splits:
-        val = train_splits["val"]
+    elif own_val is not None:
+        val = own_val
     else:
         train_index, val_index = stratified_split(train.labels, config.val_fraction, config.seed)
         train, val = train.subset(train_index), train.subset(val_index)
@@ -95,8 +105,10 @@ def prepare_splits(config: FitConfig) -> Splits | MultiTaskSplits:
     test = None
     if config.test is not None:
         test = load_image_data(config.test, split_preference=("test", "val", "all"), skip_bad_files=config.skip_bad_files)
-        test = align_classes(_require_labels(test, "test"), train.classes)
-    return Splits(train=train, val=val, test=test, source=source)
+        test = _require_labels(test, "test")
+        if align_test:
+            test = align_classes(test, train.classes)
+    return train, val, test
 
 
 def _adaptation_splits(config: FitConfig) -> Splits:
@@ -111,17 +123,8 @@ def _adaptation_splits(config: FitConfig) -> Splits:
                                "the target must be other data")
     if target.labels is not None:
         target = _target_labels_in_source_classes(target, source.classes)
-    if config.val is not None:
-        val = align_classes(_require_labels(load_image_data(config.val, split_preference=("val", "test", "all"),
-                                                            **options), "validation"), source.classes)
-    else:
-        train_index, val_index = stratified_split(source.labels, config.val_fraction, config.seed)
-        source, val = source.subset(train_index), source.subset(val_index)
-    if config.labels_per_class is not None:
-        source = source.subset(take_per_class(source.labels, config.labels_per_class, config.seed))
-    test = None
-    if config.test is not None:
-        test = _require_labels(load_image_data(config.test, split_preference=("test", "val", "all"), **options), "test")
+    # the target test set may hold classes the source lacks: evaluation warns and scores the shared ones
+    source, val, test = _validation_and_test(source, config, align_test=False)
     if config.selection == "oracle" and (target.labels is None or not (target.labels >= 0).any()):
         raise TransferlabError(f"selection 'oracle' picks the checkpoint by target accuracy, but the target "
                                f"{config.target} has no labels of the source classes")
@@ -241,13 +244,13 @@ def _evaluate_tasks(model: MultiTaskModel, data_spec: str, task: str | None, ski
     if task is not None and task not in names:
         raise TransferlabError(f"the model has no task '{task}'{suggest(task, names)}; its tasks: {', '.join(names)}")
     columns = manifest_columns(data_spec) or []
-    chosen = [t for t in model.tasks if (task is None or t.name == task) and (t.column or t.name) in columns]
+    chosen = [t for t in model.tasks if (task is None or t.name == task) and t.label_column in columns]
     if not chosen:
         if task is None:
             classification = [t for t in model.tasks if isinstance(t, ClassificationTask)]
             if len(classification) != 1:
                 raise TransferlabError(
-                    f"{data_spec} holds none of the tasks' label columns ({', '.join(t.column or t.name for t in model.tasks)}); "
+                    f"{data_spec} holds none of the tasks' label columns ({', '.join(t.label_column for t in model.tasks)}); "
                     f"name the task its labels belong to with --task (tasks: {', '.join(names)})"
                 )
             task = classification[0].name

@@ -10,17 +10,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from transferlab.errors import TransferlabError, suggest
 
-__all__ = ["FitConfig", "TaskSpec", "ADAPTATION_METHODS", "load_config_file", "build_config", "parse_task_list", "RECIPES"]
+__all__ = ["FitConfig", "TaskSpec", "ADAPTATION_METHODS", "SCORERS", "WEIGHTINGS", "load_config_file", "build_config", "parse_task_list", "RECIPES"]
 
-Method = Literal["scratch", "features", "finetune", "seed-recipe", "joint", "multitask", "source-only", "dann", "cdan",
-                 "dan", "coral", "mcc", "mdd", "self-training"]
 # unsupervised domain adaptation: labeled --source, unlabeled --target
 ADAPTATION_METHODS = ("source-only", "dann", "cdan", "dan", "coral", "mcc", "mdd", "self-training")
-Scorer = Literal["source-accuracy", "dev", "iwv", "entropy", "snd", "oracle"]
+Method = Literal[("scratch", "features", "finetune", "seed-recipe", "joint", "multitask", *ADAPTATION_METHODS)]
+# label-free checkpoint scorers of the adaptation methods (transferlab.methods.adaptation.selection), and the oracle
+SCORERS = ("source-accuracy", "dev", "iwv", "entropy", "snd", "oracle")
+Scorer = Literal[SCORERS]
 TaskType = Literal["classification", "multilabel", "regression"]
-Weighting = Literal["fixed", "uncertainty", "dwa", "gradnorm", "upgrad", "pcgrad", "cagrad", "mgda", "imtl-g", "aligned-mtl", "dualproj"]
-# weightings that balance several losses: meaningless for a single task
-MULTI_LOSS_WEIGHTINGS = ("uncertainty", "dwa", "gradnorm", "upgrad", "pcgrad", "cagrad", "mgda", "imtl-g", "aligned-mtl", "dualproj")
+# weightings that balance several losses (transferlab.methods.weighting): meaningless for a single task
+MULTI_LOSS_WEIGHTINGS = ("uncertainty", "dwa", "gradnorm", "upgrad", "pcgrad", "cagrad", "mgda", "imtl-g", "aligned-mtl",
+                         "dualproj")
+WEIGHTINGS = ("fixed", *MULTI_LOSS_WEIGHTINGS)
+Weighting = Literal[WEIGHTINGS]
 
 
 class TaskSpec(BaseModel):
@@ -164,7 +167,7 @@ class FitConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "FitConfig":
-        self._check_tasks()
+        self._check_data_roles()
         if self.head == "logistic" and self.method != "features":
             raise ValueError(f"head 'logistic' works only with method 'features', not '{self.method}'")
         if self.method == "joint" and self.source is None:
@@ -175,7 +178,8 @@ class FitConfig(BaseModel):
             raise ValueError("choose either resume or overwrite, not both")
         return self
 
-    def _check_tasks(self) -> None:
+    def _check_data_roles(self) -> None:
+        """Which data settings each kind of method needs: train, tasks, or source + target."""
         if self.method in ADAPTATION_METHODS:
             if self.source is None or self.target is None:
                 raise ValueError(f"method '{self.method}' adapts labeled source data to target data: set source "

@@ -36,18 +36,14 @@ def predict_proba(
     ``feature_cache=True`` (for models whose backbone is a frozen pretrained one, as ``features`` runs make) reads
     and fills the embedding cache, so images embedded before cost nothing.
     """
-    device = default_device()
-    precision = resolve_precision(precision, device)
-    workers = default_num_workers(data) if num_workers is None else num_workers
     if feature_cache:
+        device, precision, workers = _inference_settings(data, precision, num_workers)
         features = extract_features(model.backbone, data, batch_size=batch_size, precision=precision, device=device,
                                     num_workers=workers, progress=False)
         with torch.inference_mode():
             logits = model.head.to(device)(features.to(device)).float().cpu()
     else:
-        loader = make_loader(ImageDataset(data, model.preprocess), batch_size=batch_size, shuffle=False,
-                             num_workers=workers)
-        logits, _ = predict_logits(model.to(device), loader, precision, device)
+        logits = _model_outputs(model, data, batch_size, precision, num_workers)
     return torch.softmax(logits, dim=1).numpy()
 
 
@@ -56,13 +52,23 @@ def predict_task_outputs(
     num_workers: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Every head's raw outputs ``{task: (N, n_outputs)}`` for the images of ``data`` (decode with `Task.decode`)."""
+    outputs = _model_outputs(model, data, batch_size, precision, num_workers)
+    return {name: values.numpy() for name, values in outputs.items()}
+
+
+def _inference_settings(data: ImageData, precision: str, num_workers: int | None) -> tuple[torch.device, str, int]:
+    """Device, resolved precision and decoding workers for running a model over ``data``."""
     device = default_device()
-    precision = resolve_precision(precision, device)
-    workers = default_num_workers(data) if num_workers is None else num_workers
+    return device, resolve_precision(precision, device), default_num_workers(data) if num_workers is None else num_workers
+
+
+def _model_outputs(model, data: ImageData, batch_size: int, precision: str, num_workers: int | None):
+    """``model``'s outputs over every image of ``data`` (a tensor, or one per head), in eval mode."""
+    device, precision, workers = _inference_settings(data, precision, num_workers)
     loader = make_loader(ImageDataset(data, model.preprocess), batch_size=batch_size, shuffle=False,
                          num_workers=workers)
     outputs, _ = predict_logits(model.to(device), loader, precision, device)
-    return {name: values.numpy() for name, values in outputs.items()}
+    return outputs
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> dict:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, f1_score, mean_absolute_error, mean_squared_error, r2_score
 
 from transferlab.errors import TransferlabError
+from transferlab.evaluate import classification_metrics
 
 __all__ = ["Task", "ClassificationTask", "MultiLabelTask", "RegressionTask", "task_from_dict", "TASK_TYPES"]
 
@@ -34,6 +35,11 @@ class Task:
     name: str
     column: str | None = None
     type = "task"
+
+    @property
+    def label_column(self) -> str:
+        """The manifest column holding this task's labels: ``column``, or the task name."""
+        return self.column or self.name
 
     @property
     def num_outputs(self) -> int:
@@ -101,8 +107,6 @@ class ClassificationTask(_ClassesTask):
         return F.cross_entropy(outputs, targets.long())
 
     def _metrics(self, outputs, targets):
-        from transferlab.evaluate import classification_metrics
-
         metrics = classification_metrics(targets, outputs.argmax(1), self.classes)
         return {**metrics, "score": metrics["accuracy"]}
 

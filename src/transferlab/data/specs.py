@@ -464,12 +464,21 @@ def _manifest_rows(
     return paths, cells
 
 
-def manifest_columns(spec: str) -> list[str] | None:
-    """The label columns of a CSV manifest spec (its header without ``path``), or ``None`` if ``spec`` is not one."""
-    base, kind, location, _ = _parse_spec(spec)
+def _manifest_file(spec: str) -> tuple[str, Path, str | None] | None:
+    """``(base, file, split)`` when ``spec`` names an existing CSV manifest, else ``None``."""
+    base, kind, location, split = _parse_spec(spec)
     path = Path(location).expanduser()
     if not (kind == "csv" or (kind is None and path.suffix.lower() == ".csv")) or not path.is_file():
         return None
+    return base, path, split
+
+
+def manifest_columns(spec: str) -> list[str] | None:
+    """The label columns of a CSV manifest spec (its header without ``path``), or ``None`` if ``spec`` is not one."""
+    manifest = _manifest_file(spec)
+    if manifest is None:
+        return None
+    path = manifest[1]
     try:
         with path.open(newline="", encoding="utf-8-sig") as stream:
             header = next(csv.reader(stream), [])
@@ -479,7 +488,7 @@ def manifest_columns(spec: str) -> list[str] | None:
 
 
 def read_manifest_columns(
-    spec: str, columns: list[str], *, skip_bad_files: bool = False, purpose: str = "multitask"
+    spec: str, columns: list[str], *, skip_bad_files: bool = False
 ) -> tuple[ImageData, dict[str, list[str]]]:
     """Images of a CSV manifest (unlabeled `ImageData`) and the cells of the named label columns, row-aligned.
 
@@ -490,30 +499,31 @@ def read_manifest_columns(
         TransferlabError: ``spec`` is not a CSV manifest, or lacks one of ``columns`` (the message lists the
             columns it has).
     """
-    base, kind, location, split = _parse_spec(spec)
-    path = Path(location).expanduser()
-    if manifest_columns(spec) is None:
+    manifest = _manifest_file(spec)
+    if manifest is None:
         raise TransferlabError(
-            f"{purpose} label columns need a CSV manifest (path plus one column per task), but {spec!r} is not one"
+            f"multitask label columns need a CSV manifest (path plus one column per task), but {spec!r} is not one"
         )
+    base, path, split = manifest
     if split not in (None, "all"):
         raise TransferlabError(f"a CSV manifest has one split ('all'), not {split!r} (in {spec!r})")
     request = _Request(base, "target", skip_bad_files)
-    paths, cells = _read_table(path, request, allowed=None, labels_required=False)
-    missing = [column for column in columns if column not in cells]
-    if missing:
-        raise TransferlabError(
-            f"CSV {path} has no column {', '.join(repr(c) for c in missing)} for the task(s) asked; "
-            f"its columns: path, {', '.join(cells) or '(no label columns)'}"
-        )
-    kept = [index for _, index in _readable([(p, i) for i, p in enumerate(paths)], request)]
-    if request.skipped:
-        files = ", ".join(str(skipped) for skipped in request.skipped)
-        warnings.warn(f"skipped {len(request.skipped)} bad image file(s) in {base}: {files}", stacklevel=2)
-    if not kept:
-        raise ImageReadError(f"no readable images in {base}")
-    images = ImageData(name=base, classes=[], labels=None, paths=[paths[i] for i in kept])
-    return images, {column: [cells[column][i] for i in kept] for column in columns}
+
+    def read() -> tuple[ImageData, dict[str, list[str]]]:
+        paths, cells = _read_table(path, request, allowed=None, labels_required=False)
+        missing = [column for column in columns if column not in cells]
+        if missing:
+            raise TransferlabError(
+                f"CSV {path} has no column {', '.join(repr(c) for c in missing)} for the task(s) asked; "
+                f"its columns: path, {', '.join(cells) or '(no label columns)'}"
+            )
+        kept = [index for _, index in _readable([(p, i) for i, p in enumerate(paths)], request)]
+        if not kept:
+            raise ImageReadError(f"no readable images in {base}")
+        images = ImageData(name=base, classes=[], labels=None, paths=[paths[i] for i in kept])
+        return images, {column: [cells[column][i] for i in kept] for column in columns}
+
+    return _run({"all": read}, ["all"], request)["all"]  # _run warns once about skipped bad files
 
 
 def sort_class_names(names: Iterable[str]) -> list[str]:

@@ -103,7 +103,7 @@ def encode_targets(task: Task, cells: list[str], where: str) -> np.ndarray:
 
     Classes the task does not know (e.g. in validation data) become missing labels, with a warning.
     """
-    label = task.column or task.name
+    label = task.label_column
     if isinstance(task, RegressionTask):
         values = np.full(len(cells), np.nan, dtype=np.float32)
         for row, cell in enumerate(cells, start=1):

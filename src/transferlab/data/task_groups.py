@@ -85,7 +85,7 @@ def prepare_multitask_splits(config: FitConfig) -> MultiTaskSplits:
         for spec in column_specs:
             tasks[spec.name] = build_task(spec.name, spec.column, spec.type, cells[spec.label_column], config.train)
         group_tasks = [tasks[spec.name] for spec in column_specs]
-        group = TaskGroup(images, {task.name: encode_targets(task, cells[task.column or task.name], config.train)
+        group = TaskGroup(images, {task.name: encode_targets(task, cells[task.label_column], config.train)
                                    for task in group_tasks})
         if config.val is not None:
             val.append(load_task_group(config.val, group_tasks, skip_bad_files=config.skip_bad_files))
@@ -117,7 +117,7 @@ def load_task_group(spec: str, tasks: list[Task], *, skip_bad_files: bool = Fals
     """Labeled data for already-built ``tasks``: a CSV manifest holding their label columns, or, for one
     classification task, any class-labeled data spec (class names matched to the task's; unknown ones ignored)."""
     columns = manifest_columns(spec)
-    wanted = [task.column or task.name for task in tasks]
+    wanted = [task.label_column for task in tasks]
     if columns is not None and all(column in columns for column in wanted) or not _single_classification(tasks):
         images, cells = read_manifest_columns(spec, wanted, skip_bad_files=skip_bad_files)
         return TaskGroup(images, {task.name: encode_targets(task, cells[column], spec)

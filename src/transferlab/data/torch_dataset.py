@@ -58,14 +58,19 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
+    def image(self, index: int):
+        """Example ``index`` as a PIL image in the backbone's mode, decoded no larger than the transform needs."""
+        image = self.data.load_image(index, draft=(self.mode, self.draft_size))
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+    def label(self, index: int) -> torch.Tensor:
+        """The class index of example ``index``, or -1 for unlabeled data."""
+        return torch.tensor(UNLABELED if self.data.labels is None else int(self.data.labels[index]), dtype=torch.long)
+
     def __getitem__(self, index: int):
-        label = UNLABELED if self.data.labels is None else int(self.data.labels[index])
         cached = self._tensors.get(index) if self._tensors is not None else None
         if cached is None:
-            image = self.data.load_image(index, draft=(self.mode, self.draft_size))
-            if image.mode != self.mode:
-                image = image.convert(self.mode)
-            cached = self.transform(image)
+            cached = self.transform(self.image(index))
             if self._tensors is not None and get_worker_info() is None:
                 self._tensors[index] = cached
-        return cached, torch.tensor(label, dtype=torch.long)
+        return cached, self.label(index)

@@ -25,6 +25,7 @@ from torch import nn
 from torchjd import aggregation, scalarization
 from torchjd.autojac import jac_to_grad, mtl_backward
 
+from transferlab.config import WEIGHTINGS
 from transferlab.errors import TransferlabError
 
 __all__ = ["build_weighting", "LossWeighting", "FixedWeighting", "UncertaintyWeighting", "DynamicWeightAverage", "GradNorm",
@@ -200,5 +201,4 @@ def build_weighting(method: str, names: list[str], fixed_weights: list[float], *
         return GradNorm(names, gradnorm_alpha)
     if method in AGGREGATORS:
         return JacobianDescent(names, method)
-    choices = ", ".join(["fixed", "uncertainty", "dwa", "gradnorm", *AGGREGATORS])
-    raise TransferlabError(f"unknown weighting '{method}'; choose one of {choices}")
+    raise TransferlabError(f"unknown weighting '{method}'; choose one of {', '.join(WEIGHTINGS)}")

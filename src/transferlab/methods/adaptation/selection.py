@@ -34,6 +34,7 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from transferlab.config import SCORERS, FitConfig
 from transferlab.data.image_data import ImageData
 from transferlab.data.torch_dataset import ImageDataset
 from transferlab.engine.distributed import make_loader
@@ -42,8 +43,7 @@ from transferlab.methods.adaptation.losses import entropy
 
 __all__ = ["SCORERS", "DEFAULT_SCORER", "AdaptationValidation", "importance_weights", "dev_risk", "snd_score"]
 
-SCORERS = ("source-accuracy", "dev", "iwv", "entropy", "snd", "oracle")
-DEFAULT_SCORER = "source-accuracy"
+DEFAULT_SCORER = FitConfig.model_fields["selection"].default
 
 
 def importance_weights(source_features: np.ndarray, target_features: np.ndarray, seed: int = 0) -> np.ndarray:

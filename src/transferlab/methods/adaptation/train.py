@@ -111,11 +111,8 @@ class TwoViews(Dataset):
         return len(self.plain)
 
     def __getitem__(self, index: int):
-        image, label = self.plain[index]
-        raw = self.plain.data.load_image(index)
-        if raw.mode != self.plain.mode:
-            raw = raw.convert(self.plain.mode)
-        return torch.stack([image, self.augment(raw)]), label
+        image = self.plain.image(index)  # decoded once for both views
+        return torch.stack([self.plain.transform(image), self.augment(image)]), self.plain.label(index)
 
 
 def selection_report(history: list[dict], scorer: str) -> dict:
