@@ -22,9 +22,9 @@ from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from transferlab.backbones.base import Backbone
-from transferlab.data.image_data import ImageData
-from transferlab.data.torch_dataset import ImageDataset
-from transferlab.engine.distributed import is_main_process, make_loader, world_size
+from transferlab.data.torch_dataset import make_dataset
+from transferlab.engine.batches import to_device
+from transferlab.engine.distributed import collate_fn_of, is_main_process, make_loader, world_size
 from transferlab.engine.loop import predict_logits
 from transferlab.engine.precision import autocast
 from transferlab.fileio import atomic_path, cache_root
@@ -34,9 +34,10 @@ __all__ = ["extract_features", "FeatureCache", "backbone_fingerprint", "default_
 log = logging.getLogger("transferlab")
 
 
-def default_num_workers(data: ImageData) -> int:
-    """Decoding processes: none for in-memory pixels; for files, every core but the one running the model."""
-    if data.paths is None:
+def default_num_workers(data) -> int:
+    """Decoding processes: none for in-memory data (pixels, texts); for files, every core but the one running the
+    model."""
+    if getattr(data, "paths", None) is None:
         return 0
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
@@ -51,7 +52,7 @@ def backbone_fingerprint(backbone: Backbone) -> str:
     version on every in-place change), so embedding train, val and test hashes the weights once.
     """
     state = backbone.state_dict(keep_vars=True)
-    key = (json.dumps(backbone.spec, sort_keys=True, default=str), backbone.preprocess,
+    key = (json.dumps(backbone.spec, sort_keys=True, default=str), json.dumps(backbone.preprocess.to_dict()),
            tuple((name, id(t), t._version) for name, t in state.items()))
     remembered = _fingerprints.get(backbone)
     if remembered is not None and remembered[0] == key:
@@ -132,11 +133,13 @@ def _embed_cpu(backbone: Backbone, dataset, *, batch_size: int, precision: str, 
     lanes = max(1, min(threads, len(chunks)))
     backbone.eval()
     cpu = torch.device("cpu")
+    collate = collate_fn_of(dataset)
 
     def embed(positions: range) -> torch.Tensor:
-        inputs = torch.stack([dataset[p][0] for p in positions]).contiguous(memory_format=torch.channels_last)
+        items = [dataset[p] for p in positions]
+        inputs = collate(items)[0] if collate is not None else torch.stack([inputs for inputs, _ in items])
         with torch.inference_mode(), autocast(precision, cpu):
-            return backbone(inputs).float()
+            return backbone(to_device(inputs, cpu, channels_last=True)).float()
 
     torch.set_num_threads(max(1, threads // lanes))  # threads started from here on inherit it
     bar = tqdm(total=len(dataset), desc="embedding", leave=False, disable=not (progress and is_main_process()))
@@ -163,7 +166,7 @@ def _embed_loader(backbone: Backbone, dataset, *, batch_size: int, precision: st
 
 def extract_features(
     backbone: Backbone,
-    data: ImageData,
+    data,
     *,
     batch_size: int = 32,
     precision: str = "fp32",
@@ -172,7 +175,7 @@ def extract_features(
     use_cache: bool = True,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Embed every image of ``data`` with the frozen ``backbone``: ``(N, backbone.num_features)`` float32.
+    """Embed every example of ``data`` (`ImageData`, `TextData` or `AudioData`) with the frozen ``backbone``: ``(N, backbone.num_features)`` float32.
 
     Runs under ``inference_mode`` with channels-last inputs and optional bf16 autocast; only images missing from
     the cache are embedded. On CPU, threads decode and embed small chunks in parallel (``num_workers`` unused); on
@@ -180,7 +183,7 @@ def extract_features(
     """
     device = device or torch.device("cpu")
     workers = default_num_workers(data) if num_workers is None else num_workers
-    dataset = ImageDataset(data, backbone.preprocess)
+    dataset = make_dataset(data, backbone.preprocess)
     if not use_cache:
         return _embed(backbone, dataset, batch_size=batch_size, precision=precision, device=device,
                       num_workers=workers, progress=progress)

@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from transferlab.data.image_data import ImageData
-from transferlab.data.torch_dataset import ImageDataset
+from transferlab.data.torch_dataset import make_dataset
 from transferlab.embeddings import default_num_workers, extract_features
 from transferlab.engine.distributed import make_loader
 from transferlab.engine.loop import predict_logits
@@ -65,7 +65,7 @@ def _inference_settings(data: ImageData, precision: str, num_workers: int | None
 def _model_outputs(model, data: ImageData, batch_size: int, precision: str, num_workers: int | None):
     """``model``'s outputs over every image of ``data`` (a tensor, or one per head), in eval mode."""
     device, precision, workers = _inference_settings(data, precision, num_workers)
-    loader = make_loader(ImageDataset(data, model.preprocess), batch_size=batch_size, shuffle=False,
+    loader = make_loader(make_dataset(data, model.preprocess), batch_size=batch_size, shuffle=False,
                          num_workers=workers)
     outputs, _ = predict_logits(model.to(device), loader, precision, device)
     return outputs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ class PreprocessConfig:
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
     crop_mode: str = "center"
+    modality: ClassVar[str] = "image"
 
     @property
     def channels(self) -> int:
@@ -43,7 +45,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "PreprocessConfig":
-        values = dict(values)
+        values = {key: value for key, value in values.items() if key != "modality"}
         for key in ("input_size", "mean", "std"):
             values[key] = tuple(values[key])
         return cls(**values)
@@ -54,16 +56,24 @@ class Backbone(nn.Module):
 
     Subclasses set:
         num_features: size of the vectors ``forward`` returns.
-        preprocess: the `PreprocessConfig` that turns images into inputs.
+        preprocess: what turns raw examples into inputs: `PreprocessConfig` for images,
+            `transferlab.backbones.preprocess.TextPreprocess` / ``AudioPreprocess`` for text and audio.
         spec: a JSON-serialisable dict from which `transferlab.backbones.rebuild_backbone` builds the same
-            architecture again (without pretrained weights; weights then come from the run directory).
+            architecture again (without pretrained weights; weights then come from the run directory). Text and
+            audio specs carry ``"modality"``.
 
-    ``forward(x)`` takes ``(B, C, H, W)`` and returns ``(B, num_features)``.
+    ``forward(x)`` takes ``(B, C, H, W)`` images, or the ``{name: tensor}`` batch the text/audio preprocessing's
+    ``collate`` makes, and returns ``(B, num_features)``.
     """
 
     num_features: int
-    preprocess: PreprocessConfig
+    preprocess: "PreprocessConfig"
     spec: dict
+
+    @property
+    def modality(self) -> str:
+        """``"image"``, ``"text"`` or ``"audio"``: the kind of data this backbone reads."""
+        return self.preprocess.modality
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         """Named groups of parameter names (relative to this module), ordered from the input to the output.

@@ -15,13 +15,12 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
-from transferlab.backbones.base import PreprocessConfig
 from transferlab.config import FitConfig, TaskSpec
 from transferlab.data.image_data import ImageData
 from transferlab.data.specs import load_image_data, manifest_columns, read_manifest_columns
 from transferlab.data.splits import stratified_split, take_per_class
 from transferlab.data.task_columns import build_task, encode_targets
-from transferlab.data.torch_dataset import ImageDataset
+from transferlab.data.torch_dataset import make_dataset
 from transferlab.errors import TransferlabError
 from transferlab.tasks import ClassificationTask, Task
 
@@ -50,18 +49,25 @@ class TaskGroup:
 
 
 class TaskGroupDataset(Dataset):
-    """Yields ``(image_tensor, {task_name: target})`` with the backbone's preprocessing."""
+    """Yields ``(inputs, {task_name: target})`` with the backbone's preprocessing."""
 
-    def __init__(self, group: TaskGroup, preprocess: PreprocessConfig, *, train: bool = False, augment: bool = False):
+    def __init__(self, group: TaskGroup, preprocess, *, train: bool = False, augment: bool = False):
         self.group = group
-        self.images = ImageDataset(group.images, preprocess, train=train, augment=augment)
+        self.examples = make_dataset(group.images, preprocess, train=train, augment=augment)
 
     def __len__(self) -> int:
         return len(self.group)
 
     def __getitem__(self, index: int):
-        image, _ = self.images[index]
-        return image, {name: torch.as_tensor(values[index]) for name, values in self.group.targets.items()}
+        inputs, _ = self.examples[index]
+        return inputs, {name: torch.as_tensor(values[index]) for name, values in self.group.targets.items()}
+
+    def collate_fn(self, items: list):
+        """Batches inputs as the examples' dataset does (padding text and audio), targets task by task."""
+        own = getattr(self.examples, "collate_inputs", None)
+        inputs = own([x for x, _ in items]) if own else torch.stack([x for x, _ in items])
+        targets = {name: torch.stack([t[name] for _, t in items]) for name in items[0][1]}
+        return inputs, targets
 
 
 @dataclass

@@ -1,4 +1,7 @@
-"""From `ImageData` to tensors: the backbone's preprocessing (timm transforms) applied per image."""
+"""From data to tensors with the backbone's preprocessing: timm transforms per image, the tokenizer for texts, decoding
+and resampling for audio. `make_dataset` picks the dataset for the backbone's modality and checks the data fits it;
+text and audio datasets carry a ``collate_fn`` (dynamic padding) that `transferlab.engine.distributed.make_loader`
+uses."""
 
 from __future__ import annotations
 
@@ -7,9 +10,13 @@ from timm.data import create_transform
 from torch.utils.data import Dataset, get_worker_info
 
 from transferlab.backbones.base import PreprocessConfig
+from transferlab.backbones.preprocess import AudioPreprocess, TextPreprocess
+from transferlab.data.audio_data import AudioData
 from transferlab.data.image_data import ImageData
+from transferlab.data.text_data import TextData
+from transferlab.errors import TransferlabError
 
-__all__ = ["ImageDataset", "build_transform"]
+__all__ = ["ImageDataset", "TextDataset", "AudioDataset", "build_transform", "make_dataset", "DATA_MODALITY"]
 
 UNLABELED = -1
 
@@ -74,3 +81,92 @@ class ImageDataset(Dataset):
             if self._tensors is not None and get_worker_info() is None:
                 self._tensors[index] = cached
         return cached, self.label(index)
+
+
+def _label_tensor(labels, index: int) -> torch.Tensor:
+    return torch.tensor(UNLABELED if labels is None else int(labels[index]), dtype=torch.long)
+
+
+class TextDataset(Dataset):
+    """Yields ``(token_fields, label)``: a text's token ids (tokenized once, for the whole dataset, on creation);
+    ``collate_fn`` pads a batch to its longest text."""
+
+    def __init__(self, data: TextData, preprocess: TextPreprocess):
+        self.data = data
+        self.preprocess = preprocess
+        self.encoded = preprocess.encode(data.texts)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def label(self, index: int) -> torch.Tensor:
+        return _label_tensor(self.data.labels, index)
+
+    def __getitem__(self, index: int):
+        return self.encoded[index], self.label(index)
+
+    def collate_inputs(self, inputs: list) -> dict[str, torch.Tensor]:
+        return self.preprocess.collate(inputs)
+
+    def collate_fn(self, items: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        return self.collate_inputs([x for x, _ in items]), torch.stack([label for _, label in items])
+
+
+class AudioDataset(Dataset):
+    """Yields ``(waveform, label)``: a clip decoded to mono at the backbone's rate, at most ``max_seconds`` long
+    (while training with ``augment``, a random ``max_seconds`` window of a longer clip; otherwise its start);
+    ``collate_fn`` pads a batch to its longest clip."""
+
+    def __init__(self, data: AudioData, preprocess: AudioPreprocess, *, train: bool = False, augment: bool = False):
+        self.data = data
+        self.preprocess = preprocess
+        self.random_crop = train and augment
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def label(self, index: int) -> torch.Tensor:
+        return _label_tensor(self.data.labels, index)
+
+    def waveform(self, index: int):
+        rate, seconds = self.preprocess.sampling_rate, self.preprocess.max_seconds
+        if not self.random_crop:
+            return self.data.load_waveform(index, rate, seconds)
+        wave = self.data.load_waveform(index, rate)
+        keep = max(1, int(round(seconds * rate)))
+        start = int(torch.randint(0, len(wave) - keep + 1, ()).item()) if len(wave) > keep else 0
+        return wave[start : start + keep]
+
+    def __getitem__(self, index: int):
+        return self.waveform(index), self.label(index)
+
+    def collate_inputs(self, inputs: list) -> dict[str, torch.Tensor]:
+        return self.preprocess.collate(inputs)
+
+    def collate_fn(self, items: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        return self.collate_inputs([x for x, _ in items]), torch.stack([label for _, label in items])
+
+
+# which data container each modality reads
+DATA_MODALITY = {ImageData: "image", TextData: "text", AudioData: "audio"}
+
+
+def make_dataset(data, preprocess, *, train: bool = False, augment: bool = False) -> Dataset:
+    """The dataset that turns ``data`` into the inputs ``preprocess`` describes (see the module docstring).
+
+    Raises:
+        TransferlabError: when the data is of another modality than the backbone (e.g. texts for an image
+            backbone); the message names both.
+    """
+    modality = DATA_MODALITY.get(type(data))
+    if modality != preprocess.modality:
+        raise TransferlabError(
+            f"{data.name} holds {modality or type(data).__name__} data, but the backbone reads {preprocess.modality}; "
+            f"choose a {modality} backbone (see `transferlab backbones`) or {preprocess.modality} data"
+        )
+    if modality == "text":
+        return TextDataset(data, preprocess)
+    if modality == "audio":
+        return AudioDataset(data, preprocess, train=train, augment=augment)
+    return ImageDataset(data, preprocess, train=train, augment=augment)
+

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler, Subset
 
-__all__ = ["rank", "world_size", "is_main_process", "make_loader"]
+__all__ = ["rank", "world_size", "is_main_process", "make_loader", "collate_fn_of"]
 
 
 def world_size() -> int:
@@ -36,7 +36,8 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A DataLoader whose order depends only on ``(seed, epoch)``, so a resumed run sees the same batches."""
+    """A DataLoader whose order depends only on ``(seed, epoch)``, so a resumed run sees the same batches; it
+    batches with the dataset's own ``collate_fn`` when it has one (text and audio: dynamic padding)."""
     if world_size() > 1:
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
         sampler.set_epoch(epoch)
@@ -48,9 +49,17 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
+        collate_fn=collate_fn_of(dataset),
         sampler=sampler,
         num_workers=num_workers,
         drop_last=drop_last,
         persistent_workers=False,
         prefetch_factor=4 if num_workers > 0 else None,
     )
+
+
+def collate_fn_of(dataset: Dataset):
+    """The ``collate_fn`` a dataset (or a `Subset` of one) asks for, or ``None`` for PyTorch's default."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return getattr(dataset, "collate_fn", None)

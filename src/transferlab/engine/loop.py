@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from transferlab.engine.batches import batch_length, to_device
 from transferlab.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from transferlab.engine.distributed import is_main_process, make_loader
 from transferlab.engine.precision import autocast
@@ -46,23 +47,12 @@ class TrainSettings:
     progress: bool = True
 
 
-def _to_device(batch, device: torch.device):
-    """Move every tensor of a (possibly nested) batch to ``device``."""
-    if torch.is_tensor(batch):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, (list, tuple)):
-        return [_to_device(item, device) for item in batch]
-    if isinstance(batch, dict):
-        return {key: _to_device(value, device) for key, value in batch.items()}
-    return batch
-
-
 def _batch_size(batch) -> int:
     """Examples in a batch: ``(inputs, labels)``, ``(inputs, {task: targets})`` or, for several domains or task
     groups, a list of such pairs."""
-    if torch.is_tensor(batch[0]):
-        return len(batch[0])
-    return sum(_batch_size(part) for part in batch)
+    if isinstance(batch[0], (list, tuple)):
+        return sum(_batch_size(part) for part in batch)
+    return batch_length(batch[0])
 
 
 def _epoch_loader(train_data, settings: "TrainSettings", epoch: int):
@@ -100,10 +90,7 @@ def predict_logits(
     batches = tqdm(loader, desc=progress, leave=False, disable=progress is None or not is_main_process())
     with torch.inference_mode(), autocast(precision, device):
         for inputs, targets in batches:
-            inputs = inputs.to(device, non_blocking=True)
-            if inputs.dim() == 4:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            outputs.append(_float_cpu(model(inputs)))
+            outputs.append(_float_cpu(model(to_device(inputs, device, channels_last=True))))
             labels.append(targets)
     return _concat(outputs), _concat(labels)
 
@@ -175,7 +162,7 @@ class Trainer:
         count = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{s.epochs}", leave=False, disable=not (s.progress and is_main_process()))
         for batch in bar:
-            batch = _to_device(batch, s.device)
+            batch = to_device(batch, s.device)
             with autocast(s.precision, s.device):
                 out = self.objective(self.model, batch)
             loss = out["loss"]

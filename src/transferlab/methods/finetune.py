@@ -14,7 +14,7 @@ import math
 
 from transferlab.backbones import create_backbone
 from transferlab.config import FitConfig
-from transferlab.data.torch_dataset import ImageDataset
+from transferlab.data.torch_dataset import make_dataset
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.methods.base import MethodResult, RunContext, Splits, register_method, train_settings
@@ -88,8 +88,8 @@ def train_end_to_end(config: FitConfig, splits: Splits, context: RunContext) -> 
     objective = ClassificationObjective(regularizers)
 
     preprocess = model.preprocess
-    train_data = ImageDataset(splits.train, preprocess, train=True, augment=config.augment)
-    val_data = ImageDataset(splits.val, preprocess) if splits.val is not None else None
+    train_data = make_dataset(splits.train, preprocess, train=True, augment=config.augment)
+    val_data = make_dataset(splits.val, preprocess) if splits.val is not None else None
     trainer = Trainer(model, objective, optimizer, scheduler, train_settings(config, context), [unfreezing])
     history = trainer.fit(train_data, val_data, resume=config.resume)
     return MethodResult(model=model, history=history)

@@ -16,7 +16,8 @@ from torch import nn
 
 from transferlab.config import FitConfig
 from transferlab.data.image_data import align_classes
-from transferlab.data.torch_dataset import ImageDataset
+from transferlab.data.torch_dataset import make_dataset
+from transferlab.engine.batches import batch_length, concat_inputs
 from transferlab.engine.domains import DomainPairLoader
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
@@ -50,8 +51,8 @@ class JointObjective(nn.Module):
 
     def forward(self, model, batch) -> dict:
         (source_x, source_y), (target_x, target_y) = batch
-        features = model.backbone(torch.cat([source_x, target_x]))
-        source_features, target_features = features.split([len(source_x), len(target_x)])
+        features = model.backbone(concat_inputs([source_x, target_x]))
+        source_features, target_features = features.split([batch_length(source_x), batch_length(target_x)])
         source_head = self.source_head if self.source_head is not None else model.head
         source_ce = F.cross_entropy(source_head(source_features).float(), source_y)
         target_ce = F.cross_entropy(model.head(target_features).float(), target_y)
@@ -103,8 +104,8 @@ def train_joint(config: FitConfig, splits: Splits, context: RunContext) -> Metho
     optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
     preprocess = model.preprocess
     pairs = DomainPairLoader(
-        ImageDataset(source, preprocess, train=True, augment=config.augment),
-        ImageDataset(splits.train, preprocess, train=True, augment=config.augment),
+        make_dataset(source, preprocess, train=True, augment=config.augment),
+        make_dataset(splits.train, preprocess, train=True, augment=config.augment),
         batch_size=config.batch_size,
         source_share=config.source_share,
         steps_per_epoch=config.steps_per_epoch,
@@ -112,7 +113,7 @@ def train_joint(config: FitConfig, splits: Splits, context: RunContext) -> Metho
     scheduler = build_scheduler(config.scheduler, optimizer, config.epochs * len(pairs))
     objective = JointObjective(config.lambda_, model.source_head if separate else None)
     hooks = [unfreezing, LambdaWarmup(objective, config.lambda_, config.lambda_warmup_epochs)]
-    val_data = ImageDataset(splits.val, preprocess) if splits.val is not None else None
+    val_data = make_dataset(splits.val, preprocess) if splits.val is not None else None
     trainer = Trainer(model, objective, optimizer, scheduler, train_settings(config, context), hooks)
     history = trainer.fit(pairs, val_data, resume=config.resume)
     if separate:

@@ -15,6 +15,7 @@ from torch import nn
 
 from transferlab.config import FitConfig
 from transferlab.data.task_groups import MultiTaskSplits, TaskGroup, TaskGroupDataset
+from transferlab.engine.batches import batch_length, concat_inputs
 from transferlab.engine.distributed import make_loader
 from transferlab.engine.domains import GroupBatches
 from transferlab.engine.loop import Trainer, TrainSettings, predict_logits
@@ -47,8 +48,8 @@ class MultiTaskObjective(nn.Module):
 
     def forward(self, model: MultiTaskModel, batch) -> dict:
         inputs = [x for x, _ in batch]
-        features = model.backbone(torch.cat(inputs))
-        per_group = features.split([len(x) for x in inputs])
+        features = model.backbone(concat_inputs(inputs))
+        per_group = features.split([batch_length(x) for x in inputs])
         losses = []
         for task in self.tasks:
             rows = [(group_features, targets[task.name]) for group_features, (_, targets) in zip(per_group, batch)

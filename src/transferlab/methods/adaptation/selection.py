@@ -36,7 +36,7 @@ from sklearn.preprocessing import StandardScaler
 
 from transferlab.config import SCORERS, FitConfig
 from transferlab.data.image_data import ImageData
-from transferlab.data.torch_dataset import ImageDataset
+from transferlab.data.torch_dataset import make_dataset
 from transferlab.engine.distributed import make_loader
 from transferlab.engine.loop import TrainSettings, predict_logits
 from transferlab.methods.adaptation.losses import entropy
@@ -98,7 +98,7 @@ class AdaptationValidation:
         self.seed = seed
 
     def _outputs(self, model, data: ImageData, settings: TrainSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loader = make_loader(ImageDataset(data, model.preprocess), batch_size=settings.batch_size * 2, shuffle=False,
+        loader = make_loader(make_dataset(data, model.preprocess), batch_size=settings.batch_size * 2, shuffle=False,
                              num_workers=settings.num_workers)
         features, labels = predict_logits(model.backbone, loader, settings.precision, settings.device)
         with torch.inference_mode():

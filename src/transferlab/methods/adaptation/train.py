@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 
 from transferlab.config import FitConfig
 from transferlab.data.image_data import ImageData
-from transferlab.data.torch_dataset import ImageDataset, build_transform
+from transferlab.data.torch_dataset import ImageDataset, build_transform, make_dataset
+from transferlab.engine.batches import batch_length, concat_inputs
 from transferlab.engine.domains import DomainPairLoader
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
@@ -35,6 +36,7 @@ from transferlab.methods.adaptation.modules import (
 )
 from transferlab.methods.adaptation.selection import SCORERS, AdaptationValidation
 from transferlab.methods.base import MethodResult, RunContext, Splits, register_method, train_settings
+from transferlab.errors import TransferlabError
 from transferlab.methods.finetune import build_model, freeze_and_rates
 
 __all__ = ["ADAPTATION_LOSSES", "AdaptationObjective", "build_adaptation_loss", "selection_report", "train_adaptation"]
@@ -80,9 +82,9 @@ class AdaptationObjective(nn.Module):
         (source_x, source_y), (target_x, _) = batch
         views = [target_x] if target_x.dim() == source_x.dim() else [target_x[:, 0], target_x[:, 1]]
         inputs = [source_x, *views]
-        features = model.backbone(torch.cat(inputs))
+        features = model.backbone(concat_inputs(inputs))
         logits = model.head(features)
-        sizes = [len(x) for x in inputs]
+        sizes = [batch_length(x) for x in inputs]
         f_s, f_t, *_ = features.split(sizes)
         logits_s, logits_t, *view_logits = logits.split(sizes)
         source_ce = F.cross_entropy(logits_s.float(), source_y)
@@ -104,6 +106,9 @@ class TwoViews(Dataset):
     augmentation is timm's training transform without flips (digits and text do not survive mirroring)."""
 
     def __init__(self, data: ImageData, preprocess):
+        if not isinstance(data, ImageData):
+            raise TransferlabError(f"--consistency augments images; {data.name} is not image data (drop --consistency "
+                                   "for plain self-training)")
         self.plain = ImageDataset(data, preprocess)
         self.augment = build_transform(preprocess, train=True, augment=True, hflip=0.0, scale=(0.5, 1.0))
 
@@ -153,8 +158,8 @@ def train_adaptation(config: FitConfig, splits: Splits, context: RunContext) -> 
     preprocess = model.preprocess
     unlabeled_target = replace(splits.target, labels=None)  # training never sees target labels
     target_data = (TwoViews(unlabeled_target, preprocess) if config.method == "self-training" and config.consistency
-                   else ImageDataset(unlabeled_target, preprocess, train=True, augment=config.augment))
-    pairs = DomainPairLoader(ImageDataset(splits.train, preprocess, train=True, augment=config.augment), target_data,
+                   else make_dataset(unlabeled_target, preprocess, train=True, augment=config.augment))
+    pairs = DomainPairLoader(make_dataset(splits.train, preprocess, train=True, augment=config.augment), target_data,
                              batch_size=config.batch_size, source_share=0.5, steps_per_epoch=config.steps_per_epoch)
     total_steps = config.epochs * len(pairs)
     adaptation = build_adaptation_loss(config, model.backbone.num_features, len(splits.classes))

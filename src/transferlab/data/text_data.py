@@ -1,0 +1,64 @@
+"""`TextData`: texts of one domain with optional class labels, the text counterpart of `ImageData`."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from transferlab.data.image_data import DOMAINS
+
+__all__ = ["TextData"]
+
+
+@dataclass
+class TextData:
+    """Texts of one domain.
+
+    Attributes:
+        name: where the data came from (the spec the user gave), used in messages and reports.
+        classes: class names; ``labels`` index into it. Empty for unlabeled data.
+        labels: ``(N,)`` int64 class indices, or ``None`` when the data has no labels.
+        texts: one string per example.
+        domain: ``"source"`` or ``"target"``.
+    """
+
+    name: str
+    classes: list[str]
+    labels: np.ndarray | None
+    texts: list[str]
+    domain: str = "target"
+    _digests: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {DOMAINS}, got {self.domain!r}")
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels, dtype=np.int64)
+            if len(self.labels) != len(self.texts):
+                raise ValueError(f"{len(self.labels)} labels for {len(self.texts)} texts in {self.name}")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    def content_digest(self, index: int) -> str:
+        """SHA-1 of the text's UTF-8 bytes: the key of the feature cache."""
+        digest = self._digests.get(index)
+        if digest is None:
+            digest = self._digests[index] = hashlib.sha1(self.texts[index].encode("utf-8")).hexdigest()
+        return digest
+
+    def subset(self, indices) -> "TextData":
+        """A new `TextData` holding the examples at ``indices`` (in that order)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return replace(self, labels=None if self.labels is None else self.labels[indices],
+                       texts=[self.texts[i] for i in indices], _digests={})
+
+    def describe(self) -> str:
+        labels = "unlabeled" if self.labels is None else f"{len(self.classes)} classes"
+        return f"{self.name}: {len(self)} texts, {labels}, {self.domain} domain"
