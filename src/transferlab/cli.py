@@ -52,12 +52,13 @@ def _user_errors(command):
 @app.command()
 @_user_errors
 def fit(
-    train: Optional[str] = typer.Option(None, help="Training data: image folder, CSV manifest, sklearn-digits, mnist:DIR, usps:DIR."),
+    train: Optional[str] = typer.Option(None, help="Training data: image or audio folder, CSV manifest, text CSV/TSV/JSONL, "
+                                        "sklearn-digits, mnist:DIR, usps:DIR."),
     val: Optional[str] = typer.Option(None, help="Validation data spec (default: a stratified split of --train)."),
     test: Optional[str] = typer.Option(None, help="Test data spec, evaluated once at the end."),
     method: Optional[str] = typer.Option(
-        None, help="scratch | features | finetune | seed-recipe | joint | multitask, or domain adaptation: "
-        "source-only | dann | cdan | dan | coral | mcc | mdd | self-training (default finetune)."
+        None, help="scratch | features | finetune | seed-recipe | joint | multitask | lora, ctc (speech recognition), "
+        "or domain adaptation: source-only | dann | cdan | dan | coral | mcc | mdd | self-training (default finetune)."
     ),
     backbone: Optional[str] = typer.Option(None, help="Backbone name (default efficientnet_lite0)."),
     weights: Optional[Path] = typer.Option(None, help="Local .safetensors/.pth backbone weights, or a run directory."),
@@ -79,6 +80,18 @@ def fit(
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from pretrained weights."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random crops, flips, colour jitter."),
     skip_bad_files: Optional[bool] = typer.Option(None, "--skip-bad-files", help="Skip unreadable images with a warning."),
+    text_column: Optional[str] = typer.Option(None, help="Text column of CSV/TSV/JSONL data (default: text, else sentence)."),
+    label_column: Optional[str] = typer.Option(None, help="Label column of text data and audio manifests (default: label)."),
+    transcript_column: Optional[str] = typer.Option(None, help="Transcript column of ctc manifests (default: transcript)."),
+    empty_texts: Optional[str] = typer.Option(None, help="Empty texts: skip (warn with a count, default) | error."),
+    max_length: Optional[int] = typer.Option(None, help="Text backbones: tokens per text (default 128)."),
+    max_seconds: Optional[float] = typer.Option(None, help="Audio backbones: seconds per clip (default 10)."),
+    pool: Optional[str] = typer.Option(None, help="avg (default) | flatten (images) | cls (text)."),
+    lora_r: Optional[int] = typer.Option(None, help="LoRA rank (lora, default 8)."),
+    lora_alpha: Optional[float] = typer.Option(None, help="LoRA alpha (default 16)."),
+    lora_dropout: Optional[float] = typer.Option(None, help="LoRA dropout (default 0.1)."),
+    lora_targets: Optional[str] = typer.Option(None, help="Modules LoRA adapts, comma-separated (default: attention)."),
+    lora_save: Optional[str] = typer.Option(None, help="merged (default: loads without PEFT) | adapter (also the adapter alone)."),
     source: Optional[str] = typer.Option(None, help="Labeled source-domain data spec (joint, adaptation methods)."),
     target: Optional[str] = typer.Option(None, help="Target-domain data for adaptation methods; labels optional, "
                                          "used only to report target accuracy."),

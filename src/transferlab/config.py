@@ -14,7 +14,8 @@ __all__ = ["FitConfig", "TaskSpec", "ADAPTATION_METHODS", "SCORERS", "WEIGHTINGS
 
 # unsupervised domain adaptation: labeled --source, unlabeled --target
 ADAPTATION_METHODS = ("source-only", "dann", "cdan", "dan", "coral", "mcc", "mdd", "self-training")
-Method = Literal[("scratch", "features", "finetune", "seed-recipe", "joint", "multitask", *ADAPTATION_METHODS)]
+Method = Literal[("scratch", "features", "finetune", "seed-recipe", "joint", "multitask", "lora", "ctc",
+                  *ADAPTATION_METHODS)]
 # label-free checkpoint scorers of the adaptation methods (transferlab.methods.adaptation.selection), and the oracle
 SCORERS = ("source-accuracy", "dev", "iwv", "entropy", "snd", "oracle")
 Scorer = Literal[SCORERS]
@@ -70,7 +71,15 @@ class FitConfig(BaseModel):
     test: str | None = Field(None, description="optional test data spec, evaluated once at the end")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="fraction of train held out when no val is given")
     labels_per_class: int | None = Field(None, ge=1, description="keep N labeled training examples per class")
-    skip_bad_files: bool = Field(False, description="skip unreadable images with a warning instead of failing")
+    skip_bad_files: bool = Field(False, description="skip unreadable images or audio files with a warning instead of failing")
+    text_column: str | None = Field(None, description="text column of CSV/TSV/JSONL data; default: 'text', else 'sentence'")
+    label_column: str = Field("label", description="label column of CSV/TSV/JSONL text data and audio manifests")
+    transcript_column: str = Field("transcript", description="transcript column of speech-recognition manifests (ctc)")
+    empty_texts: Literal["skip", "error"] = Field(
+        "skip", description="empty or whitespace-only texts: skip them with a warning and a count, or fail"
+    )
+    max_length: int = Field(128, ge=2, description="text backbones: tokens kept per text (longer texts are truncated)")
+    max_seconds: float = Field(10.0, gt=0, description="audio backbones: seconds kept per clip (longer clips are cut)")
 
     # model
     method: Method = "finetune"
@@ -78,7 +87,10 @@ class FitConfig(BaseModel):
     weights: Path | None = Field(None, description="local .safetensors/.pth backbone weights, or a run directory")
     pretrained: bool = Field(True, description="start from pretrained weights (ignored by 'scratch')")
     image_size: int | None = Field(None, ge=8, description="input size in pixels; default: the backbone's own")
-    pool: Literal["avg", "flatten"] = "avg"
+    pool: Literal["avg", "flatten", "cls"] = Field(
+        "avg", description="'avg' (images: global average; text/audio: mean over real tokens/frames), 'flatten' "
+        "(images: flattened feature map), 'cls' (text: the first token)"
+    )
     head: Literal["logistic", "linear", "mlp"] = Field(
         "linear", description="'logistic' (scikit-learn, features only), 'linear' or 'mlp'"
     )
@@ -142,6 +154,18 @@ class FitConfig(BaseModel):
     pseudo_label_threshold: float = Field(0.9, gt=0, lt=1, description="self-training: minimum confidence")
     consistency: bool = Field(False, description="self-training: pseudo-labels from plain, loss on augmented views")
 
+    # LoRA (method 'lora', through PEFT): low-rank adapters on the backbone, the head trained in full
+    lora_r: int = Field(8, ge=1, description="rank r of the LoRA update")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / r)")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the LoRA branch")
+    lora_targets: list[str] | None = Field(
+        None, description="module names to adapt (e.g. query,value); default: the backbone's attention projections"
+    )
+    lora_save: Literal["merged", "adapter"] = Field(
+        "merged", description="'merged': adapters folded into the weights (loads without PEFT); 'adapter': also save "
+        "the adapter alone (adapter/ in the run directory)"
+    )
+
     # output
     out: Path = Field(description="run directory to create")
     overwrite: bool = False
@@ -155,6 +179,16 @@ class FitConfig(BaseModel):
         if value.lstrip("-").isdigit() and int(value) < 0:
             raise ValueError(f"freeze must not be negative, got {value}")
         return value.strip()
+
+    @field_validator("lora_targets", mode="before")
+    @classmethod
+    def _parse_lora_targets(cls, value):
+        if isinstance(value, str):
+            names = [name.strip() for name in value.split(",") if name.strip()]
+            if not names:
+                raise ValueError("lora_targets must name at least one module, e.g. 'query,value'")
+            return names
+        return value
 
     @field_validator("tasks", mode="before")
     @classmethod

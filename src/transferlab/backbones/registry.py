@@ -20,7 +20,7 @@ __all__ = ["POOLS", "create_backbone", "list_backbones", "rebuild_backbone"]
 
 logger = logging.getLogger("transferlab")
 
-POOLS = ("avg", "flatten")
+POOLS = ("avg", "flatten", "cls")
 TIMM_PREFIX = "timm:"
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -37,6 +37,8 @@ def create_backbone(
     pretrained: bool = True,
     pool: str = "avg",
     image_size: int | None = None,
+    max_length: int = 128,
+    max_seconds: float = 10.0,
 ) -> Backbone:
     """Create a backbone by name.
 
@@ -48,7 +50,9 @@ def create_backbone(
         pretrained: load the backbone's pretrained weights; False gives a random initialisation.
         pool: ``"avg"`` for the pooled feature vector, ``"flatten"`` for the flattened final feature map (the
             seed recipe's VGG16 body + Flatten; ``num_features`` then depends on ``image_size``).
-        image_size: square input size overriding the backbone's default.
+        image_size: square input size overriding the backbone's default (image backbones).
+        max_length: tokens kept per text (text backbones).
+        max_seconds: seconds kept per clip (audio backbones).
 
     Raises:
         TransferlabError: for an unknown name (with a suggestion), an invalid ``pool`` or ``image_size``, weights
@@ -58,7 +62,8 @@ def create_backbone(
         raise TransferlabError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise TransferlabError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
-    backbone = _build(name, pretrained=pretrained and weights is None, pool=pool, image_size=image_size)
+    backbone = _build(name, pretrained=pretrained and weights is None, pool=pool, image_size=image_size,
+                      max_length=max_length, max_seconds=max_seconds)
     if weights is not None:
         load_weights_file(backbone, weights)
         backbone.spec["weights_source"] = f"file:{Path(weights).name}"
@@ -86,7 +91,8 @@ def rebuild_backbone(spec: dict) -> Backbone:
     return backbone
 
 
-def _build(name: str, *, pretrained: bool, pool: str, image_size: int | None) -> Backbone:
+def _build(name: str, *, pretrained: bool, pool: str, image_size: int | None, max_length: int,
+           max_seconds: float) -> Backbone:
     if name in EFFICIENTNET_LITE:
         return create_efficientnet_lite_backbone(name, pretrained=pretrained, pool=pool, image_size=image_size)
     if name == "lenet":

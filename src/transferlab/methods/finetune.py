@@ -41,6 +41,8 @@ def build_backbone(config: FitConfig, *, pretrained: bool):
         pretrained=pretrained,
         pool=config.pool,
         image_size=config.image_size,
+        max_length=config.max_length,
+        max_seconds=config.max_seconds,
     )
 
 
