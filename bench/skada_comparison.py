@@ -68,7 +68,7 @@ from _common import DATA, mean_std
 from transferlab.api import fit, prepare_splits
 from transferlab.backbones.lenet import LeNet
 from transferlab.config import FitConfig, build_config
-from transferlab.data import load_image_data
+from transferlab.data import load_data
 from transferlab.data.image_data import ImageData
 from transferlab.data.torch_dataset import ImageDataset
 from transferlab.engine.loop import TrainSettings
@@ -280,7 +280,7 @@ def main() -> None:
     print(f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"skada {version('skada')}, skorch {version('skorch')}, load average {os.getloadavg()[0]:.1f}; seeds "
           f"{args.seeds}, {args.epochs} epochs x {args.steps} steps", flush=True)
-    check = load_image_data(f"usps:{args.data / 'usps'}@test", split_preference=("test",))
+    check = load_data(f"usps:{args.data / 'usps'}@test", split_preference=("test",))
     print(f"skada's inputs are within {grey_levels_off(check):.2f} grey levels of our data loader's "
           f"(first 256 USPS test images)", flush=True)
     started = time.perf_counter()

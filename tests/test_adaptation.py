@@ -135,9 +135,9 @@ def test_target_labels_never_reach_training(shared_data, tmp_path):
 
 
 def test_unlabeled_target_folder_through_the_cli(shared_data, tmp_path):
-    from transferlab.data import load_image_data
+    from transferlab.data import load_data
 
-    usps = load_image_data(f"usps:{shared_data / 'usps'}@test", split_preference=("test",))
+    usps = load_data(f"usps:{shared_data / 'usps'}@test", split_preference=("test",))
     folder = tmp_path / "target"
     folder.mkdir()
     for i in range(60):
@@ -181,7 +181,7 @@ def test_adaptation_bad_inputs(shared_data, tmp_path):
     (tmp_path / "empty").mkdir()
     result = runner.invoke(app, ["fit", "--method", "dann", "--source", mnist, "--target", str(tmp_path / "empty"),
                                  "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "no images in" in result.output and "empty" in result.output
+    assert result.exit_code == 2 and "no images or audio files in" in result.output and "empty" in result.output
 
 
 def test_target_with_extra_classes_warns_and_reports_on_shared(shared_data, tmp_path, caplog):

@@ -116,7 +116,7 @@ def test_corrupt_image_fails_or_is_skipped(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert "skipped 1 bad image file" in result.stderr and "broken.jpg" in result.stderr
+    assert "skipped 1 bad file" in result.stderr and "broken.jpg" in result.stderr
 
 
 def test_weights_that_do_not_fit(tmp_path):

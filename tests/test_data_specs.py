@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferlab.data import ImageData, ImageReadError, load_image_data, load_splits
+from transferlab.data import ImageData, ImageReadError, load_data, load_splits
 from transferlab.errors import TransferlabError
 
 DIGITS = [str(digit) for digit in range(10)]
@@ -96,7 +96,7 @@ def test_mnist_split_selector_reads_only_that_split(tmp_path):
     (tmp_path / "train-images-idx3-ubyte.gz").unlink()  # would fail if the train split were read
     data = load_splits(f"mnist:{tmp_path}@test")
     assert list(data) == ["test"] and len(data["test"]) == 2
-    assert len(load_image_data(f"mnist:{tmp_path}", split_preference=("val", "test"))) == 2
+    assert len(load_data(f"mnist:{tmp_path}", split_preference=("val", "test"))) == 2
 
 
 def test_usps_decodes_values_and_float_labels(tmp_path):
@@ -182,16 +182,16 @@ def test_existing_path_with_at_sign_is_a_path(tmp_path):
     assert len(load_splits(f"{root}@all")["all"]) == 2
 
 
-def test_load_image_data_follows_preference(tmp_path):
+def test_load_data_follows_preference(tmp_path):
     root = tmp_path / "split"
     write_class_tree(root / "train", {"a": 2, "b": 2})
     write_class_tree(root / "val", {"a": 1, "b": 1})
-    assert load_image_data(str(root), split_preference=("test", "val")).name == f"{root}@val"
-    assert load_image_data(f"{root}@train", split_preference=("val",)).name == f"{root}@train"
+    assert load_data(str(root), split_preference=("test", "val")).name == f"{root}@val"
+    assert load_data(f"{root}@train", split_preference=("val",)).name == f"{root}@train"
     single = write_class_tree(tmp_path / "flat", {"a": 1, "b": 1})
-    assert len(load_image_data(str(single), split_preference=("test",))) == 2
+    assert len(load_data(str(single), split_preference=("test",))) == 2
     with pytest.raises(TransferlabError, match="has splits train, val") as error:
-        load_image_data(str(root), split_preference=("test",))
+        load_data(str(root), split_preference=("test",))
     assert "@SPLIT" in str(error.value)
 
 
@@ -257,7 +257,7 @@ def test_images_mixed_with_folders_are_rejected(tmp_path):
 
 def test_folder_without_images_is_rejected(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(TransferlabError, match="no images in"):
+    with pytest.raises(TransferlabError, match="no images or audio files in"):
         load_splits(str(tmp_path))
 
 
@@ -408,8 +408,8 @@ def test_real_usps(shared_data):
 
 
 def test_real_sklearn_digits_and_single_split_choice(shared_data):
-    assert len(load_image_data("sklearn-digits", split_preference=("train",))) == 1797
-    test = load_image_data(f"usps:{shared_data / 'usps'}", split_preference=("val", "test"))
+    assert len(load_data("sklearn-digits", split_preference=("train",))) == 1797
+    test = load_data(f"usps:{shared_data / 'usps'}", split_preference=("val", "test"))
     assert len(test) == 2007
 
 
@@ -419,7 +419,7 @@ def test_in_memory_images_are_preprocessed_once_unless_augmented():
     from transferlab.backbones.lenet import LeNet
     from transferlab.data.torch_dataset import ImageDataset
 
-    digits = load_image_data("sklearn-digits", split_preference=("all",))
+    digits = load_data("sklearn-digits", split_preference=("all",))
     plain = ImageDataset(digits, LeNet(16).preprocess, train=True)
     first, label = plain[3]
     assert plain[3][0] is first and label.item() == digits.labels[3]  # kept after the first use

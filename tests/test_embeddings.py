@@ -7,7 +7,7 @@ from PIL import Image
 
 from transferlab import embeddings
 from transferlab.backbones import create_backbone
-from transferlab.data import load_image_data
+from transferlab.data import load_data
 from transferlab.data.image_data import ImageData, ImageReadError
 from transferlab.data.torch_dataset import ImageDataset
 from transferlab.embeddings import FeatureCache, backbone_fingerprint, extract_features
@@ -19,7 +19,7 @@ def backbone():
 
 
 def test_threaded_cpu_path_equals_the_loader_path(backbone):
-    digits = load_image_data("sklearn-digits", split_preference=("all",)).subset(np.arange(37))
+    digits = load_data("sklearn-digits", split_preference=("all",)).subset(np.arange(37))
     dataset = ImageDataset(digits, backbone.preprocess)
     threads = torch.get_num_threads()
     lanes = embeddings._embed_cpu(backbone, dataset, batch_size=32, precision="fp32", progress=False)

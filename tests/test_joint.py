@@ -57,9 +57,9 @@ def test_different_label_spaces_get_separate_heads(shared_data, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from transferlab.data import load_image_data
+    from transferlab.data import load_data
 
-    usps = load_image_data(f"usps:{shared_data / 'usps'}@test", split_preference=("test",))
+    usps = load_data(f"usps:{shared_data / 'usps'}@test", split_preference=("test",))
     for digit, name in ((0, "zero"), (1, "one")):
         folder = tmp_path / "target" / name
         folder.mkdir(parents=True)

@@ -16,9 +16,10 @@ import torch
 import transferlab
 from transferlab.artifacts import load, save_model
 from transferlab.config import ADAPTATION_METHODS, FitConfig, build_config
-from transferlab.data import align_classes, choose_split, load_image_data, load_splits, stratified_split, take_per_class
+from transferlab.data import align_classes, choose_split, keep_classes, load_data, load_splits, stratified_split, take_per_class
 from transferlab.data.image_data import ImageData
 from transferlab.data.specs import manifest_columns
+from transferlab.data.text_tables import TextColumns, text_columns_of
 from transferlab.data.task_groups import MultiTaskSplits, load_task_group, prepare_multitask_splits
 from transferlab.engine.distributed import is_main_process
 from transferlab.engine.precision import default_device, resolve_precision
@@ -29,6 +30,8 @@ from transferlab.methods import get_method
 from transferlab.methods.base import RunContext, Splits
 from transferlab.methods.multitask import evaluate_task_groups
 from transferlab.model import MultiTaskModel
+from transferlab.speech import SpeechRecognizer, load_transcribed_audio, save_recognizer
+from transferlab.speech.ctc import prepare_speech_splits, score_transcripts
 from transferlab.tasks import ClassificationTask
 
 __all__ = ["fit", "load", "evaluate", "predict", "FitResult", "prepare_splits", "seed_everything"]
@@ -50,33 +53,46 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _require_labels(data: ImageData, role: str) -> ImageData:
+def _require_labels(data, role: str):
     if data.labels is None:
-        raise TransferlabError(f"{role} data {data.name} has no labels; {role} data needs class labels")
+        hint = " (texts: name the label column with --label-column)" if getattr(data, "texts", None) else ""
+        raise TransferlabError(f"{role} data {data.name} has no labels; {role} data needs class labels{hint}")
     return data
 
 
-def _same_images(a: ImageData, b: ImageData) -> bool:
-    if len(a) != len(b):
+def _same_examples(a, b) -> bool:
+    """Whether two datasets hold the same examples (same files, pixels or texts, in the same order)."""
+    if len(a) != len(b) or type(a) is not type(b):
         return False
+    if getattr(a, "texts", None) is not None:
+        return a.texts == b.texts
     if a.paths is not None and b.paths is not None:
         return [p.resolve() for p in a.paths] == [p.resolve() for p in b.paths]
     return a.pixels is not None and b.pixels is not None and np.array_equal(a.pixels, b.pixels)
+
+
+def _load(spec: str, config: FitConfig, preference: tuple[str, ...], domain: str = "target"):
+    """One split of a data spec with the run's reading options (bad files, text columns, kept classes)."""
+    data = load_data(spec, split_preference=preference, skip_bad_files=config.skip_bad_files, domain=domain,
+                     columns=text_columns_of(config))
+    return keep_classes(data, config.classes)
 
 
 def prepare_splits(config: FitConfig) -> Splits | MultiTaskSplits:
     """Load train/val/test from the config's specs; split off validation data and keep N labels per class."""
     if config.method == "multitask":
         return prepare_multitask_splits(config)
+    if config.method == "ctc":
+        return prepare_speech_splits(config)
     if config.method in ADAPTATION_METHODS:
         return _adaptation_splits(config)
-    train_splits = load_splits(config.train, skip_bad_files=config.skip_bad_files)
+    train_splits = load_splits(config.train, skip_bad_files=config.skip_bad_files, columns=text_columns_of(config))
+    train_splits = {name: keep_classes(data, config.classes) for name, data in train_splits.items()}
     train = _require_labels(train_splits[choose_split(config.train, list(train_splits), ("train", "all"))], "training")
     source = None
     if config.source is not None:
-        source = _require_labels(load_image_data(config.source, split_preference=("train", "all"),
-                                                 skip_bad_files=config.skip_bad_files, domain="source"), "source")
-        if _same_images(source, train):
+        source = _require_labels(_load(config.source, config, ("train", "all"), "source"), "source")
+        if _same_examples(source, train):
             raise TransferlabError(
                 f"source {config.source} and target {config.train} hold the same images; the source must be other data"
             )
@@ -91,7 +107,7 @@ def _validation_and_test(
     stratified hold-out of ``train``; then N labels per class of what is left; --test if given. Validation (and,
     with ``align_test``, test) labels are put in ``train``'s class order; unknown classes are errors."""
     if config.val is not None:
-        val = load_image_data(config.val, split_preference=("val", "test", "all"), skip_bad_files=config.skip_bad_files)
+        val = _load(config.val, config, ("val", "test", "all"))
     elif own_val is not None:
         val = own_val
     else:
@@ -104,7 +120,7 @@ def _validation_and_test(
         train = train.subset(take_per_class(train.labels, config.labels_per_class, config.seed))
     test = None
     if config.test is not None:
-        test = load_image_data(config.test, split_preference=("test", "val", "all"), skip_bad_files=config.skip_bad_files)
+        test = _load(config.test, config, ("test", "val", "all"))
         test = _require_labels(test, "test")
         if align_test:
             test = align_classes(test, train.classes)
@@ -114,11 +130,9 @@ def _validation_and_test(
 def _adaptation_splits(config: FitConfig) -> Splits:
     """Labeled source data (split into train and validation unless --val is given) and target data whose labels,
     if it has any, are expressed in the source classes (-1 for classes the source lacks) for reporting only."""
-    options = dict(skip_bad_files=config.skip_bad_files)
-    source = _require_labels(load_image_data(config.source, split_preference=("train", "all"), domain="source",
-                                             **options), "source")
-    target = load_image_data(config.target, split_preference=("train", "all"), domain="target", **options)
-    if _same_images(source, target):
+    source = _require_labels(_load(config.source, config, ("train", "all"), "source"), "source")
+    target = _load(config.target, config, ("train", "all"))
+    if _same_examples(source, target):
         raise TransferlabError(f"source {config.source} and target {config.target} hold the same images; "
                                "the target must be other data")
     if target.labels is not None:
@@ -194,13 +208,18 @@ def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: boo
             if data:
                 metrics[role] = evaluate_task_groups(model, data, precision=context.precision,
                                                      num_workers=config.num_workers or 0)
+        elif data is not None and isinstance(model, SpeechRecognizer):
+            metrics[role] = score_transcripts(model, data, precision=context.precision)  # {"n", "wer", "cer"}
         elif data is not None:
             scores = evaluate_model(model, data, precision=context.precision, num_workers=config.num_workers,
                                     feature_cache=config.method == "features")
             metrics[role] = scores
     metrics.update(result.metrics)
     if is_main_process():
-        save_model(run_dir, model, {"kind": config.head, "hidden": config.head_hidden, "dropout": config.dropout})
+        if isinstance(model, SpeechRecognizer):
+            save_recognizer(run_dir, model)
+        else:
+            save_model(run_dir, model, {"kind": config.head, "hidden": config.head_hidden, "dropout": config.dropout})
         write_json(run_dir / "metrics.json", metrics)
     return FitResult(run_dir=run_dir, model=model, metrics=metrics, history=result.history)
 
@@ -224,27 +243,37 @@ def _check_resume_settings(run_dir: Path, config: FitConfig) -> None:
         )
 
 
-def evaluate(run_dir: str | Path, data_spec: str, *, task: str | None = None, skip_bad_files: bool = False) -> dict:
+def evaluate(run_dir: str | Path, data_spec: str, *, task: str | None = None, skip_bad_files: bool = False,
+             columns: TextColumns | None = None) -> dict:
     """Accuracy, macro-F1 and confusion matrix of a trained run on labeled data.
 
     For a multi-task run: ``{"tasks": {name: metrics}, "score": mean task score}`` for every task whose labels the
     data holds (a manifest with the tasks' columns), or for ``task`` alone (any data labeled for it).
+    For a speech-recognition (``ctc``) run: ``{"n", "wer", "cer"}`` on a ``path,transcript`` manifest; a reference
+    transcript with characters the model cannot write raises `TransferlabError` naming them and the row.
+    ``columns`` names the text and label columns of text data.
     """
     model = load(run_dir)
+    if isinstance(model, SpeechRecognizer):  # a transcript manifest -> {"n", "wer", "cer"}
+        data = load_transcribed_audio(data_spec, transcript_column=model.transcript_column,
+                                      skip_bad_files=skip_bad_files, vocabulary=model.characters)
+        return score_transcripts(model, data)
     if isinstance(model, MultiTaskModel):
-        return _evaluate_tasks(model, data_spec, task, skip_bad_files)
+        return _evaluate_tasks(model, data_spec, task, skip_bad_files, columns)
     if task is not None:
         raise TransferlabError(f"{run_dir} holds a single-task model; --task is for multi-task runs")
-    data = load_image_data(data_spec, split_preference=("test", "val", "all"), skip_bad_files=skip_bad_files)
+    data = load_data(data_spec, split_preference=("test", "val", "all"), skip_bad_files=skip_bad_files,
+                     columns=columns)
     return evaluate_model(model, data, feature_cache=_frozen_pretrained_backbone(run_dir))
 
 
-def _evaluate_tasks(model: MultiTaskModel, data_spec: str, task: str | None, skip_bad_files: bool) -> dict:
+def _evaluate_tasks(model: MultiTaskModel, data_spec: str, task: str | None, skip_bad_files: bool,
+                    columns: TextColumns | None) -> dict:
     names = [t.name for t in model.tasks]
     if task is not None and task not in names:
         raise TransferlabError(f"the model has no task '{task}'{suggest(task, names)}; its tasks: {', '.join(names)}")
-    columns = manifest_columns(data_spec) or []
-    chosen = [t for t in model.tasks if (task is None or t.name == task) and t.label_column in columns]
+    found = manifest_columns(data_spec, columns) or []
+    chosen = [t for t in model.tasks if (task is None or t.name == task) and t.label_column in found]
     if not chosen:
         if task is None:
             classification = [t for t in model.tasks if isinstance(t, ClassificationTask)]
@@ -255,7 +284,7 @@ def _evaluate_tasks(model: MultiTaskModel, data_spec: str, task: str | None, ski
                 )
             task = classification[0].name
         chosen = [t for t in model.tasks if t.name == task]
-    group = load_task_group(data_spec, chosen, skip_bad_files=skip_bad_files)
+    group = load_task_group(data_spec, chosen, skip_bad_files=skip_bad_files, text_columns=columns)
     metrics = evaluate_task_groups(model, [group])
     unlabeled = [name for name, values in metrics["tasks"].items() if not values["n"]]
     if len(unlabeled) == len(chosen):
@@ -270,10 +299,12 @@ def _frozen_pretrained_backbone(run_dir: str | Path) -> bool:
     return config.is_file() and read_json(config).get("method") == "features"
 
 
-def predict(run_dir: str | Path, data: ImageData) -> list[dict]:
-    """One dict per image: ``{"label": best class, "probabilities": {class: p}}``; for a multi-task run,
+def predict(run_dir: str | Path, data) -> list[dict]:
+    """One dict per example (of `ImageData`, `TextData` or `AudioData`): ``{"label": best class, "probabilities": {class: p}}``; for a multi-task run,
     ``{"tasks": {name: prediction}}`` with each task's own form (see `transferlab.tasks.Task.decode`)."""
     model = load(run_dir)
+    if isinstance(model, SpeechRecognizer):  # speech recognition: {"transcript": greedy CTC transcript}
+        return [{"transcript": text} for text in model.transcribe(data)[0]]
     if isinstance(model, MultiTaskModel):
         outputs = predict_task_outputs(model, data)
         decoded = {task.name: task.decode(outputs[task.name]) for task in model.tasks}

@@ -4,11 +4,14 @@ Layout::
 
     RUN_DIR/
       model.safetensors   weights of backbone and head
+      tokenizer/          text runs: the backbone's tokenizer (feature_extractor/ for Hugging Face audio encoders)
       model.json          architecture spec, head, class names (or, for a multi-task model, every task: name,
                           type, classes or target scaling), preprocessing (enough to rebuild the model)
       config.json         every setting of the run
       metrics.json        final metrics (validation, test, timings)
       history.csv         per-epoch metrics
+      ctc/                speech-recognition runs (model.json "kind": "ctc"): the transformers CTC model and its
+                          processor, saved with save_pretrained, instead of model.safetensors
       checkpoint.pt       last training state, for --resume
       best.safetensors    weights of the best epoch so far (what training restores at its end)
 """
@@ -21,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from transferlab.backbones import rebuild_backbone
-from transferlab.backbones.base import PreprocessConfig
+from transferlab.backbones.preprocess import preprocess_from_dict
 from transferlab.errors import TransferlabError
 from transferlab.fileio import atomic_path, read_json, write_json
 from transferlab.model import MultiTaskModel, TransferModel, build_head
@@ -40,6 +43,8 @@ def save_model(run_dir: Path, model: TransferModel, head_settings: dict) -> None
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     with atomic_path(run_dir / MODEL_WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
+    if hasattr(model.preprocess, "save"):  # a text tokenizer or an audio feature extractor: files of their own
+        model.preprocess.save(run_dir)
     write_json(
         run_dir / MODEL_JSON,
         {
@@ -64,8 +69,12 @@ def load(run_dir: str | Path) -> TransferModel | MultiTaskModel:
     info = read_json(run_dir / MODEL_JSON)
     if info.get("format") != FORMAT:
         raise TransferlabError(f"{run_dir / MODEL_JSON} has format {info.get('format')!r}, expected {FORMAT!r}")
+    if info.get("kind") == "ctc":  # speech recognition: a transformers CTC model saved with save_pretrained
+        from transferlab.speech.recognizer import load_recognizer
+
+        return load_recognizer(run_dir)
     backbone = rebuild_backbone(info["backbone"])
-    backbone.preprocess = PreprocessConfig.from_dict(info["preprocess"])
+    backbone.preprocess = preprocess_from_dict(info["preprocess"], run_dir)
     head = info["head"]
 
     def make_head(outputs: int):

@@ -63,6 +63,7 @@ def fit(
     backbone: Optional[str] = typer.Option(None, help="Backbone name (default efficientnet_lite0)."),
     weights: Optional[Path] = typer.Option(None, help="Local .safetensors/.pth backbone weights, or a run directory."),
     labels_per_class: Optional[int] = typer.Option(None, help="Keep N labeled training examples per class."),
+    classes: Optional[str] = typer.Option(None, help="Keep only these classes in every dataset, e.g. positive,negative."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of the head (earlier groups get less)."),
@@ -158,6 +159,8 @@ def _print_fit_summary(result) -> None:
     for role in ("val", "test"):
         if role in metrics and "tasks" in metrics[role]:
             lines += [f"{role} {line}" for line in _task_lines(metrics[role])]
+        elif role in metrics and "wer" in metrics[role]:  # speech recognition (ctc)
+            lines.append(f"{role} WER: {metrics[role]['wer']:.4f}  CER: {metrics[role]['cer']:.4f}")
         elif role in metrics:
             lines.append(f"{role} accuracy: {metrics[role]['accuracy']:.4f}  macro-F1: {metrics[role]['macro_f1']:.4f}")
     typer.echo("\n".join(lines))
@@ -192,6 +195,8 @@ def _task_lines(metrics: dict) -> list[str]:
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'transferlab fit'."),
     data: str = typer.Option(..., help="Labeled data spec to evaluate on."),
+    text_column: Optional[str] = typer.Option(None, help="Text column of text data (default: text, else sentence)."),
+    label_column: str = typer.Option("label", help="Label column of text data."),
     task: Optional[str] = typer.Option(None, help="Multi-task runs: evaluate this task alone (data labeled for it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable images with a warning."),
@@ -200,10 +205,15 @@ def evaluate(
     """Accuracy, macro-F1 and confusion matrix of a trained model on labeled data."""
     _setup_logging(quiet or as_json)
     from transferlab.api import evaluate as evaluate_run
+    from transferlab.data.text_tables import TextColumns
 
-    metrics = evaluate_run(run_dir, data, task=task, skip_bad_files=skip_bad_files)
+    metrics = evaluate_run(run_dir, data, task=task, skip_bad_files=skip_bad_files,
+                           columns=TextColumns(text_column, label_column))
     if as_json:
         typer.echo(json.dumps(metrics))
+        return
+    if "wer" in metrics:  # speech recognition (ctc)
+        typer.echo(f"clips: {metrics['n']}\nWER: {metrics['wer']:.4f}\nCER: {metrics['cer']:.4f}")
         return
     if "tasks" in metrics:
         typer.echo("\n".join(_task_lines(metrics)))
@@ -212,7 +222,7 @@ def evaluate(
                 typer.echo(f"task {name}, confusion matrix (rows: true, columns: predicted):")
                 _echo_confusion(values["classes"], values["confusion_matrix"])
         return
-    typer.echo(f"images: {metrics['n']}\naccuracy: {metrics['accuracy']:.4f}\nmacro-F1: {metrics['macro_f1']:.4f}")
+    typer.echo(f"examples: {metrics['n']}\naccuracy: {metrics['accuracy']:.4f}\nmacro-F1: {metrics['macro_f1']:.4f}")
     typer.echo("confusion matrix (rows: true, columns: predicted):")
     _echo_confusion(metrics["classes"], metrics["confusion_matrix"])
 
@@ -228,44 +238,58 @@ def _echo_confusion(classes: list[str], matrix: list[list[int]]) -> None:
 @_user_errors
 def predict(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'transferlab fit'."),
-    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of images."),
+    inputs: list[Path] = typer.Argument(..., help="Image or audio files and/or folders of them, or one text table "
+                                        "(CSV/TSV/JSONL with a text column)."),
     output_format: str = typer.Option("csv", "--format", help="csv | json."),
+    text_column: Optional[str] = typer.Option(None, help="Text column of a text table (default: text, else sentence)."),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable images with a warning."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Predict the class of each image: label and class probabilities."""
+    """Predict the class of each image, clip or text: label and class probabilities."""
     _setup_logging(quiet)
     from transferlab.api import predict as predict_run
-    from transferlab.data import images_from_paths
+    from transferlab.data import examples_from_paths
+    from transferlab.data.text_tables import TextColumns
 
     if output_format not in ("csv", "json"):
         raise TransferlabError(f"--format must be 'csv' or 'json', got {output_format!r}")
-    data = images_from_paths(inputs, skip_bad_files=skip_bad_files)
+    from transferlab.speech import audio_from_paths, is_speech_run
+
+    if is_speech_run(run_dir):
+        data = audio_from_paths(inputs, skip_bad_files=skip_bad_files)
+    else:
+        data = examples_from_paths(inputs, skip_bad_files=skip_bad_files, columns=TextColumns(text_column))
     rows = predict_run(run_dir, data)
+    key, names = ("text", data.texts) if hasattr(data, "texts") else ("path", [str(p) for p in data.paths])
     if output_format == "json":
-        typer.echo(json.dumps([{"path": str(p), **row} for p, row in zip(data.paths, rows, strict=True)], indent=2))
+        typer.echo(json.dumps([{key: name, **row} for name, row in zip(names, rows, strict=True)], indent=2))
         return
     if rows and "tasks" in rows[0]:
-        _write_task_predictions(data.paths, rows)
+        _write_task_predictions(key, names, rows)
+        return
+    if rows and "transcript" in rows[0]:  # speech recognition (ctc)
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "transcript"])
+        writer.writerows([name, row["transcript"]] for name, row in zip(names, rows, strict=True))
         return
     classes = list(rows[0]["probabilities"]) if rows else []
     writer = csv.writer(sys.stdout)
-    writer.writerow(["path", "label", *[f"p_{c}" for c in classes]])
-    for path, row in zip(data.paths, rows, strict=True):
-        writer.writerow([str(path), row["label"], *[f"{row['probabilities'][c]:.6f}" for c in classes]])
+    writer.writerow([key, "label", *[f"p_{c}" for c in classes]])
+    for name, row in zip(names, rows, strict=True):
+        writer.writerow([name, row["label"], *[f"{row['probabilities'][c]:.6f}" for c in classes]])
 
 
-def _write_task_predictions(paths, rows: list[dict]) -> None:
-    """CSV of multi-task predictions: per task its label (``a|b`` for multi-label) or value, then probabilities
-    as ``TASK:p_CLASS`` columns."""
+def _write_task_predictions(key: str, names: list[str], rows: list[dict]) -> None:
+    """CSV of multi-task predictions: the example (``key``: path or text), per task its label (``a|b`` for
+    multi-label) or value, then probabilities as ``TASK:p_CLASS`` columns."""
     first = rows[0]["tasks"]
-    header = ["path"]
+    header = [key]
     for name, prediction in first.items():
         header += [name, *[f"{name}:p_{c}" for c in prediction.get("probabilities", {})]]
     writer = csv.writer(sys.stdout)
     writer.writerow(header)
-    for path, row in zip(paths, rows, strict=True):
-        cells = [str(path)]
+    for example, row in zip(names, rows, strict=True):
+        cells = [example]
         for name, prediction in row["tasks"].items():
             if "value" in prediction:
                 cells.append(f"{prediction['value']:.6g}")

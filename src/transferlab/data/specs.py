@@ -1,14 +1,18 @@
-"""Turn a data spec string, ``[kind:]location[@split]``, into `ImageData`, one per split.
+"""Turn a data spec string, ``[kind:]location[@split]``, into data (`ImageData`, `TextData`, `AudioData`), one per
+split.
 
 Kinds:
     ``sklearn-digits``: scikit-learn's embedded 8x8 digits (no location), one split ``"all"``.
     ``mnist:DIR``: MNIST IDX files, gzipped or not, splits ``"train"`` and ``"test"``.
     ``usps:DIR``: the USPS digits of *The Elements of Statistical Learning* (``zip.train(.gz)``,
         ``zip.test(.gz)``), splits ``"train"`` and ``"test"``.
-    ``[folder:]DIR``: class sub-folders of images -> split ``"all"``; ``train/`` (and optionally ``val/``,
-        ``test/``) sub-folders, each holding class sub-folders -> those splits; image files and no sub-folders ->
-        one unlabeled split ``"all"``.
-    ``[csv:]FILE.csv``: a manifest with a ``path`` column and an optional ``label`` column, split ``"all"``.
+    ``[folder:]DIR``: class sub-folders of images or audio files (wav, flac, ogg, mp3) -> split ``"all"``;
+        ``train/`` (and optionally ``val/``, ``test/``) sub-folders, each holding class sub-folders -> those splits;
+        files and no sub-folders -> one unlabeled split ``"all"``.
+    ``[csv:]FILE.csv``: a manifest with a ``path`` column (images or audio files) and an optional ``label``
+        column, split ``"all"``.
+    ``FILE.csv`` / ``FILE.tsv`` / ``FILE.jsonl`` with a text column: texts (`transferlab.data.text_tables`),
+        split ``"all"``.
 
 A trailing ``@train``, ``@val``, ``@test`` or ``@all`` keeps one split. It is read as a split selector only when the
 whole string is not itself an existing path. Class names are sorted, by value when they are all integers, so digit
@@ -18,6 +22,7 @@ classes are ``"0"`` to ``"9"`` in numeric order.
 from __future__ import annotations
 
 import csv
+import logging
 import gzip
 import io
 import os
@@ -32,10 +37,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from transferlab.data.audio_data import AUDIO_EXTENSIONS, AudioData, AudioReadError
 from transferlab.data.image_data import DOMAINS, ImageData, ImageReadError
+from transferlab.data.text_data import TextData
+from transferlab.data.text_tables import TextColumns, is_text_table, read_text_table, table_columns
 from transferlab.errors import TransferlabError, suggest
 
-__all__ = ["load_splits", "load_image_data", "manifest_columns", "read_manifest_columns", "sort_class_names", "KINDS", "SPLITS", "IMAGE_EXTENSIONS"]
+__all__ = ["load_splits", "load_data", "manifest_columns", "read_manifest_columns", "sort_class_names", "KINDS", "SPLITS", "IMAGE_EXTENSIONS",
+           "TextColumns"]
 
 KINDS = ("sklearn-digits", "mnist", "usps", "folder", "csv")
 SPLITS = ("train", "val", "test")
@@ -57,8 +66,11 @@ _USPS_COLUMNS = 1 + 16 * 16
 
 SplitLoader = Callable[[], ImageData]
 
+log = logging.getLogger("transferlab")
 
-def load_splits(spec: str, *, skip_bad_files: bool = False, domain: str = "target") -> dict[str, ImageData]:
+
+def load_splits(spec: str, *, skip_bad_files: bool = False, domain: str = "target",
+                columns: TextColumns | None = None) -> dict[str, ImageData]:
     """Load every split a data spec names (or the one its ``@split`` suffix picks).
 
     Args:
@@ -66,6 +78,7 @@ def load_splits(spec: str, *, skip_bad_files: bool = False, domain: str = "targe
         skip_bad_files: drop image files that are unreadable (or, in a CSV, missing) and warn once listing them,
             instead of raising.
         domain: ``"source"`` or ``"target"``, stored on every returned `ImageData`.
+        columns: the text and label columns of text tables (default: ``text``/``sentence`` and ``label``).
 
     Returns:
         Split name (``"train"``, ``"val"``, ``"test"`` or ``"all"``) -> `ImageData`, in that order.
@@ -73,16 +86,17 @@ def load_splits(spec: str, *, skip_bad_files: bool = False, domain: str = "targe
     Raises:
         TransferlabError: the spec, a path or a file is wrong; `ImageReadError` for an unreadable image file.
     """
-    split, request, loaders = _open(spec, skip_bad_files, domain)
+    split, request, loaders = _open(spec, skip_bad_files, domain, columns)
     return _run(loaders, [split] if split else list(loaders), request)
 
 
-def load_image_data(
+def load_data(
     spec: str,
     *,
     split_preference: tuple[str, ...],
     skip_bad_files: bool = False,
     domain: str = "target",
+    columns: TextColumns | None = None,
 ) -> ImageData:
     """Load one split of a data spec: the ``@split`` it names, else the first of ``split_preference`` it has.
 
@@ -94,6 +108,7 @@ def load_image_data(
         split_preference: split names to try in order, e.g. ``("val", "test")`` for evaluation data.
         skip_bad_files: see `load_splits`.
         domain: see `load_splits`.
+        columns: see `load_splits`.
 
     Raises:
         TransferlabError: as `load_splits`, or when the data has several splits and none is preferred (the message
@@ -101,7 +116,7 @@ def load_image_data(
     """
     if isinstance(split_preference, str):
         split_preference = (split_preference,)
-    split, request, loaders = _open(spec, skip_bad_files, domain)
+    split, request, loaders = _open(spec, skip_bad_files, domain, columns)
     if split is None:
         split = choose_split(request.base, list(loaders), split_preference)
     return _run(loaders, [split], request)[split]
@@ -114,17 +129,19 @@ class _Request:
     base: str  # the spec without its @split suffix
     domain: str
     skip_bad_files: bool
+    columns: TextColumns = field(default_factory=TextColumns)
     skipped: list[Path] = field(default_factory=list)
 
     def name(self, split: str) -> str:
         return self.base if split == "all" else f"{self.base}@{split}"
 
 
-def _open(spec: str, skip_bad_files: bool, domain: str) -> tuple[str | None, _Request, dict[str, SplitLoader]]:
+def _open(spec: str, skip_bad_files: bool, domain: str, columns: TextColumns | None = None
+          ) -> tuple[str | None, _Request, dict[str, SplitLoader]]:
     if domain not in DOMAINS:
         raise TransferlabError(f"unknown domain {domain!r}; expected one of: {', '.join(DOMAINS)}")
     base, kind, location, split = _parse_spec(spec)
-    request = _Request(base, domain, skip_bad_files)
+    request = _Request(base, domain, skip_bad_files, columns or TextColumns())
     loaders = _split_loaders(kind, location, request)
     if split is not None and split not in loaders:
         raise TransferlabError(f"split {split!r} not found in {base!r}; it has: {', '.join(loaders)}")
@@ -135,7 +152,7 @@ def _run(loaders: dict[str, SplitLoader], splits: list[str], request: _Request) 
     data = {split: loaders[split]() for split in splits}
     if request.skipped:
         files = ", ".join(str(path) for path in request.skipped)
-        warnings.warn(f"skipped {len(request.skipped)} bad image file(s) in {request.base}: {files}", stacklevel=3)
+        warnings.warn(f"skipped {len(request.skipped)} bad file(s) in {request.base}: {files}", stacklevel=3)
     return data
 
 
@@ -210,11 +227,13 @@ def _split_loaders(kind: str | None, location: str, request: _Request) -> dict[s
         if kind is None and not _visible_subfolders(path) and _looks_like_digit_files(path):
             raise TransferlabError(f"{path} holds MNIST or USPS files, not images; use 'mnist:{path}' or 'usps:{path}'")
         return _folder_loaders(path, request)
+    if is_text_table(path, request.columns):
+        return {"all": partial(_text_data, path, request)}
     if kind == "csv" or path.suffix.lower() == ".csv":
         return _csv_loaders(path, request)
     raise TransferlabError(
-        f"{path} is a file but not a .csv manifest; expected a folder of images, a .csv file, "
-        f"or a kind prefix ({', '.join(KINDS)})"
+        f"{path} is a file but not a .csv manifest or a text table (.csv, .tsv, .jsonl); expected a folder of images "
+        f"or audio, such a file, or a kind prefix ({', '.join(KINDS)})"
     )
 
 
@@ -333,11 +352,12 @@ def _folder_loaders(root: Path, request: _Request) -> dict[str, SplitLoader]:
 def _scan_folder(folder: Path) -> _Items:
     """List a folder's images: one class per visible sub-folder, or unlabeled images if it has no sub-folders."""
     subfolders = _visible_subfolders(folder)
-    loose = sorted(path for path in folder.iterdir() if path.is_file() and _is_image_name(path.name))
+    loose = sorted(path for path in folder.iterdir() if path.is_file() and _is_example_name(path.name))
     if not subfolders:
         if not loose:
             raise TransferlabError(
-                f"no images in {folder}: expected class sub-folders or image files ({' '.join(IMAGE_EXTENSIONS)})"
+                f"no images or audio files in {folder}: expected class sub-folders or files ending in "
+                f"{' '.join(IMAGE_EXTENSIONS + AUDIO_EXTENSIONS)}"
             )
         return [(path, None) for path in loose]
     if loose:
@@ -354,7 +374,8 @@ def _scan_folder(folder: Path) -> _Items:
         files = _images_below(subfolder)
         if not files:
             raise TransferlabError(
-                f"class folder {subfolder} holds no images (expected files ending in {' '.join(IMAGE_EXTENSIONS)})"
+                f"class folder {subfolder} holds no images or audio (expected files ending in "
+                f"{' '.join(IMAGE_EXTENSIONS + AUDIO_EXTENSIONS)})"
             )
         items += [(path, subfolder.name) for path in files]
     return items
@@ -364,16 +385,20 @@ def _visible_subfolders(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
 
 
-def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+def _is_example_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS + AUDIO_EXTENSIONS)
+
+
+def _is_audio(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_EXTENSIONS
 
 
 def _images_below(folder: Path) -> list[Path]:
-    """Image files anywhere below ``folder``, skipping hidden files and folders, sorted."""
+    """Image and audio files anywhere below ``folder``, skipping hidden files and folders, sorted."""
     found = []
     for directory, subfolders, files in os.walk(folder):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        found += [Path(directory, name) for name in files if _is_image_name(name)]
+        found += [Path(directory, name) for name in files if _is_example_name(name)]
     return sorted(found)
 
 
@@ -465,20 +490,27 @@ def _manifest_rows(
 
 
 def _manifest_file(spec: str) -> tuple[str, Path, str | None] | None:
-    """``(base, file, split)`` when ``spec`` names an existing CSV manifest, else ``None``."""
+    """``(base, file, split)`` when ``spec`` names an existing CSV manifest or text table, else ``None``."""
     base, kind, location, split = _parse_spec(spec)
     path = Path(location).expanduser()
-    if not (kind == "csv" or (kind is None and path.suffix.lower() == ".csv")) or not path.is_file():
+    tables = (".csv", ".tsv", ".jsonl")
+    if not (kind == "csv" or (kind is None and path.suffix.lower() in tables)) or not path.is_file():
         return None
     return base, path, split
 
 
-def manifest_columns(spec: str) -> list[str] | None:
-    """The label columns of a CSV manifest spec (its header without ``path``), or ``None`` if ``spec`` is not one."""
+def manifest_columns(spec: str, text_columns: TextColumns | None = None) -> list[str] | None:
+    """The label columns of a CSV manifest (its header without ``path``) or text table (without the text column),
+    or ``None`` if ``spec`` is neither."""
     manifest = _manifest_file(spec)
     if manifest is None:
         return None
     path = manifest[1]
+    if is_text_table(path, text_columns):
+        text = (text_columns or TextColumns()).text
+        header = table_columns(path)
+        text = text or next((name for name in ("text", "sentence") if name in header), None)
+        return [column for column in header if column != text]
     try:
         with path.open(newline="", encoding="utf-8-sig") as stream:
             header = next(csv.reader(stream), [])
@@ -488,26 +520,31 @@ def manifest_columns(spec: str) -> list[str] | None:
 
 
 def read_manifest_columns(
-    spec: str, columns: list[str], *, skip_bad_files: bool = False
-) -> tuple[ImageData, dict[str, list[str]]]:
-    """Images of a CSV manifest (unlabeled `ImageData`) and the cells of the named label columns, row-aligned.
+    spec: str, columns: list[str], *, skip_bad_files: bool = False, text_columns: TextColumns | None = None
+) -> tuple[ImageData | TextData, dict[str, list[str]]]:
+    """Examples of a CSV manifest or text table (unlabeled `ImageData` / `TextData`) and the cells of the named
+    label columns, row-aligned.
 
     Empty cells stay ``""`` (no label). Rows whose image is missing or unreadable are dropped with a warning when
     ``skip_bad_files`` is set, else raise `ImageReadError`.
 
     Raises:
-        TransferlabError: ``spec`` is not a CSV manifest, or lacks one of ``columns`` (the message lists the
-            columns it has).
+        TransferlabError: ``spec`` is not a CSV manifest or text table, or lacks one of ``columns`` (the message
+            lists the columns it has).
     """
     manifest = _manifest_file(spec)
     if manifest is None:
         raise TransferlabError(
-            f"multitask label columns need a CSV manifest (path plus one column per task), but {spec!r} is not one"
+            f"multitask label columns need a CSV manifest (path plus one column per task) or a text table, but "
+            f"{spec!r} is neither"
         )
     base, path, split = manifest
     if split not in (None, "all"):
         raise TransferlabError(f"a CSV manifest has one split ('all'), not {split!r} (in {spec!r})")
-    request = _Request(base, "target", skip_bad_files)
+    request = _Request(base, "target", skip_bad_files, text_columns or TextColumns())
+    if is_text_table(path, request.columns):
+        texts, cells, _ = read_text_table(path, request.columns, label_columns=list(columns))
+        return TextData(name=base, classes=[], labels=None, texts=texts), cells
 
     def read() -> tuple[ImageData, dict[str, list[str]]]:
         paths, cells = _read_table(path, request, allowed=None, labels_required=False)
@@ -534,8 +571,15 @@ def sort_class_names(names: Iterable[str]) -> list[str]:
     return sorted(names)
 
 
-def _file_data(items: _Items, classes: list[str], split: str, request: _Request) -> ImageData:
-    """Check the image files (header-level) and build file-backed `ImageData` from the readable ones."""
+def _file_data(items: _Items, classes: list[str], split: str, request: _Request) -> ImageData | AudioData:
+    """Check the files (header-level) and build file-backed `ImageData` (or `AudioData`) from the readable ones."""
+    audio = [_is_audio(path) for path, _ in items]
+    if any(audio) and not all(audio):
+        example = next(path for (path, _), is_audio in zip(items, audio) if not is_audio)
+        raise TransferlabError(f"{request.name(split)} mixes audio files with images (e.g. {example}); "
+                               "use one kind of data per spec")
+    if all(audio):
+        return _audio_file_data(items, classes, split, request)
     kept = _readable(items, request)
     if not kept:
         raise ImageReadError(f"no readable images in {request.name(split)}")
@@ -550,6 +594,61 @@ def _file_data(items: _Items, classes: list[str], split: str, request: _Request)
         paths=[path for path, _ in kept],
         domain=request.domain,
     )
+
+
+def _audio_file_data(items: _Items, classes: list[str], split: str, request: _Request) -> AudioData:
+    kept = []
+    for path, label in items:
+        problem = _audio_problem(path)
+        if problem is None:
+            kept.append((path, label))
+        elif request.skip_bad_files:
+            request.skipped.append(path)
+        else:
+            raise AudioReadError(f"cannot read audio file {path}: {problem}; fix or remove it, or set "
+                                 "skip_bad_files to skip bad files")
+    if not kept:
+        raise AudioReadError(f"no readable audio files in {request.name(split)}")
+    index = {name: position for position, name in enumerate(classes)}
+    return AudioData(
+        name=request.name(split),
+        classes=list(classes),
+        labels=np.array([index[label] for _, label in kept], dtype=np.int64) if classes else None,
+        paths=[path for path, _ in kept],
+        domain=request.domain,
+    )
+
+
+def _audio_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable, non-empty audio file (libsndfile reads its header only), or ``None``."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError/OSError for bad files
+        return f"{type(exc).__name__}: {exc}"
+    return "zero length (no samples)" if info.frames == 0 else None
+
+
+def _text_data(path: Path, request: _Request) -> TextData:
+    """A text table as `TextData`: labeled when it has the label column (every row must then have a label)."""
+    texts, cells, header = read_text_table(path, request.columns)
+    labels = cells.get(request.columns.label)
+    if labels is None:
+        log.info("%s has no label column %r (columns: %s): unlabeled texts", path, request.columns.label,
+                 ", ".join(header))
+        return TextData(name=request.base, classes=[], labels=None, texts=texts, domain=request.domain)
+    empty = sum(1 for label in labels if not label)
+    if empty:
+        raise TransferlabError(f"{path} has {empty} text(s) with an empty {request.columns.label!r} label; "
+                               "label every row, or drop the label column for unlabeled data")
+    classes = sort_class_names(labels)
+    if len(classes) < 2:
+        raise TransferlabError(f"{path} has a single class ({classes[0]!r}) in column {request.columns.label!r}; "
+                               "labeled data needs at least two classes")
+    index = {name: position for position, name in enumerate(classes)}
+    return TextData(name=request.base, classes=classes, labels=np.array([index[label] for label in labels]),
+                    texts=texts, domain=request.domain)
 
 
 def _readable(items: _Items, request: _Request) -> _Items:
@@ -579,15 +678,20 @@ def _image_problem(path: Path) -> str | None:
     return None
 
 
-def images_from_paths(paths: Iterable[Path | str], *, skip_bad_files: bool = False) -> ImageData:
-    """Unlabeled `ImageData` from image files and folders (searched recursively), in the order given.
+def examples_from_paths(paths: Iterable[Path | str], *, skip_bad_files: bool = False,
+                        columns: TextColumns | None = None) -> ImageData | AudioData | TextData:
+    """Unlabeled data from image or audio files and folders (searched recursively), in the order given, or from one
+    text table (CSV/TSV/JSONL with a text column; its label column, if any, is ignored).
 
-    Used by ``transferlab predict``. Unreadable files raise `ImageReadError` naming the file, or are skipped with
-    one warning listing them when ``skip_bad_files`` is set.
+    Used by ``transferlab predict``. Unreadable files raise an error naming the file, or are skipped with one
+    warning listing them when ``skip_bad_files`` is set.
     """
     paths = [Path(path) for path in paths]
     if not paths:
-        raise TransferlabError("no input images given")
+        raise TransferlabError("no inputs given")
+    if len(paths) == 1 and paths[0].is_file() and is_text_table(paths[0], columns):
+        texts, _, _ = read_text_table(paths[0], columns or TextColumns(), label_columns=[])
+        return TextData(name=str(paths[0]), classes=[], labels=None, texts=texts)
     request = _Request(base=str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more",
                        domain="target", skip_bad_files=skip_bad_files)
     items: _Items = []
@@ -595,7 +699,8 @@ def images_from_paths(paths: Iterable[Path | str], *, skip_bad_files: bool = Fal
         if path.is_dir():
             files = _images_below(path)
             if not files:
-                raise TransferlabError(f"no images in folder {path} (expected files ending in {' '.join(IMAGE_EXTENSIONS)})")
+                raise TransferlabError(f"no images or audio files in folder {path} (expected files ending in "
+                                       f"{' '.join(IMAGE_EXTENSIONS + AUDIO_EXTENSIONS)})")
         elif path.is_file():
             files = [path]
         else:

@@ -17,9 +17,10 @@ from torch.utils.data import Dataset
 
 from transferlab.config import FitConfig, TaskSpec
 from transferlab.data.image_data import ImageData
-from transferlab.data.specs import load_image_data, manifest_columns, read_manifest_columns
+from transferlab.data.specs import load_data, manifest_columns, read_manifest_columns
 from transferlab.data.splits import stratified_split, take_per_class
 from transferlab.data.task_columns import build_task, encode_targets
+from transferlab.data.text_tables import TextColumns, text_columns_of
 from transferlab.data.torch_dataset import make_dataset
 from transferlab.errors import TransferlabError
 from transferlab.tasks import ClassificationTask, Task
@@ -87,30 +88,35 @@ def prepare_multitask_splits(config: FitConfig) -> MultiTaskSplits:
     column_specs = [spec for spec in config.tasks if spec.data is None]
     if column_specs:
         images, cells = read_manifest_columns(config.train, [spec.label_column for spec in column_specs],
-                                              skip_bad_files=config.skip_bad_files)
+                                              skip_bad_files=config.skip_bad_files,
+                                              text_columns=text_columns_of(config))
         for spec in column_specs:
             tasks[spec.name] = build_task(spec.name, spec.column, spec.type, cells[spec.label_column], config.train)
         group_tasks = [tasks[spec.name] for spec in column_specs]
         group = TaskGroup(images, {task.name: encode_targets(task, cells[task.label_column], config.train)
                                    for task in group_tasks})
         if config.val is not None:
-            val.append(load_task_group(config.val, group_tasks, skip_bad_files=config.skip_bad_files))
+            val.append(load_task_group(config.val, group_tasks, skip_bad_files=config.skip_bad_files,
+                                       text_columns=text_columns_of(config)))
         else:
             group, held_out = _hold_out(group, group_tasks, config.val_fraction, config.seed)
             val.append(held_out)
         if config.test is not None:
-            test.append(load_task_group(config.test, group_tasks, skip_bad_files=config.skip_bad_files))
+            test.append(load_task_group(config.test, group_tasks, skip_bad_files=config.skip_bad_files,
+                                       text_columns=text_columns_of(config)))
         train.append(_keep_per_class(group, group_tasks, column_specs, config))
     for spec in (spec for spec in config.tasks if spec.data is not None):
         task, group = _own_data_group(spec, config)
         tasks[spec.name] = task
         if spec.val is not None:
-            val.append(load_task_group(spec.val, [task], skip_bad_files=config.skip_bad_files, split=("val", "test", "all")))
+            val.append(load_task_group(spec.val, [task], skip_bad_files=config.skip_bad_files, split=("val", "test", "all"),
+                                       text_columns=text_columns_of(config)))
         else:
             group, held_out = _hold_out(group, [task], config.val_fraction, config.seed)
             val.append(held_out)
         if spec.test is not None:
-            test.append(load_task_group(spec.test, [task], skip_bad_files=config.skip_bad_files, split=("test", "val", "all")))
+            test.append(load_task_group(spec.test, [task], skip_bad_files=config.skip_bad_files, split=("test", "val", "all"),
+                                        text_columns=text_columns_of(config)))
         train.append(_keep_per_class(group, [task], [spec], config))
     ordered = [tasks[spec.name] for spec in config.tasks]
     for group in train:
@@ -119,17 +125,17 @@ def prepare_multitask_splits(config: FitConfig) -> MultiTaskSplits:
 
 
 def load_task_group(spec: str, tasks: list[Task], *, skip_bad_files: bool = False,
-                    split: tuple[str, ...] = ("test", "val", "all")) -> TaskGroup:
+                    split: tuple[str, ...] = ("test", "val", "all"), text_columns: TextColumns | None = None) -> TaskGroup:
     """Labeled data for already-built ``tasks``: a CSV manifest holding their label columns, or, for one
     classification task, any class-labeled data spec (class names matched to the task's; unknown ones ignored)."""
-    columns = manifest_columns(spec)
+    columns = manifest_columns(spec, text_columns)
     wanted = [task.label_column for task in tasks]
     if columns is not None and all(column in columns for column in wanted) or not _single_classification(tasks):
-        images, cells = read_manifest_columns(spec, wanted, skip_bad_files=skip_bad_files)
+        images, cells = read_manifest_columns(spec, wanted, skip_bad_files=skip_bad_files, text_columns=text_columns)
         return TaskGroup(images, {task.name: encode_targets(task, cells[column], spec)
                                   for task, column in zip(tasks, wanted, strict=True)})
     task = tasks[0]
-    data = load_image_data(spec, split_preference=split, skip_bad_files=skip_bad_files)
+    data = load_data(spec, split_preference=split, skip_bad_files=skip_bad_files, columns=text_columns)
     if data.labels is None:
         raise TransferlabError(f"data {data.name} for task '{task.name}' has no labels")
     names = [data.classes[label] for label in data.labels]
@@ -143,7 +149,8 @@ def _single_classification(tasks: list[Task]) -> bool:
 def _own_data_group(spec: TaskSpec, config: FitConfig) -> tuple[Task, TaskGroup]:
     """A task with its own data: a class-labeled data spec, or (with ``column``) a manifest column of any type."""
     if spec.column is not None:
-        images, cells = read_manifest_columns(spec.data, [spec.column], skip_bad_files=config.skip_bad_files)
+        images, cells = read_manifest_columns(spec.data, [spec.column], skip_bad_files=config.skip_bad_files,
+                                              text_columns=text_columns_of(config))
         task = build_task(spec.name, spec.column, spec.type, cells[spec.column], spec.data)
         return task, TaskGroup(images, {task.name: encode_targets(task, cells[spec.column], spec.data)})
     if spec.type not in (None, "classification"):
@@ -151,7 +158,8 @@ def _own_data_group(spec: TaskSpec, config: FitConfig) -> tuple[Task, TaskGroup]
             f"task '{spec.name}' is {spec.type} but its data {spec.data!r} gives class labels; name the label column "
             "of a CSV manifest with 'column'"
         )
-    data = load_image_data(spec.data, split_preference=("train", "all"), skip_bad_files=config.skip_bad_files)
+    data = load_data(spec.data, split_preference=("train", "all"), skip_bad_files=config.skip_bad_files,
+                     columns=text_columns_of(config))
     if data.labels is None:
         raise TransferlabError(f"data {data.name} of task '{spec.name}' has no labels")
     task = ClassificationTask(spec.name, None, classes=list(data.classes))

@@ -1,0 +1,238 @@
+"""Transcribed speech: CSV manifests of ``path,transcript`` rows, audio files to transcribe, and the CTC vocabulary.
+
+Transcripts are used as written, except that surrounding whitespace is stripped and runs of whitespace become
+one space. **Case is kept**: ``"A"`` and ``"a"`` are different characters of the vocabulary, so lower-case the
+transcripts beforehand when case carries no meaning for you. The vocabulary is every character of the training
+(and validation) transcripts, with the space written as wav2vec2's word delimiter ``|``, plus ``<pad>`` (the CTC
+blank, id 0) and ``<unk>``. A transcript may therefore not contain ``|`` itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+from transferlab.data.audio_data import AUDIO_EXTENSIONS, AudioData, AudioReadError
+from transferlab.errors import TransferlabError
+
+__all__ = [
+    "BLANK",
+    "UNKNOWN",
+    "WORD_DELIMITER",
+    "audio_from_paths",
+    "audio_problem",
+    "build_vocabulary",
+    "load_transcribed_audio",
+    "normalize_transcript",
+    "outside_vocabulary",
+]
+
+BLANK = "<pad>"  # the CTC blank is the tokenizer's padding token, as in wav2vec2
+UNKNOWN = "<unk>"
+WORD_DELIMITER = "|"
+_CSV_PREFIX = "csv:"
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize_transcript(text: str) -> str:
+    """``text`` stripped, with every run of whitespace made one space; case and punctuation are kept."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def build_vocabulary(transcripts: Iterable[str]) -> dict[str, int]:
+    """Token -> id for a CTC head: ``<pad>`` (the blank) 0, ``<unk>`` 1, ``|`` (the space) 2, then the other
+    characters of ``transcripts`` in sorted order."""
+    characters = sorted({char for text in transcripts for char in text} - {" "})
+    tokens = [BLANK, UNKNOWN, WORD_DELIMITER, *characters]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def outside_vocabulary(text: str, characters: set[str]) -> list[str]:
+    """The characters of ``text`` (spaces aside) that are not in ``characters``, sorted."""
+    return sorted(set(text) - characters - {" "})
+
+
+def load_transcribed_audio(
+    spec: str | Path,
+    *,
+    transcript_column: str = "transcript",
+    skip_bad_files: bool = False,
+    vocabulary: set[str] | None = None,
+    domain: str = "target",
+) -> AudioData:
+    """Read a CSV manifest (``[csv:]FILE.csv``) of audio files and their transcripts into `AudioData`.
+
+    The manifest needs a ``path`` column (relative paths are relative to the CSV) and ``transcript_column``;
+    other columns are ignored. Every file is checked at header level: it must exist, be audio libsndfile reads and
+    hold samples.
+
+    Args:
+        spec: the manifest, optionally prefixed ``csv:``.
+        transcript_column: the column holding the transcripts.
+        skip_bad_files: drop rows whose file is missing, unreadable or empty, with one warning listing them,
+            instead of raising.
+        vocabulary: the characters a model can write; a transcript holding others raises (evaluation data).
+        domain: ``"source"`` or ``"target"``.
+
+    Raises:
+        TransferlabError: the manifest is missing or malformed, lacks a column (the message lists the columns
+            found), a row has an empty transcript, a transcript holds ``|`` or characters outside ``vocabulary``.
+        AudioReadError: an audio file is missing, unreadable or zero-length (without ``skip_bad_files``).
+    """
+    csv_path = _manifest_path(spec)
+    header, rows = _read_csv(csv_path)
+    path_index, text_index = _column_indices(csv_path, header, transcript_column)
+    paths, transcripts, skipped = [], [], []
+    for row_number, line, row in rows:
+        where = f"{csv_path} row {row_number} (line {line})"
+        if len(row) != len(header):
+            raise TransferlabError(f"{where} has {len(row)} fields, expected {len(header)}: {', '.join(header)}")
+        transcript = _checked_transcript(row[text_index], where, transcript_column, vocabulary)
+        path = _resolve(row[path_index].strip(), csv_path, where)
+        problem = audio_problem(path)
+        if problem is not None:
+            if not skip_bad_files:
+                raise AudioReadError(f"{where}: {problem}; fix or remove it, or set skip_bad_files to skip bad files")
+            skipped.append(path)
+            continue
+        paths.append(path)
+        transcripts.append(transcript)
+    _warn_skipped(skipped, csv_path)
+    if not paths:
+        raise AudioReadError(f"no readable audio files in {csv_path}")
+    return AudioData(name=str(spec), classes=[], labels=None, paths=paths, transcripts=transcripts, domain=domain)
+
+
+def _manifest_path(spec: str | Path) -> Path:
+    text = str(spec)
+    path = Path(text[len(_CSV_PREFIX):] if text.startswith(_CSV_PREFIX) else text).expanduser()
+    if not path.is_file():
+        raise TransferlabError(f"transcript manifest not found: {str(path)!r}; expected a CSV file with columns "
+                               "path and transcript")
+    if path.suffix.lower() != ".csv":
+        raise TransferlabError(f"{path} is not a .csv manifest; speech recognition data is a CSV with columns path "
+                               "and transcript")
+    return path
+
+
+def _read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, int, list[str]]]]:
+    """The stripped header and the non-blank rows as ``(row number, line number, cells)``."""
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as stream:
+            reader = csv.reader(stream)
+            header = [cell.strip() for cell in next(reader, [])]
+            rows = []
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    rows.append((len(rows) + 1, reader.line_num, row))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TransferlabError(f"cannot read CSV {csv_path}: {exc}") from None
+    if not rows:
+        raise TransferlabError(f"CSV {csv_path} has no rows (expected a header line and one row per audio file)")
+    return header, rows
+
+
+def _column_indices(csv_path: Path, header: list[str], transcript_column: str) -> tuple[int, int]:
+    missing = [column for column in ("path", transcript_column) if column not in header]
+    if missing:
+        raise TransferlabError(
+            f"CSV {csv_path} has no column {' or '.join(repr(c) for c in missing)}; its columns: "
+            f"{', '.join(repr(c) for c in header) or '(none)'}; speech recognition needs 'path' and the transcript "
+            "column (set it with --transcript-column)"
+        )
+    if len(set(header)) != len(header):
+        raise TransferlabError(f"CSV {csv_path} repeats a column in its header: {', '.join(header)}")
+    return header.index("path"), header.index(transcript_column)
+
+
+def _checked_transcript(cell: str, where: str, column: str, vocabulary: set[str] | None) -> str:
+    transcript = normalize_transcript(cell)
+    if not transcript:
+        raise TransferlabError(f"{where} has an empty {column!r}; every clip needs its transcript")
+    if WORD_DELIMITER in transcript:
+        raise TransferlabError(f"{where}: the transcript {transcript!r} holds {WORD_DELIMITER!r}, which is the word "
+                               "delimiter of the CTC vocabulary; remove or replace it")
+    if vocabulary is not None:
+        unknown = outside_vocabulary(transcript, vocabulary)
+        if unknown:
+            raise TransferlabError(
+                f"{where}: the transcript {transcript!r} holds characters the model cannot write: "
+                f"{', '.join(repr(c) for c in unknown)}; its vocabulary: {''.join(sorted(vocabulary))!r}. "
+                "Map them to known characters or remove the row"
+            )
+    return transcript
+
+
+def _resolve(cell: str, csv_path: Path, where: str) -> Path:
+    if not cell:
+        raise TransferlabError(f"{where} has an empty path")
+    path = Path(cell).expanduser()
+    return path if path.is_absolute() else csv_path.parent / path
+
+
+def audio_problem(path: Path) -> str | None:
+    """Why ``path`` is not usable audio (missing, unreadable, zero-length), from its header; ``None`` if usable."""
+    import soundfile  # imported here: only audio runs need libsndfile
+
+    if not path.is_file():
+        return f"audio file not found: {path}"
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        return f"cannot read audio file {path}: {exc}"
+    if info.frames == 0:
+        return f"audio file {path} holds no samples (zero length)"
+    return None
+
+
+def _warn_skipped(skipped: list[Path], source) -> None:
+    if skipped:
+        files = ", ".join(str(path) for path in skipped)
+        warnings.warn(f"skipped {len(skipped)} bad audio file(s) in {source}: {files}", stacklevel=3)
+
+
+def audio_from_paths(paths: Iterable[Path | str], *, skip_bad_files: bool = False) -> AudioData:
+    """Unlabeled `AudioData` from audio files and folders (searched recursively), in the order given; for
+    ``transferlab predict`` on a speech-recognition run.
+
+    Raises:
+        TransferlabError: no inputs, an input that does not exist, or a folder without audio files.
+        AudioReadError: a missing, unreadable or zero-length file (without ``skip_bad_files``).
+    """
+    paths = [Path(path) for path in paths]
+    if not paths:
+        raise TransferlabError("no input audio files given")
+    files, skipped = [], []
+    for path in paths:
+        for file in _audio_files(path):
+            problem = audio_problem(file)
+            if problem is None:
+                files.append(file)
+            elif skip_bad_files:
+                skipped.append(file)
+            else:
+                raise AudioReadError(f"{problem}; fix or remove it, or pass --skip-bad-files")
+    _warn_skipped(skipped, "the inputs")
+    if not files:
+        raise AudioReadError("no readable audio files among the inputs")
+    name = str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
+    return AudioData(name=name, classes=[], labels=None, paths=files)
+
+
+def _audio_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise TransferlabError(f"input not found: {path}")
+    found = []
+    for directory, subfolders, names in os.walk(path):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        found += [Path(directory, name) for name in names
+                  if not name.startswith(".") and name.lower().endswith(AUDIO_EXTENSIONS)]
+    if not found:
+        raise TransferlabError(f"no audio files in folder {path} (expected files ending in {' '.join(AUDIO_EXTENSIONS)})")
+    return sorted(found)
