@@ -21,11 +21,11 @@ from typer.testing import CliRunner  # noqa: E402
 from transferlab.api import evaluate, fit, predict  # noqa: E402
 from transferlab.artifacts import load  # noqa: E402
 from transferlab.cli import app  # noqa: E402
+from transferlab.data import examples_from_paths  # noqa: E402
 from transferlab.data.audio_data import AudioReadError  # noqa: E402
 from transferlab.errors import TransferlabError  # noqa: E402
 from transferlab.speech import (  # noqa: E402
     SpeechRecognizer,
-    audio_from_paths,
     build_recognizer,
     build_vocabulary,
     ctc_greedy_decode,
@@ -142,6 +142,17 @@ def test_empty_transcript_and_word_delimiter_name_the_row(digits, tmp_path):
         load_transcribed_audio(_write_manifest(tmp_path / "b.csv", [(good, "one|two")]))
 
 
+def test_clips_longer_than_max_seconds_are_left_out_of_training(digits, caplog):
+    from transferlab.speech.ctc import _drop_long_clips
+
+    data = load_transcribed_audio(digits / "train.csv")
+    seconds = sorted(soundfile.info(str(path)).duration for path in data.paths)
+    kept = _drop_long_clips(data, max_seconds=seconds[3])
+    assert len(kept) == 4 and "training on 4 of 8 clips" in caplog.text
+    with pytest.raises(TransferlabError, match="every clip .* is longer than max_seconds 0.01"):
+        _drop_long_clips(data, max_seconds=0.01)
+
+
 def test_vocabulary_keeps_case_and_writes_the_space_as_the_word_delimiter():
     vocabulary = build_vocabulary(["one  two", "One"])
     assert list(vocabulary)[:3] == ["<pad>", "<unk>", "|"]
@@ -159,6 +170,11 @@ def test_error_rates_count_word_and_character_edits():
     rates = error_rates(["one two", "three"], ["one", "tree"])
     assert rates["wer"] == pytest.approx(2 / 3)  # a deleted word, a substituted word
     assert rates["cer"] == pytest.approx(5 / 12)  # " two" deleted (4), "h" deleted (1); 12 reference characters
+
+
+def test_ctc_without_a_backbone_is_a_clear_error(digits, tmp_path):
+    with pytest.raises(TransferlabError, match="--method ctc needs --backbone"):
+        fit({"train": str(digits / "train.csv"), "method": "ctc", "out": str(tmp_path / "run")}, progress=False)
 
 
 def test_offline_hub_name_is_a_clear_error():
@@ -180,7 +196,8 @@ def test_feature_encoder_stays_frozen_and_freeze_names_more(tiny_encoder, tmp_pa
     param_groups, unfreezing = freeze_and_rates(recognizer, config, transfer=True)
     assert {group["name"] for group in param_groups} == trainable_groups
     unfreezing(recognizer, 0)  # head_epochs=1: the first epoch trains the head alone
-    assert {n for n, p in recognizer.named_parameters() if p.requires_grad} == {"model.lm_head.weight", "model.lm_head.bias"}
+    head_only = {name for name, param in recognizer.named_parameters() if param.requires_grad}
+    assert head_only == {"model.lm_head.weight", "model.lm_head.bias"}
     unfreezing(recognizer, 1)
     trainable = {n for n, p in recognizer.named_parameters() if p.requires_grad}
     assert trainable == {name for group, names in recognizer.parameter_groups() if group in trainable_groups
@@ -216,7 +233,7 @@ def test_reloaded_run_evaluates_and_transcribes_like_the_trained_model(ctc_run, 
     assert model.characters == set("".join(WORDS[:8])) | {" "}  # the training characters, "|" read as the space
     scores = evaluate(ctc_run.run_dir, str(digits / "train.csv"))
     assert scores == pytest.approx(ctc_run.metrics["test"])
-    rows = predict(ctc_run.run_dir, audio_from_paths([digits / "clips"]))
+    rows = predict(ctc_run.run_dir, examples_from_paths([digits / "clips"]))
     expected, _ = ctc_run.model.transcribe(load_transcribed_audio(digits / "train.csv"))
     assert [row["transcript"] for row in rows] == expected
     assert all(isinstance(row["transcript"], str) for row in rows)
@@ -239,6 +256,14 @@ def test_reference_characters_outside_the_vocabulary_are_an_error(ctc_run, digit
     shutil.copytree(digits / "clips", tmp_path / "clips")
     with pytest.raises(TransferlabError, match=r"row 2 .*cannot write: 'E', 'N', 'O', 'é'"):
         evaluate(ctc_run.run_dir, str(manifest))
+
+
+def test_predict_refuses_images_for_a_speech_run(ctc_run, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "picture.png")
+    with pytest.raises(TransferlabError, match=r"holds ImageData, but a speech-recognition model transcribes audio"):
+        predict(ctc_run.run_dir, examples_from_paths([tmp_path / "picture.png"]))
 
 
 def test_cli_prints_wer_cer_and_transcripts(ctc_run, digits):

@@ -20,6 +20,7 @@ from transferlab.data import align_classes, choose_split, keep_classes, load_dat
 from transferlab.data.image_data import ImageData
 from transferlab.data.specs import manifest_columns
 from transferlab.data.text_tables import TextColumns, text_columns_of
+from transferlab.data.torch_dataset import DATA_MODALITY
 from transferlab.data.task_groups import MultiTaskSplits, load_task_group, prepare_multitask_splits
 from transferlab.engine.distributed import is_main_process
 from transferlab.engine.precision import default_device, resolve_precision
@@ -174,6 +175,8 @@ def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: boo
     method = get_method(config.method)
     seed_everything(config.seed)
     splits = splits or prepare_splits(config)
+    if config.backbone is None:
+        config = config.model_copy(update={"backbone": default_backbone(splits)})
     run_dir = prepare_run_dir(config.out, overwrite=config.overwrite, resume=config.resume)
     if config.resume:
         _check_resume_settings(run_dir, config)
@@ -226,6 +229,20 @@ def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: boo
 
 # settings a resumed run may change: where it is, how it is resumed, and how fast data is decoded
 _RESUME_MAY_CHANGE = {"out", "resume", "overwrite", "num_workers"}
+
+
+# the offline pretrained default of each modality
+DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "sentence-transformers/all-MiniLM-L6-v2",
+                     "audio": "resemblyzer"}
+
+
+def default_backbone(splits: Splits | MultiTaskSplits) -> str:
+    """The offline pretrained backbone for the modality of the training data (images, text or audio)."""
+    first = splits.train[0].images if isinstance(splits, MultiTaskSplits) else splits.train
+    name = DEFAULT_BACKBONES[DATA_MODALITY.get(type(first), "image")]
+    log.info("backbone: %s (the default for %s data; choose another with --backbone)", name,
+             DATA_MODALITY.get(type(first), "image"))
+    return name
 
 
 def _check_resume_settings(run_dir: Path, config: FitConfig) -> None:
@@ -301,7 +318,8 @@ def _frozen_pretrained_backbone(run_dir: str | Path) -> bool:
 
 def predict(run_dir: str | Path, data) -> list[dict]:
     """One dict per example (of `ImageData`, `TextData` or `AudioData`): ``{"label": best class, "probabilities": {class: p}}``; for a multi-task run,
-    ``{"tasks": {name: prediction}}`` with each task's own form (see `transferlab.tasks.Task.decode`)."""
+    ``{"tasks": {name: prediction}}`` with each task's own form (see `transferlab.tasks.Task.decode`); for a
+    speech-recognition (``ctc``) run and `AudioData`, ``{"transcript": greedy transcript}``."""
     model = load(run_dir)
     if isinstance(model, SpeechRecognizer):  # speech recognition: {"transcript": greedy CTC transcript}
         return [{"transcript": text} for text in model.transcribe(data)[0]]

@@ -186,7 +186,7 @@ def _task_lines(metrics: dict) -> list[str]:
     lines = []
     for name, values in metrics["tasks"].items():
         shown = ", ".join(f"{label} {values[key]:.4f}" for key, label in _TASK_SUMMARY.items() if key in values)
-        lines.append(f"task {name} ({values['n']} images): {shown or 'no labeled images'}")
+        lines.append(f"task {name} ({values['n']} examples): {shown or 'no labeled examples'}")
     return lines
 
 
@@ -253,12 +253,7 @@ def predict(
 
     if output_format not in ("csv", "json"):
         raise TransferlabError(f"--format must be 'csv' or 'json', got {output_format!r}")
-    from transferlab.speech import audio_from_paths, is_speech_run
-
-    if is_speech_run(run_dir):
-        data = audio_from_paths(inputs, skip_bad_files=skip_bad_files)
-    else:
-        data = examples_from_paths(inputs, skip_bad_files=skip_bad_files, columns=TextColumns(text_column))
+    data = examples_from_paths(inputs, skip_bad_files=skip_bad_files, columns=TextColumns(text_column))
     rows = predict_run(run_dir, data)
     key, names = ("text", data.texts) if hasattr(data, "texts") else ("path", [str(p) for p in data.paths])
     if output_format == "json":

@@ -86,7 +86,10 @@ class FitConfig(BaseModel):
 
     # model
     method: Method = "finetune"
-    backbone: str = "efficientnet_lite0"
+    backbone: str | None = Field(
+        None, description="backbone name; default by the data's modality: efficientnet_lite0 (images), "
+        "sentence-transformers/all-MiniLM-L6-v2 (text), resemblyzer (audio), all offline"
+    )
     weights: Path | None = Field(None, description="local .safetensors/.pth backbone weights, or a run directory")
     pretrained: bool = Field(True, description="start from pretrained weights (ignored by 'scratch')")
     image_size: int | None = Field(None, ge=8, description="input size in pixels; default: the backbone's own")

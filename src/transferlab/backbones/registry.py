@@ -77,6 +77,9 @@ def create_backbone(
         raise TransferlabError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
     backbone = _build(name, pretrained=pretrained and weights is None, pool=pool, image_size=image_size,
                       max_length=max_length, max_seconds=max_seconds)
+    if backbone.modality == "image" and pool == "cls":
+        raise TransferlabError(f"pool 'cls' (the first token) is for text backbones; image backbone {name!r} takes "
+                               "pool 'avg' or 'flatten'")
     if weights is not None:
         load_weights_file(backbone, weights)
         backbone.spec["weights_source"] = f"file:{Path(weights).name}"

@@ -229,6 +229,10 @@ def _split_loaders(kind: str | None, location: str, request: _Request) -> dict[s
         return _folder_loaders(path, request)
     if is_text_table(path, request.columns):
         return {"all": partial(_text_data, path, request)}
+    if path.suffix.lower() == ".csv" and "path" not in (header := table_columns(path)) and any(header):
+        text = f"'{request.columns.text}'" if request.columns.text else "'text' or 'sentence'"
+        raise TransferlabError(f"{path} has no 'path' column (an image or audio manifest) and no text column ({text}; "
+                               f"name it with --text-column); its columns: {', '.join(header)}")
     if kind == "csv" or path.suffix.lower() == ".csv":
         return _csv_loaders(path, request)
     raise TransferlabError(

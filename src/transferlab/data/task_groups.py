@@ -90,6 +90,7 @@ def prepare_multitask_splits(config: FitConfig) -> MultiTaskSplits:
         images, cells = read_manifest_columns(config.train, [spec.label_column for spec in column_specs],
                                               skip_bad_files=config.skip_bad_files,
                                               text_columns=text_columns_of(config))
+        images, cells = _keep_class_rows(images, cells, config.classes)
         for spec in column_specs:
             tasks[spec.name] = build_task(spec.name, spec.column, spec.type, cells[spec.label_column], config.train)
         group_tasks = [tasks[spec.name] for spec in column_specs]
@@ -122,6 +123,20 @@ def prepare_multitask_splits(config: FitConfig) -> MultiTaskSplits:
     for group in train:
         log.info("multitask data %s: %d images for task(s) %s", group.name, len(group), ", ".join(group.targets))
     return MultiTaskSplits(tasks=ordered, train=train, val=val, test=test)
+
+
+def _keep_class_rows(examples, cells: dict[str, list[str]], classes: list[str] | None):
+    """With ``--classes``: drop the rows whose cell, in a column holding any of ``classes``, is another class."""
+    if classes is None:
+        return examples, cells
+    keep = np.ones(len(examples), dtype=bool)
+    for values in cells.values():
+        if set(values) & set(classes):
+            keep &= np.array([value == "" or value in classes for value in values])
+    rows = np.flatnonzero(keep)
+    if len(rows) < len(examples):
+        log.info("kept %d of %d rows of %s: classes %s", len(rows), len(examples), examples.name, ", ".join(classes))
+    return examples.subset(rows), {name: [values[i] for i in rows] for name, values in cells.items()}
 
 
 def load_task_group(spec: str, tasks: list[Task], *, skip_bad_files: bool = False,

@@ -10,12 +10,10 @@ from transferlab.speech.recognizer import (
     SpeechRecognizer,
     build_recognizer,
     ctc_greedy_decode,
-    is_speech_run,
     load_recognizer,
     save_recognizer,
 )
 from transferlab.speech.transcripts import (
-    audio_from_paths,
     build_vocabulary,
     load_transcribed_audio,
     normalize_transcript,
@@ -23,12 +21,10 @@ from transferlab.speech.transcripts import (
 
 __all__ = [
     "SpeechRecognizer",
-    "audio_from_paths",
     "build_recognizer",
     "build_vocabulary",
     "ctc_greedy_decode",
     "error_rates",
-    "is_speech_run",
     "load_recognizer",
     "load_transcribed_audio",
     "normalize_transcript",

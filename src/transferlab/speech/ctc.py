@@ -64,7 +64,14 @@ def prepare_speech_splits(config: FitConfig) -> Splits:
     Validation data is ``config.val`` or a seeded random ``val_fraction`` of ``config.train``. The vocabulary is
     the characters of the training and validation transcripts; a test transcript with other characters raises
     (see `load_transcribed_audio`).
+
+    Raises:
+        TransferlabError: no ``--backbone`` (speech recognition has no default encoder), or bad data.
     """
+    if config.backbone is None:
+        raise TransferlabError("--method ctc needs --backbone: a pretrained speech encoder (wav2vec2, HuBERT, WavLM, "
+                               "data2vec-audio) as a local directory saved with save_pretrained, or a hub name such "
+                               "as facebook/wav2vec2-base when online")
     options = dict(transcript_column=config.transcript_column, skip_bad_files=config.skip_bad_files)
     train = load_transcribed_audio(config.train, **options)
     if config.val is not None:

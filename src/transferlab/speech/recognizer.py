@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferlab.data.audio_data import AudioData
+from transferlab.data.audio_data import AUDIO_EXTENSIONS, AudioData
 from transferlab.engine.precision import autocast
 from transferlab.errors import TransferlabError
 from transferlab.fileio import read_json, write_json
@@ -29,7 +29,6 @@ __all__ = [
     "SpeechRecognizer",
     "build_recognizer",
     "ctc_greedy_decode",
-    "is_speech_run",
     "load_recognizer",
     "save_recognizer",
 ]
@@ -148,6 +147,9 @@ class SpeechRecognizer(nn.Module):
                    precision: str = "fp32", with_loss: bool = False) -> tuple[list[str], float | None]:
         """Greedy transcripts of every clip of ``data`` (whole clips, in order) and, with ``with_loss``, the mean
         CTC loss against ``data.transcripts``."""
+        if not isinstance(data, AudioData):
+            raise TransferlabError(f"{data.name} holds {type(data).__name__}, but a speech-recognition model "
+                                   f"transcribes audio files ({', '.join(AUDIO_EXTENSIONS)})")
         device = device or next(self.parameters()).device
         was_training = self.training
         self.eval()
@@ -216,9 +218,9 @@ def _load_ctc_model(source: str, vocab_size: int, pad_token_id: int, pretrained:
     except OSError as exc:  # huggingface_hub's offline, HTTP and missing-file errors are OSErrors
         where = f"directory {source}" if Path(source).is_dir() else "the hub (no internet, or no such model?)"
         raise TransferlabError(
-            f"cannot load the speech encoder {source!r} from {where}: {exc}. --backbone for --method ctc is a local "
-            "directory saved with save_pretrained (config.json + weights) or a hub name such as "
-            "facebook/wav2vec2-base when online"
+            f"cannot load the speech encoder {source!r} from {where}: {str(exc).rstrip('.')}. --backbone for "
+            "--method ctc is a local directory saved with save_pretrained (config.json + weights) or a hub name "
+            "such as facebook/wav2vec2-base when online"
         ) from None
     except ValueError as exc:  # a config whose model type has no CTC head
         raise TransferlabError(
@@ -258,14 +260,6 @@ def save_recognizer(run_dir: Path, recognizer: SpeechRecognizer) -> None:
         "transcript_column": recognizer.transcript_column,
         "characters": "".join(sorted(recognizer.characters)),
     })
-
-
-def is_speech_run(run_dir: str | Path) -> bool:
-    """Whether ``run_dir`` holds a speech-recognition (``ctc``) model, from its ``model.json``."""
-    from transferlab.artifacts import MODEL_JSON
-
-    path = Path(run_dir) / MODEL_JSON
-    return path.is_file() and read_json(path).get("kind") == KIND
 
 
 def load_recognizer(run_dir: str | Path) -> SpeechRecognizer:

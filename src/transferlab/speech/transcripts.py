@@ -1,29 +1,30 @@
-"""Transcribed speech: CSV manifests of ``path,transcript`` rows, audio files to transcribe, and the CTC vocabulary.
+"""Transcribed speech: CSV manifests of ``path,transcript`` rows, and the CTC vocabulary of their characters.
 
 Transcripts are used as written, except that surrounding whitespace is stripped and runs of whitespace become
 one space. **Case is kept**: ``"A"`` and ``"a"`` are different characters of the vocabulary, so lower-case the
 transcripts beforehand when case carries no meaning for you. The vocabulary is every character of the training
 (and validation) transcripts, with the space written as wav2vec2's word delimiter ``|``, plus ``<pad>`` (the CTC
 blank, id 0) and ``<unk>``. A transcript may therefore not contain ``|`` itself.
+
+Evaluation data whose references hold characters the model cannot write is an error naming the row and the
+characters: a WER/CER over references the model can never match would be silently inflated.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from transferlab.data.audio_data import AUDIO_EXTENSIONS, AudioData, AudioReadError
+from transferlab.data.audio_data import AudioData, AudioReadError
 from transferlab.errors import TransferlabError
 
 __all__ = [
     "BLANK",
     "UNKNOWN",
     "WORD_DELIMITER",
-    "audio_from_paths",
     "audio_problem",
     "build_vocabulary",
     "load_transcribed_audio",
@@ -193,46 +194,3 @@ def _warn_skipped(skipped: list[Path], source) -> None:
     if skipped:
         files = ", ".join(str(path) for path in skipped)
         warnings.warn(f"skipped {len(skipped)} bad audio file(s) in {source}: {files}", stacklevel=3)
-
-
-def audio_from_paths(paths: Iterable[Path | str], *, skip_bad_files: bool = False) -> AudioData:
-    """Unlabeled `AudioData` from audio files and folders (searched recursively), in the order given; for
-    ``transferlab predict`` on a speech-recognition run.
-
-    Raises:
-        TransferlabError: no inputs, an input that does not exist, or a folder without audio files.
-        AudioReadError: a missing, unreadable or zero-length file (without ``skip_bad_files``).
-    """
-    paths = [Path(path) for path in paths]
-    if not paths:
-        raise TransferlabError("no input audio files given")
-    files, skipped = [], []
-    for path in paths:
-        for file in _audio_files(path):
-            problem = audio_problem(file)
-            if problem is None:
-                files.append(file)
-            elif skip_bad_files:
-                skipped.append(file)
-            else:
-                raise AudioReadError(f"{problem}; fix or remove it, or pass --skip-bad-files")
-    _warn_skipped(skipped, "the inputs")
-    if not files:
-        raise AudioReadError("no readable audio files among the inputs")
-    name = str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
-    return AudioData(name=name, classes=[], labels=None, paths=files)
-
-
-def _audio_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise TransferlabError(f"input not found: {path}")
-    found = []
-    for directory, subfolders, names in os.walk(path):
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        found += [Path(directory, name) for name in names
-                  if not name.startswith(".") and name.lower().endswith(AUDIO_EXTENSIONS)]
-    if not found:
-        raise TransferlabError(f"no audio files in folder {path} (expected files ending in {' '.join(AUDIO_EXTENSIONS)})")
-    return sorted(found)

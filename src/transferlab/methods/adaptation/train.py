@@ -80,7 +80,8 @@ class AdaptationObjective(nn.Module):
 
     def forward(self, model, batch) -> dict:
         (source_x, source_y), (target_x, _) = batch
-        views = [target_x] if target_x.dim() == source_x.dim() else [target_x[:, 0], target_x[:, 1]]
+        two_views = torch.is_tensor(target_x) and target_x.dim() == source_x.dim() + 1  # TwoViews: (B, 2, C, H, W)
+        views = [target_x[:, 0], target_x[:, 1]] if two_views else [target_x]
         inputs = [source_x, *views]
         features = model.backbone(concat_inputs(inputs))
         logits = model.head(features)
