@@ -173,7 +173,7 @@ def test_error_rates_count_word_and_character_edits():
 
 
 def test_ctc_without_a_backbone_is_a_clear_error(digits, tmp_path):
-    with pytest.raises(TransferlabError, match="--method ctc needs --backbone"):
+    with pytest.raises(TransferlabError, match="method .ctc. fine-tunes a speech encoder.*set backbone"):
         fit({"train": str(digits / "train.csv"), "method": "ctc", "out": str(tmp_path / "run")}, progress=False)
 
 
@@ -192,7 +192,7 @@ def test_feature_encoder_stays_frozen_and_freeze_names_more(tiny_encoder, tmp_pa
     from transferlab.speech.ctc import freeze_and_rates
 
     recognizer = build_recognizer(str(tiny_encoder), build_vocabulary(["one two"]))
-    config = build_config(overrides={"train": "x.csv", "method": "ctc", "freeze": freeze, "out": str(tmp_path)})
+    config = build_config(overrides={"train": "x.csv", "method": "ctc", "backbone": "tiny", "freeze": freeze, "out": str(tmp_path)})
     param_groups, unfreezing = freeze_and_rates(recognizer, config, transfer=True)
     assert {group["name"] for group in param_groups} == trainable_groups
     unfreezing(recognizer, 0)  # head_epochs=1: the first epoch trains the head alone

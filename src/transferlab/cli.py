@@ -6,6 +6,7 @@ import csv
 import functools
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -27,6 +28,9 @@ log = logging.getLogger("transferlab")
 
 
 def _setup_logging(quiet: bool) -> None:
+    if quiet:  # read by huggingface_hub / transformers when they are first imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.captureWarnings(True)
     warnings.simplefilter("default")

@@ -223,6 +223,9 @@ class FitConfig(BaseModel):
             raise ValueError("method 'joint' needs labeled source data: set source (--source SPEC)")
         if self.method == "joint" and self.batch_size < 2:
             raise ValueError(f"method 'joint' draws both domains in every batch: batch_size must be at least 2, got {self.batch_size}")
+        if self.method == "ctc" and self.backbone is None:
+            raise ValueError("method 'ctc' fine-tunes a speech encoder with a CTC head: set backbone (--backbone) to a "
+                             "wav2vec2-style model directory or Hugging Face name")
         if self.resume and self.overwrite:
             raise ValueError("choose either resume or overwrite, not both")
         return self

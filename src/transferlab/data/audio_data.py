@@ -16,7 +16,7 @@ import numpy as np
 from transferlab.data.image_data import DOMAINS
 from transferlab.errors import TransferlabError
 
-__all__ = ["AudioData", "AudioReadError", "AUDIO_EXTENSIONS", "read_audio"]
+__all__ = ["AudioData", "AudioReadError", "AUDIO_EXTENSIONS", "read_audio", "audio_problem"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -50,6 +50,21 @@ def read_audio(path: Path, sampling_rate: int, max_seconds: float | None = None)
         common = gcd(int(rate), int(sampling_rate))
         wave = resample_poly(wave, sampling_rate // common, int(rate) // common)
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def audio_problem(path: Path) -> str | None:
+    """Why ``path`` is not usable audio (missing, unreadable, zero-length), from its header; ``None`` if usable."""
+    import soundfile  # imported here: only audio runs need libsndfile
+
+    if not Path(path).is_file():
+        return f"audio file not found: {path}"
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        return f"cannot read audio file {path}: {exc}"
+    if info.frames == 0:
+        return f"audio file {path} holds no samples (zero length)"
+    return None
 
 
 @dataclass

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from transferlab.data.audio_data import AUDIO_EXTENSIONS, AudioData, AudioReadError
+from transferlab.data.audio_data import AUDIO_EXTENSIONS, AudioData, AudioReadError, audio_problem
 from transferlab.data.image_data import DOMAINS, ImageData, ImageReadError
 from transferlab.data.text_data import TextData
 from transferlab.data.text_tables import TextColumns, is_text_table, read_text_table, table_columns
@@ -603,14 +603,13 @@ def _file_data(items: _Items, classes: list[str], split: str, request: _Request)
 def _audio_file_data(items: _Items, classes: list[str], split: str, request: _Request) -> AudioData:
     kept = []
     for path, label in items:
-        problem = _audio_problem(path)
+        problem = audio_problem(path)
         if problem is None:
             kept.append((path, label))
         elif request.skip_bad_files:
             request.skipped.append(path)
         else:
-            raise AudioReadError(f"cannot read audio file {path}: {problem}; fix or remove it, or set "
-                                 "skip_bad_files to skip bad files")
+            raise AudioReadError(f"{problem}; fix or remove it, or set skip_bad_files to skip bad files")
     if not kept:
         raise AudioReadError(f"no readable audio files in {request.name(split)}")
     index = {name: position for position, name in enumerate(classes)}
@@ -621,17 +620,6 @@ def _audio_file_data(items: _Items, classes: list[str], split: str, request: _Re
         paths=[path for path, _ in kept],
         domain=request.domain,
     )
-
-
-def _audio_problem(path: Path) -> str | None:
-    """Why ``path`` is not a readable, non-empty audio file (libsndfile reads its header only), or ``None``."""
-    import soundfile
-
-    try:
-        info = soundfile.info(str(path))
-    except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError/OSError for bad files
-        return f"{type(exc).__name__}: {exc}"
-    return "zero length (no samples)" if info.frames == 0 else None
 
 
 def _text_data(path: Path, request: _Request) -> TextData:

@@ -18,14 +18,13 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from transferlab.data.audio_data import AudioData, AudioReadError
+from transferlab.data.audio_data import AudioData, AudioReadError, audio_problem
 from transferlab.errors import TransferlabError
 
 __all__ = [
     "BLANK",
     "UNKNOWN",
     "WORD_DELIMITER",
-    "audio_problem",
     "build_vocabulary",
     "load_transcribed_audio",
     "normalize_transcript",
@@ -173,21 +172,6 @@ def _resolve(cell: str, csv_path: Path, where: str) -> Path:
         raise TransferlabError(f"{where} has an empty path")
     path = Path(cell).expanduser()
     return path if path.is_absolute() else csv_path.parent / path
-
-
-def audio_problem(path: Path) -> str | None:
-    """Why ``path`` is not usable audio (missing, unreadable, zero-length), from its header; ``None`` if usable."""
-    import soundfile  # imported here: only audio runs need libsndfile
-
-    if not path.is_file():
-        return f"audio file not found: {path}"
-    try:
-        info = soundfile.info(str(path))
-    except (soundfile.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        return f"cannot read audio file {path}: {exc}"
-    if info.frames == 0:
-        return f"audio file {path} holds no samples (zero length)"
-    return None
 
 
 def _warn_skipped(skipped: list[Path], source) -> None:
