@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.data.image_data import DOMAINS
+from transferlab.data.image_data import LabeledExamples
 from transferlab.errors import TransferlabError
 
 __all__ = ["AudioData", "AudioReadError", "AUDIO_EXTENSIONS", "read_audio", "audio_problem"]
@@ -68,7 +68,7 @@ def audio_problem(path: Path) -> str | None:
 
 
 @dataclass
-class AudioData:
+class AudioData(LabeledExamples):
     """Audio clips of one domain, backed by files.
 
     Attributes:
@@ -87,23 +87,15 @@ class AudioData:
     transcripts: list[str] | None = None
     domain: str = "target"
     _digests: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
+    noun = "audio clips"
 
     def __post_init__(self) -> None:
-        if self.domain not in DOMAINS:
-            raise ValueError(f"domain must be one of {DOMAINS}, got {self.domain!r}")
-        if self.labels is not None:
-            self.labels = np.asarray(self.labels, dtype=np.int64)
-            if len(self.labels) != len(self.paths):
-                raise ValueError(f"{len(self.labels)} labels for {len(self.paths)} clips in {self.name}")
+        self._check_domain_and_labels()
         if self.transcripts is not None and len(self.transcripts) != len(self.paths):
             raise ValueError(f"{len(self.transcripts)} transcripts for {len(self.paths)} clips in {self.name}")
 
     def __len__(self) -> int:
         return len(self.paths)
-
-    @property
-    def has_labels(self) -> bool:
-        return self.labels is not None
 
     def load_waveform(self, index: int, sampling_rate: int, max_seconds: float | None = None) -> np.ndarray:
         """Clip ``index`` as mono float32 samples at ``sampling_rate`` (see `read_audio`)."""
@@ -130,7 +122,3 @@ class AudioData:
             transcripts=None if self.transcripts is None else [self.transcripts[i] for i in indices],
             _digests={},
         )
-
-    def describe(self) -> str:
-        labels = "unlabeled" if self.labels is None else f"{len(self.classes)} classes"
-        return f"{self.name}: {len(self)} audio clips, {labels}, {self.domain} domain"

@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from transferlab.errors import TransferlabError
 
-__all__ = ["ImageData", "ImageReadError", "DOMAINS", "align_classes", "keep_classes"]
+__all__ = ["ImageData", "ImageReadError", "LabeledExamples", "DOMAINS", "align_classes", "keep_classes"]
 
 DOMAINS = ("source", "target")
 
@@ -20,8 +20,31 @@ class ImageReadError(TransferlabError):
     """An image file that is missing, unreadable or not an image."""
 
 
+class LabeledExamples:
+    """What `ImageData`, `TextData` and `AudioData` share: ``name``, ``classes``, ``labels`` (int64 or ``None``)
+    and a ``domain`` tag, checked in one place; subclasses are dataclasses with those fields and set ``noun``."""
+
+    noun = "examples"
+
+    def _check_domain_and_labels(self) -> None:
+        if self.domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {DOMAINS}, got {self.domain!r}")
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels, dtype=np.int64)
+            if len(self.labels) != len(self):
+                raise ValueError(f"{len(self.labels)} labels for {len(self)} {self.noun} in {self.name}")
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    def describe(self) -> str:
+        labels = "unlabeled" if self.labels is None else f"{len(self.classes)} classes"
+        return f"{self.name}: {len(self)} {self.noun}, {labels}, {self.domain} domain"
+
+
 @dataclass
-class ImageData:
+class ImageData(LabeledExamples):
     """Images of one domain, backed by files (``paths``) or by an in-memory array (``pixels``).
 
     Attributes:
@@ -40,23 +63,15 @@ class ImageData:
     pixels: np.ndarray | None = None
     domain: str = "target"
     _digests: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
+    noun = "images"
 
     def __post_init__(self) -> None:
         if (self.paths is None) == (self.pixels is None):
             raise ValueError("ImageData needs exactly one of `paths` or `pixels`")
-        if self.domain not in DOMAINS:
-            raise ValueError(f"domain must be one of {DOMAINS}, got {self.domain!r}")
-        if self.labels is not None:
-            self.labels = np.asarray(self.labels, dtype=np.int64)
-            if len(self.labels) != len(self):
-                raise ValueError(f"{len(self.labels)} labels for {len(self)} images in {self.name}")
+        self._check_domain_and_labels()
 
     def __len__(self) -> int:
         return len(self.paths) if self.paths is not None else len(self.pixels)
-
-    @property
-    def has_labels(self) -> bool:
-        return self.labels is not None
 
     def load_image(self, index: int, draft: tuple[str, int] | None = None) -> Image.Image:
         """Return image ``index`` as a PIL image in its stored mode; raise `ImageReadError` naming the file.
@@ -105,9 +120,6 @@ class ImageData:
             _digests={},
         )
 
-    def describe(self) -> str:
-        labels = "unlabeled" if self.labels is None else f"{len(self.classes)} classes"
-        return f"{self.name}: {len(self)} images, {labels}, {self.domain} domain"
 
 
 def align_classes(data: ImageData, classes: list[str]) -> ImageData:

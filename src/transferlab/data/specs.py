@@ -582,38 +582,15 @@ def _file_data(items: _Items, classes: list[str], split: str, request: _Request)
         example = next(path for (path, _), is_audio in zip(items, audio) if not is_audio)
         raise TransferlabError(f"{request.name(split)} mixes audio files with images (e.g. {example}); "
                                "use one kind of data per spec")
-    if all(audio):
-        return _audio_file_data(items, classes, split, request)
-    kept = _readable(items, request)
+    container, error, noun = (AudioData, AudioReadError, "audio files") if all(audio) else (ImageData, ImageReadError, "images")
+    kept = _readable(items, request, audio=all(audio))
     if not kept:
-        raise ImageReadError(f"no readable images in {request.name(split)}")
+        raise error(f"no readable {noun} in {request.name(split)}")
     lost = {label for _, label in items} - {label for _, label in kept}
     if lost:
-        raise ImageReadError(f"no readable images left for class(es) {sorted(lost)} in {request.name(split)}")
+        raise error(f"no readable {noun} left for class(es) {sorted(lost)} in {request.name(split)}")
     index = {name: position for position, name in enumerate(classes)}
-    return ImageData(
-        name=request.name(split),
-        classes=list(classes),
-        labels=np.array([index[label] for _, label in kept], dtype=np.int64) if classes else None,
-        paths=[path for path, _ in kept],
-        domain=request.domain,
-    )
-
-
-def _audio_file_data(items: _Items, classes: list[str], split: str, request: _Request) -> AudioData:
-    kept = []
-    for path, label in items:
-        problem = audio_problem(path)
-        if problem is None:
-            kept.append((path, label))
-        elif request.skip_bad_files:
-            request.skipped.append(path)
-        else:
-            raise AudioReadError(f"{problem}; fix or remove it, or set skip_bad_files to skip bad files")
-    if not kept:
-        raise AudioReadError(f"no readable audio files in {request.name(split)}")
-    index = {name: position for position, name in enumerate(classes)}
-    return AudioData(
+    return container(
         name=request.name(split),
         classes=list(classes),
         labels=np.array([index[label] for _, label in kept], dtype=np.int64) if classes else None,
@@ -643,14 +620,18 @@ def _text_data(path: Path, request: _Request) -> TextData:
                     texts=texts, domain=request.domain)
 
 
-def _readable(items: _Items, request: _Request) -> _Items:
+def _readable(items: _Items, request: _Request, *, audio: bool = False) -> _Items:
+    """The items whose file is a readable image (or, with ``audio``, non-empty audio); bad files raise, or are
+    recorded as skipped with ``skip_bad_files``."""
     kept = []
     for path, label in items:
-        problem = _image_problem(path)
+        problem = audio_problem(path) if audio else _image_problem(path)
         if problem is None:
             kept.append((path, label))
         elif request.skip_bad_files:
             request.skipped.append(path)
+        elif audio:
+            raise AudioReadError(f"{problem}; fix or remove it, or set skip_bad_files to skip bad files")
         else:
             raise ImageReadError(
                 f"cannot read image {path}: {problem}; fix or remove it, or set skip_bad_files to skip bad files"

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from transferlab.data.image_data import DOMAINS
+from transferlab.data.image_data import LabeledExamples
 
 __all__ = ["TextData"]
 
 
 @dataclass
-class TextData:
+class TextData(LabeledExamples):
     """Texts of one domain.
 
     Attributes:
@@ -30,21 +30,13 @@ class TextData:
     texts: list[str]
     domain: str = "target"
     _digests: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
+    noun = "texts"
 
     def __post_init__(self) -> None:
-        if self.domain not in DOMAINS:
-            raise ValueError(f"domain must be one of {DOMAINS}, got {self.domain!r}")
-        if self.labels is not None:
-            self.labels = np.asarray(self.labels, dtype=np.int64)
-            if len(self.labels) != len(self.texts):
-                raise ValueError(f"{len(self.labels)} labels for {len(self.texts)} texts in {self.name}")
+        self._check_domain_and_labels()
 
     def __len__(self) -> int:
         return len(self.texts)
-
-    @property
-    def has_labels(self) -> bool:
-        return self.labels is not None
 
     def content_digest(self, index: int) -> str:
         """SHA-1 of the text's UTF-8 bytes: the key of the feature cache."""
@@ -58,7 +50,3 @@ class TextData:
         indices = np.asarray(indices, dtype=np.int64)
         return replace(self, labels=None if self.labels is None else self.labels[indices],
                        texts=[self.texts[i] for i in indices], _digests={})
-
-    def describe(self) -> str:
-        labels = "unlabeled" if self.labels is None else f"{len(self.classes)} classes"
-        return f"{self.name}: {len(self)} texts, {labels}, {self.domain} domain"
