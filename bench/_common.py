@@ -36,8 +36,8 @@ def read_table(path: Path) -> list[dict[str, str]]:
 
     tsv = path.suffix.lower() == ".tsv"
     with path.open(encoding="utf-8-sig", newline="") as stream:
-        reader = csv.DictReader(stream, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-        return list(reader)
+        quoting = csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL
+        return list(csv.DictReader(stream, delimiter="\t" if tsv else ",", quoting=quoting))
 
 
 def write_jsonl(path: Path, rows: list[dict], columns: tuple[str, ...]) -> Path:

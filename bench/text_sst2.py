@@ -56,6 +56,7 @@ def settings(method: str, seed: int, args, tmp: Path) -> dict:
     """The fit settings of one run; the data samples it needs are written into ``tmp``."""
     data, name = args.data, f"{method}-{seed}"
     common = {"method": method, "seed": seed, "out": tmp / "runs" / name, "max_length": 128,
+              "precision": args.precision, **args.quick_overrides,
               "test": sample_table(data / "test.tsv", args.test_size, 0, tmp / "test.jsonl")}
     if method == "features":
         return {**common, "head": "logistic",
@@ -76,7 +77,7 @@ def run(method: str, seed: int, args, tmp: Path) -> dict:
            "train_examples": metrics["train_images"], "train_seconds": metrics["train_seconds"],
            "wall_seconds": round(time.perf_counter() - started, 1)}
     print(f"  seed {seed} {method}: test accuracy {row['test_accuracy']:.4f} (val {row['val_accuracy']:.4f}), "
-          f"{row['train_examples']} training sentences, train {row['train_seconds']:.0f} s, "
+          f"{row['train_examples']} training sentences, train {row['train_seconds']:.1f} s, "
           f"wall {row['wall_seconds']:.0f} s", flush=True)
     return row
 
@@ -105,15 +106,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--finetune-lr", type=float, default=1e-3, help="head lr; the encoder's decays from it")
     parser.add_argument("--lora-lr", type=float, default=3e-3)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     parser.add_argument("--data", type=Path, default=DATA / "sst2")
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     parser.add_argument("--out-dir", type=Path, help="keep the run directories here (default: a temporary folder)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: tiny samples, seed 0, one epoch")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: tiny samples, seed 0, one epoch (no head-only epoch)")
     args = parser.parse_args()
     args.features_train_size = args.features_val_size = args.test_size = None  # full files
+    args.quick_overrides = {}
     if args.quick:
-        args.seeds, args.epochs, args.train_size, args.val_size = args.seeds[:1], 1, 200, 100
-        args.features_train_size, args.features_val_size, args.test_size = 1000, 200, 200
+        args.quick_overrides = {"head_epochs": 0}  # the one epoch trains the encoder too
+        args.seeds, args.epochs, args.train_size, args.val_size = args.seeds[:1], 1, 64, 32
+        args.features_train_size, args.features_val_size, args.test_size = 300, 100, 100
     return args
 
 
