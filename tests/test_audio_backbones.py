@@ -215,3 +215,23 @@ def test_resemblyzer_rejects_other_pools():
 
     with pytest.raises(TransferlabError, match="'flatten'"):
         create_backbone("resemblyzer", pool="flatten")
+
+
+def test_audio_cnn_ignores_padding_and_rebuilds_from_its_spec():
+    """The from-scratch audio baseline: a clip alone and padded beside a longer one give the same features."""
+    import torch
+
+    from transferlab.backbones import create_backbone, rebuild_backbone
+
+    backbone = create_backbone("audio-cnn").eval()
+    short, long = torch.randn(4000) * 0.1, torch.randn(12000) * 0.1
+    batch = backbone.preprocess.collate([short.numpy(), long.numpy()])
+    with torch.no_grad():
+        together = backbone(batch)
+        alone = backbone(backbone.preprocess.collate([short.numpy()]))
+    assert together.shape == (2, backbone.num_features)
+    torch.testing.assert_close(together[0], alone[0], atol=1e-4, rtol=1e-4)
+    names = [name for _, group in backbone.parameter_groups() for name in group]
+    assert sorted(names) == sorted(name for name, _ in backbone.named_parameters())
+    rebuilt = rebuild_backbone(json.loads(json.dumps(backbone.spec)))
+    assert rebuilt.state_dict().keys() == backbone.state_dict().keys()

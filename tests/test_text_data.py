@@ -101,6 +101,12 @@ def test_keep_classes_drops_the_others_and_renumbers(tmp_path):
         keep_classes(load_all(table), ["positive", "mixed"])
 
 
+def test_training_texts_without_the_label_column_name_the_columns_found(tmp_path):
+    table = write_table(tmp_path / "t.csv", ["text", "sentiment"], [["good", "a"], ["bad", "b"]] * 4)
+    result = runner.invoke(app, ["fit", "--train", str(table), "--method", "features", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "has no labels" in result.output and "columns: text, sentiment" in result.output
+
+
 def test_an_image_backbone_refuses_text_data_clearly(tmp_path):
     table = write_table(tmp_path / "t.csv", ["text", "label"], [["good", "a"], ["bad", "b"]] * 4)
     result = runner.invoke(app, ["fit", "--train", str(table), "--backbone", "lenet", "--method", "scratch",
@@ -164,6 +170,9 @@ def test_domain_adaptation_and_multitask_run_on_text(shared_data, tmp_path):
     dann = transferlab.api.fit({**common, "method": "dann", "source": str(movies), "target": str(tweets),
                                 "selection_samples": 32, "out": str(tmp_path / "dann")}, progress=False)
     assert "target_accuracy_selected" in dann.metrics["selection"]
+    joint = transferlab.api.fit({**common, "method": "joint", "source": str(movies), "train": str(tweets),
+                                 "out": str(tmp_path / "joint")}, progress=False)
+    assert {"train_source_ce", "train_target_ce"} <= set(joint.history[0])
     multi = transferlab.api.fit({**common, "method": "multitask", "train": str(movies), "tasks": "score:regression,label",
                                  "out": str(tmp_path / "multi")}, progress=False)
     tasks = multi.metrics["val"]["tasks"]

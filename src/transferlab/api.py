@@ -19,7 +19,7 @@ from transferlab.config import ADAPTATION_METHODS, FitConfig, build_config
 from transferlab.data import align_classes, choose_split, keep_classes, load_data, load_splits, stratified_split, take_per_class
 from transferlab.data.image_data import ImageData
 from transferlab.data.specs import manifest_columns
-from transferlab.data.text_tables import TextColumns, text_columns_of
+from transferlab.data.text_tables import TextColumns, table_columns, text_columns_of
 from transferlab.data.torch_dataset import DATA_MODALITY
 from transferlab.data.task_groups import MultiTaskSplits, load_task_group, prepare_multitask_splits
 from transferlab.engine.distributed import is_main_process
@@ -56,7 +56,10 @@ def seed_everything(seed: int) -> None:
 
 def _require_labels(data, role: str):
     if data.labels is None:
-        hint = " (texts: name the label column with --label-column)" if getattr(data, "texts", None) else ""
+        hint = ""
+        if getattr(data, "texts", None) is not None and Path(data.name).is_file():
+            hint = (f" (no label column; its columns: {', '.join(table_columns(Path(data.name)))}; name the label "
+                    "column with --label-column)")
         raise TransferlabError(f"{role} data {data.name} has no labels; {role} data needs class labels{hint}")
     return data
 

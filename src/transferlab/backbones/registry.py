@@ -8,6 +8,7 @@ from pathlib import Path
 import timm
 from timm.models import split_model_name_tag
 
+from transferlab.backbones.audio_cnn import AudioCNN
 from transferlab.backbones.base import Backbone
 from transferlab.backbones.efficientnet_lite import EFFICIENTNET_LITE, create_efficientnet_lite_backbone
 from transferlab.backbones.hf_text import (
@@ -36,7 +37,7 @@ TORCHVISION_PREFIX = "torchvision:"
 
 def list_backbones() -> list[str]:
     """The registered names: the offline backbones, then the prefixes that open timm, torchvision and Hugging Face."""
-    return [*EFFICIENTNET_LITE, "lenet", PACKAGED_MINILM, "resemblyzer", "<any timm model name>",
+    return [*EFFICIENTNET_LITE, "lenet", PACKAGED_MINILM, "resemblyzer", "audio-cnn", "<any timm model name>",
             f"{TORCHVISION_PREFIX}<arch>", "<Hugging Face model name or local directory>"]
 
 
@@ -96,7 +97,7 @@ def rebuild_backbone(spec: dict) -> Backbone:
         raise TransferlabError(f"a backbone spec must be a dict with a 'name', got {spec!r}")
     if spec.get("modality") == "text":
         return rebuild_hf_text_backbone(spec)
-    if spec.get("modality") == "audio":
+    if spec.get("modality") == "audio" and spec["name"] != "audio-cnn":
         from transferlab.backbones.hf_audio import rebuild_audio_backbone  # imported here: loads transformers
 
         return rebuild_audio_backbone(spec)
@@ -121,6 +122,10 @@ def _build(name: str, *, pretrained: bool, pool: str, image_size: int | None, ma
         if pretrained:
             logger.info("lenet has no pretrained weights: it starts from a random initialisation")
         return LeNet(image_size=image_size or 28, pool=pool)
+    if name == "audio-cnn":
+        if pretrained:
+            logger.info("audio-cnn has no pretrained weights: it starts from a random initialisation")
+        return AudioCNN(max_seconds=max_seconds)
     if name == "resemblyzer":
         return create_speaker_encoder(pretrained=pretrained, pool=pool, max_seconds=max_seconds)
     if name.startswith(TORCHVISION_PREFIX):

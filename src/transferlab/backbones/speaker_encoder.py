@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 from torch import nn
 
 from transferlab.backbones.base import Backbone
+from transferlab.backbones.mel import MelSpectrogram
 from transferlab.backbones.preprocess import AudioPreprocess
 from transferlab.errors import TransferlabError
 
@@ -61,8 +61,7 @@ class SpeakerEncoderBackbone(Backbone):
         super().__init__()
         self.encoder = _voice_encoder(pretrained)
         self.normalize_volume = normalize_volume
-        self.register_buffer("window", torch.hann_window(N_FFT, periodic=True), persistent=False)
-        self.register_buffer("mel_basis", _mel_basis(), persistent=False)
+        self.mel = MelSpectrogram(SAMPLING_RATE, N_FFT, HOP_LENGTH, N_MELS)
         self.preprocess = preprocess if preprocess is not None else AudioPreprocess(SAMPLING_RATE, max_seconds)
         self.num_features = EMBEDDING_SIZE
         self.spec = {
@@ -76,28 +75,20 @@ class SpeakerEncoderBackbone(Backbone):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Speaker embeddings ``(B, 256)`` of ``{"input_values": (B, T), "attention_mask": (B, T)}`` at 16 kHz."""
-        mask = batch["attention_mask"].to(self.window.dtype)
-        waves = batch["input_values"].to(self.window.dtype) * mask
+        mask = batch["attention_mask"].float()
+        waves = batch["input_values"].float() * mask
         lengths = [int(n) for n in batch["attention_mask"].sum(dim=-1)]
         if self.normalize_volume:
             waves = waves * volume_gain(waves, mask)[:, None]
         clip_index, starts = partial_windows(lengths)
         needed = max(waves.shape[1], (max(starts) + PARTIAL_FRAMES) * HOP_LENGTH)  # zeros up to the last window
-        mels = self.mel_frames(nn.functional.pad(waves, (0, needed - waves.shape[1])))
+        mels = self.mel(nn.functional.pad(waves, (0, needed - waves.shape[1])))  # (B, frames, 40)
         clip_index = torch.tensor(clip_index, device=mels.device)
         frames = torch.tensor(starts, device=mels.device)[:, None] + torch.arange(PARTIAL_FRAMES, device=mels.device)
         partials = self.encoder(mels[clip_index[:, None], frames])  # (P, 256), unit vectors
         sums = torch.zeros(len(lengths), EMBEDDING_SIZE, dtype=partials.dtype, device=partials.device)
         sums = sums.index_add(0, clip_index, partials)
         return nn.functional.normalize(sums, dim=1)
-
-    def mel_frames(self, waves: torch.Tensor) -> torch.Tensor:
-        """Mel power spectrogram ``(B, frames, 40)`` of ``(B, T)`` waves, as ``librosa.feature.melspectrogram``
-        computes it (centred Hann windows, zero padding at the ends, power 2, Slaney mel filters)."""
-        spectrum = torch.stft(waves, N_FFT, hop_length=HOP_LENGTH, window=self.window, center=True,
-                              pad_mode="constant", return_complex=True)
-        power = spectrum.real**2 + spectrum.imag**2  # (B, N_FFT // 2 + 1, frames)
-        return torch.matmul(self.mel_basis, power).transpose(1, 2)
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         """``lstm.0``, ``lstm.1``, ``lstm.2`` (one per LSTM layer), then ``linear``."""
@@ -168,11 +159,3 @@ def _voice_encoder(pretrained: bool) -> nn.Module:
         encoder.lstm.reset_parameters()
         encoder.linear.reset_parameters()
     return encoder
-
-
-def _mel_basis() -> torch.Tensor:
-    """Librosa's Slaney mel filterbank ``(40, 201)`` for 16 kHz and 400-point FFTs, as Resemblyzer uses."""
-    import librosa
-
-    basis = librosa.filters.mel(sr=SAMPLING_RATE, n_fft=N_FFT, n_mels=N_MELS)
-    return torch.from_numpy(np.asarray(basis, dtype=np.float32))

@@ -5,6 +5,8 @@ uses."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from timm.data import create_transform
 from torch.utils.data import Dataset, get_worker_info
@@ -19,6 +21,7 @@ from transferlab.errors import TransferlabError
 __all__ = ["ImageDataset", "TextDataset", "AudioDataset", "build_transform", "make_dataset", "DATA_MODALITY"]
 
 UNLABELED = -1
+log = logging.getLogger("transferlab")
 
 
 def build_transform(preprocess: PreprocessConfig, *, train: bool = False, augment: bool = False, hflip: float = 0.5,
@@ -165,6 +168,8 @@ def make_dataset(data, preprocess, *, train: bool = False, augment: bool = False
             f"choose a {modality} backbone (see `transferlab backbones`) or {preprocess.modality} data"
         )
     if modality == "text":
+        if train and augment:
+            log.warning("--augment has no effect on text: %s is used as it is", data.name)
         return TextDataset(data, preprocess)
     if modality == "audio":
         return AudioDataset(data, preprocess, train=train, augment=augment)
