@@ -160,7 +160,7 @@ def test_adaptation_bad_inputs(shared_data, tmp_path):
     with pytest.raises(TransferlabError, match="invalid 'selection'"):
         build_config(overrides={"method": "mcc", "source": mnist, "target": usps, "selection": "magic",
                                 "out": tmp_path / "r"})
-    with pytest.raises(TransferlabError, match="hold the same images"):
+    with pytest.raises(TransferlabError, match="hold the same examples"):
         prepare_splits(_adapt(shared_data, tmp_path / "r", target=mnist))
     # a target of other classes: digits named as words share nothing with MNIST's "0".."9"
     folder = tmp_path / "words"

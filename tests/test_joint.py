@@ -82,5 +82,5 @@ def test_joint_bad_inputs(shared_data, tmp_path):
     with pytest.raises(TransferlabError, match="invalid 'lambda'"):
         _joint(shared_data, tmp_path / "x", **{"lambda": -0.5})
     same = _joint(shared_data, tmp_path / "x", source=f"usps:{shared_data / 'usps'}@train")
-    with pytest.raises(TransferlabError, match="hold the same images"):
+    with pytest.raises(TransferlabError, match="hold the same examples"):
         fit(same, progress=False)

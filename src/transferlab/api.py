@@ -98,7 +98,7 @@ def prepare_splits(config: FitConfig) -> Splits | MultiTaskSplits:
         source = _require_labels(_load(config.source, config, ("train", "all"), "source"), "source")
         if _same_examples(source, train):
             raise TransferlabError(
-                f"source {config.source} and target {config.train} hold the same images; the source must be other data"
+                f"source {config.source} and target {config.train} hold the same examples; the source must be other data"
             )
     train, val, test = _validation_and_test(train, config, train_splits.get("val"))
     return Splits(train=train, val=val, test=test, source=source)
@@ -137,7 +137,7 @@ def _adaptation_splits(config: FitConfig) -> Splits:
     source = _require_labels(_load(config.source, config, ("train", "all"), "source"), "source")
     target = _load(config.target, config, ("train", "all"))
     if _same_examples(source, target):
-        raise TransferlabError(f"source {config.source} and target {config.target} hold the same images; "
+        raise TransferlabError(f"source {config.source} and target {config.target} hold the same examples; "
                                "the target must be other data")
     if target.labels is not None:
         target = _target_labels_in_source_classes(target, source.classes)
