@@ -15,6 +15,7 @@ import torch
 
 import transferlab
 from transferlab.artifacts import load, save_model
+from transferlab.backbones.registry import DEFAULT_BACKBONES
 from transferlab.config import ADAPTATION_METHODS, FitConfig, build_config
 from transferlab.data import align_classes, choose_split, keep_classes, load_data, load_splits, stratified_split, take_per_class
 from transferlab.data.image_data import ImageData
@@ -232,11 +233,6 @@ def fit(config: FitConfig | dict, *, splits: Splits | None = None, progress: boo
 
 # settings a resumed run may change: where it is, how it is resumed, and how fast data is decoded
 _RESUME_MAY_CHANGE = {"out", "resume", "overwrite", "num_workers"}
-
-
-# the offline pretrained default of each modality
-DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "sentence-transformers/all-MiniLM-L6-v2",
-                     "audio": "resemblyzer"}
 
 
 def default_backbone(splits: Splits | MultiTaskSplits) -> str:

@@ -64,7 +64,8 @@ def fit(
         None, help="scratch | features | finetune | seed-recipe | joint | multitask | lora, ctc (speech recognition), "
         "or domain adaptation: source-only | dann | cdan | dan | coral | mcc | mdd | self-training (default finetune)."
     ),
-    backbone: Optional[str] = typer.Option(None, help="Backbone name (default efficientnet_lite0)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone name (default by the data: efficientnet_lite0 for images, "
+                                           "sentence-transformers/all-MiniLM-L6-v2 for text, resemblyzer for audio)."),
     weights: Optional[Path] = typer.Option(None, help="Local .safetensors/.pth backbone weights, or a run directory."),
     labels_per_class: Optional[int] = typer.Option(None, help="Keep N labeled training examples per class."),
     classes: Optional[str] = typer.Option(None, help="Keep only these classes in every dataset, e.g. positive,negative."),

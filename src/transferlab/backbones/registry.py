@@ -26,11 +26,13 @@ from transferlab.backbones.torchvision_backbone import create_torchvision_backbo
 from transferlab.backbones.weights import load_weights_file
 from transferlab.errors import TransferlabError, suggest
 
-__all__ = ["POOLS", "create_backbone", "list_backbones", "rebuild_backbone"]
+__all__ = ["DEFAULT_BACKBONES", "POOLS", "create_backbone", "list_backbones", "rebuild_backbone"]
 
 logger = logging.getLogger("transferlab")
 
 POOLS = ("avg", "flatten", "cls")
+# the offline pretrained default of each modality (used when --backbone is not given)
+DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": PACKAGED_MINILM, "audio": "resemblyzer"}
 TIMM_PREFIX = "timm:"
 TORCHVISION_PREFIX = "torchvision:"
 

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from transferlab.backbones.base import PreprocessConfig
 from transferlab.backbones.preprocess import AudioPreprocess, TextPreprocess
+from transferlab.backbones.registry import DEFAULT_BACKBONES
 from transferlab.data.audio_data import AudioData
 from transferlab.data.image_data import ImageData
 from transferlab.data.text_data import TextData
@@ -165,7 +166,8 @@ def make_dataset(data, preprocess, *, train: bool = False, augment: bool = False
     if modality != preprocess.modality:
         raise TransferlabError(
             f"{data.name} holds {modality or type(data).__name__} data, but the backbone reads {preprocess.modality}; "
-            f"choose a {modality} backbone (see `transferlab backbones`) or {preprocess.modality} data"
+            f"choose a {modality} backbone (e.g. {DEFAULT_BACKBONES.get(modality)}, the default for {modality} data "
+            f"when --backbone is not given) or {preprocess.modality} data"
         )
     if modality == "text":
         if train and augment:
