@@ -201,3 +201,17 @@ def test_killed_dann_run_resumes_its_reversal_schedule_exactly(shared_data, tmp_
     resumed = kill_then_resume(lambda resume: _adapt(shared_data, tmp_path / "killed", resume=resume, **settings), 2)
     assert resumed == [{k: v for k, v in row.items() if k != "seconds"} for row in full.history]
     assert resumed[2]["train_reversal"] > resumed[1]["train_reversal"]
+
+
+def test_a_collapsed_adaptation_is_flagged_without_target_labels():
+    """Nearly every target prediction in one class the source labels do not favour: the report warns."""
+    from transferlab.methods.adaptation.train import selection_report
+
+    def row(score, share, source_share):
+        return {"val_source-accuracy": score, "report_target_top_class_share": share,
+                "report_source_share_of_that_class": source_share}
+
+    report = selection_report([row(0.8, 0.6, 0.5), row(0.9, 0.97, 0.5)], "source-accuracy")
+    assert report["selected_epoch"] == 2 and "collapsed" in report["warning"]
+    assert "warning" not in selection_report([row(0.9, 0.6, 0.5), row(0.8, 0.97, 0.5)], "source-accuracy")
+    assert "warning" not in selection_report([row(0.9, 0.95, 0.9)], "source-accuracy")  # the source is that skewed

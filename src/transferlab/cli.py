@@ -179,6 +179,8 @@ def _selection_lines(report: dict) -> list[str]:
         lines.append(f"target accuracy (labels used for reporting only): chosen {report['target_accuracy_selected']:.4f}, "
                      f"best in hindsight {report['target_accuracy_best_in_hindsight']:.4f} "
                      f"(epoch {report['best_epoch_in_hindsight']})")
+    if "warning" in report:
+        lines.append(f"warning: {report['warning']}")
     return lines
 
 

@@ -122,6 +122,12 @@ class AdaptationValidation:
             "val_entropy": -float(entropy(target_probabilities).mean()),
             "val_snd": snd_score(target_probabilities),
         }
+        # label-free collapse check: the largest share of target predictions in one class, next to that class's
+        # share of the source labels (adversarial methods can push every target example into one class)
+        shares = torch.bincount(target_logits.argmax(1), minlength=target_logits.shape[1]).float() / len(target_logits)
+        top = int(shares.argmax())
+        row["report_target_top_class_share"] = float(shares[top])
+        row["report_source_share_of_that_class"] = float((source_labels == top).float().mean())
         known = target_labels >= 0  # target examples of classes the source has (labels only for reporting)
         if bool(known.any()):
             accuracy = float((target_logits.argmax(1)[known] == target_labels[known]).float().mean())

@@ -39,7 +39,8 @@ from transferlab.methods.base import MethodResult, RunContext, Splits, register_
 from transferlab.errors import TransferlabError
 from transferlab.methods.finetune import build_model, freeze_and_rates
 
-__all__ = ["ADAPTATION_LOSSES", "AdaptationObjective", "build_adaptation_loss", "selection_report", "train_adaptation"]
+__all__ = ["ADAPTATION_LOSSES", "AdaptationObjective", "build_adaptation_loss", "collapsed", "selection_report",
+           "train_adaptation"]
 
 log = logging.getLogger("transferlab")
 
@@ -121,6 +122,16 @@ class TwoViews(Dataset):
         return torch.stack([self.plain.transform(image), self.augment(image)]), self.plain.label(index)
 
 
+COLLAPSE_SHARE = 0.9  # target predictions in one class at or above this share ...
+COLLAPSE_MARGIN = 0.3  # ... and this much above the class's share of the source labels: a warning
+
+
+def collapsed(target_share: float, source_share: float) -> bool:
+    """Label-free sign of a collapsed adaptation: nearly all target predictions in one class that the source labels
+    do not favour that much."""
+    return target_share >= COLLAPSE_SHARE and target_share - source_share >= COLLAPSE_MARGIN
+
+
 def selection_report(history: list[dict], scorer: str) -> dict:
     """Which epoch each scorer picks and, when target labels were there, the target accuracy it gets, next to the
     best epoch in hindsight: the selection gap in numbers."""
@@ -140,6 +151,16 @@ def selection_report(history: list[dict], scorer: str) -> dict:
                                                      if labels else {})}
     report["selected_epoch"] = by_scorer[scorer]["epoch"]
     report["by_scorer"] = by_scorer
+    chosen = history[report["selected_epoch"] - 1]
+    if "report_target_top_class_share" in chosen:
+        report["target_top_class_share_selected"] = chosen["report_target_top_class_share"]
+        if collapsed(chosen["report_target_top_class_share"], chosen["report_source_share_of_that_class"]):
+            report["warning"] = (
+                f"the chosen checkpoint (epoch {report['selected_epoch']}) puts "
+                f"{chosen['report_target_top_class_share']:.0%} of the target predictions into one class that holds "
+                f"{chosen['report_source_share_of_that_class']:.0%} of the source labels: the adaptation may have "
+                "collapsed; compare with --method source-only, or lower --trade-off or --lr")
+            log.warning(report["warning"])
     if labels:
         best = pick("report_target_accuracy")
         report["target_accuracy_selected"] = by_scorer[scorer]["target_accuracy"]
