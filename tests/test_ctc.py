@@ -275,3 +275,11 @@ def test_cli_prints_wer_cer_and_transcripts(ctc_run, digits):
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "path,transcript" and lines[1].startswith(str(digits / "clips" / "3_george_0.wav"))
+
+
+def test_settings_that_mean_nothing_to_ctc_are_refused():
+    from transferlab.config import build_config
+
+    with pytest.raises(TransferlabError, match="do not apply to it: labels_per_class, head"):
+        build_config(overrides={"train": "x.csv", "method": "ctc", "backbone": "tiny", "labels_per_class": 5,
+                                "head": "mlp", "out": "run"})

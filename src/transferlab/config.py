@@ -223,12 +223,24 @@ class FitConfig(BaseModel):
             raise ValueError("method 'joint' needs labeled source data: set source (--source SPEC)")
         if self.method == "joint" and self.batch_size < 2:
             raise ValueError(f"method 'joint' draws both domains in every batch: batch_size must be at least 2, got {self.batch_size}")
+        if self.method == "ctc":
+            self._check_ctc_settings()
         if self.method == "ctc" and self.backbone is None:
             raise ValueError("method 'ctc' fine-tunes a speech encoder with a CTC head: set backbone (--backbone) to a "
                              "wav2vec2-style model directory or Hugging Face name")
         if self.resume and self.overwrite:
             raise ValueError("choose either resume or overwrite, not both")
         return self
+
+    # settings that mean nothing to speech recognition (a CTC head over characters), with their defaults
+    _NOT_FOR_CTC = (("labels_per_class", None), ("classes", None), ("head", "linear"), ("pool", "avg"),
+                    ("augment", False), ("l2sp_alpha", 0.0), ("l2sp_beta", 0.0))
+
+    def _check_ctc_settings(self) -> None:
+        given = [name for name, default in self._NOT_FOR_CTC if getattr(self, name) != default]
+        if given:
+            raise ValueError(f"method 'ctc' trains a CTC head on transcripts; these settings do not apply to it: "
+                             f"{', '.join(given)}")
 
     def _check_data_roles(self) -> None:
         """Which data settings each kind of method needs: train, tasks, or source + target."""

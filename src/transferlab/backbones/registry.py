@@ -80,6 +80,8 @@ def create_backbone(
         raise TransferlabError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
     backbone = _build(name, pretrained=pretrained and weights is None, pool=pool, image_size=image_size,
                       max_length=max_length, max_seconds=max_seconds)
+    if backbone.modality != "image" and image_size is not None:
+        logger.warning("image_size is for image backbones; %s backbone %r ignores it", backbone.modality, name)
     if backbone.modality == "image" and pool == "cls":
         raise TransferlabError(f"pool 'cls' (the first token) is for text backbones; image backbone {name!r} takes "
                                "pool 'avg' or 'flatten'")
