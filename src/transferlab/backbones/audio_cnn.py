@@ -13,6 +13,7 @@ from torch import nn
 
 from transferlab.backbones.base import Backbone
 from transferlab.backbones.mel import MelSpectrogram
+from transferlab.backbones.pooling import length_mask, masked_mean
 from transferlab.backbones.preprocess import AudioPreprocess
 
 __all__ = ["AudioCNN"]
@@ -26,10 +27,6 @@ def _block(channels_in: int, channels_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False), nn.BatchNorm2d(channels_out),
                          nn.ReLU(inplace=True))
 
-
-def _real_frames(frames: torch.Tensor, length: int) -> torch.Tensor:
-    """``(B, 1, length, 1)`` mask of each clip's real frames."""
-    return (torch.arange(length, device=frames.device) < frames[:, None])[:, None, :, None]
 
 
 class AudioCNN(Backbone):
@@ -57,16 +54,16 @@ class AudioCNN(Backbone):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         frames = batch["attention_mask"].sum(dim=1) // HOP_LENGTH + 1  # (B,) real mel frames per clip
         mels = torch.log(self.mel(batch["input_values"] * batch["attention_mask"]) + 1e-6)  # (B, F, 64)
-        real = (torch.arange(mels.shape[1], device=mels.device) < frames[:, None]).unsqueeze(-1)
+        real = length_mask(frames, mels.shape[1]).unsqueeze(-1)
         mean = (mels * real).sum(dim=(1, 2), keepdim=True) / (frames[:, None, None] * N_MELS)
         std = (((mels - mean) * real) ** 2).sum(dim=(1, 2), keepdim=True).div(frames[:, None, None] * N_MELS).sqrt()
         x = (((mels - mean) / (std + 1e-5)) * real).unsqueeze(1)  # (B, 1, F, 64), padding zeroed
         for block in self.blocks:
-            x = block(x) * _real_frames(frames, x.shape[2])  # ReLU outputs: zeros never win the max-pool
+            x = block(x) * length_mask(frames, x.shape[2])[:, None, :, None]  # ReLU outputs: zeros never win the pool
             x = nn.functional.max_pool2d(x, 2, ceil_mode=True)
             frames = torch.div(frames + 1, 2, rounding_mode="floor")  # ceil-mode pooling: real frames, rounded up
         x = x.mean(dim=3)  # over frequency: (B, C, F')
-        return (x * _real_frames(frames, x.shape[2])[..., 0]).sum(dim=2) / frames[:, None]
+        return masked_mean(x.transpose(1, 2), length_mask(frames, x.shape[2]))
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         """``block.0`` ... ``block.3``, input to output."""

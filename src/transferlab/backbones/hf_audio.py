@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from transferlab.backbones.base import Backbone
+from transferlab.backbones.pooling import length_mask, masked_mean
 from transferlab.backbones.preprocess import AudioPreprocess
 from transferlab.errors import TransferlabError
 
@@ -87,7 +88,7 @@ class HFAudioBackbone(Backbone):
             hidden = self.model(batch["input_values"], **extra, **self._time_masking(batch["input_values"]))
             hidden = hidden.last_hidden_state
             frames = self.model._get_feat_extract_output_lengths(samples)
-        return masked_mean(hidden, frames)
+        return masked_mean(hidden, length_mask(frames.to(hidden.device).clamp(1, hidden.shape[1]), hidden.shape[1]))
 
     def _time_masking(self, values: torch.Tensor) -> dict:
         """``{"mask_time_indices": nothing masked}`` for training batches shorter than one SpecAugment time mask
@@ -122,13 +123,6 @@ class HFAudioBackbone(Backbone):
                 continue
             groups.setdefault(_group_of(name, stable_norm), []).append(f"model.{name}")
         return sorted(groups.items(), key=lambda item: _group_rank(item[0]))
-
-
-def masked_mean(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden`` ``(B, T, D)`` over the first ``lengths[b]`` frames of each row -> ``(B, D)``."""
-    lengths = lengths.to(hidden.device).clamp(1, hidden.shape[1])
-    mask = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]).to(hidden.dtype)
-    return (hidden * mask[:, :, None]).sum(dim=1) / lengths[:, None].to(hidden.dtype)
 
 
 def create_hf_audio_backbone(name: str, *, pretrained: bool, pool: str, max_seconds: float) -> HFAudioBackbone:

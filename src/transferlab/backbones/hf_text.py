@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from transferlab.backbones.base import Backbone
+from transferlab.backbones.pooling import masked_mean
 from transferlab.backbones.preprocess import TextPreprocess
 from transferlab.backbones.torchvision_backbone import group_by_children
 from transferlab.errors import TransferlabError
@@ -37,7 +38,6 @@ __all__ = [
     "hf_model_kind",
     "hf_parameter_groups",
     "is_hf_model_reference",
-    "masked_mean",
     "rebuild_hf_text_backbone",
     "resolve_hf_model",
 ]
@@ -119,12 +119,6 @@ class HFTextBackbone(Backbone):
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         return hf_parameter_groups(self.model, prefix="model.")
-
-
-def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``tokens`` ``(B, T, D)`` over the positions where ``mask`` ``(B, T)`` is 1 -> ``(B, D)``."""
-    weights = mask.to(tokens.dtype).unsqueeze(-1)
-    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
 def hf_parameter_groups(model: nn.Module, prefix: str = "") -> list[tuple[str, list[str]]]:

@@ -40,7 +40,14 @@ from PIL import Image
 from transferlab.data.audio_data import AUDIO_EXTENSIONS, AudioData, AudioReadError, audio_problem
 from transferlab.data.image_data import DOMAINS, ImageData, ImageReadError
 from transferlab.data.text_data import TextData
-from transferlab.data.text_tables import TextColumns, is_text_table, read_text_table, table_columns
+from transferlab.data.text_tables import (
+    TEXT_TABLE_SUFFIXES,
+    TextColumns,
+    is_text_table,
+    read_text_table,
+    resolve_text_column,
+    table_columns,
+)
 from transferlab.errors import TransferlabError, suggest
 
 __all__ = ["load_splits", "load_data", "manifest_columns", "read_manifest_columns", "sort_class_names", "KINDS", "SPLITS", "IMAGE_EXTENSIONS",
@@ -497,8 +504,7 @@ def _manifest_file(spec: str) -> tuple[str, Path, str | None] | None:
     """``(base, file, split)`` when ``spec`` names an existing CSV manifest or text table, else ``None``."""
     base, kind, location, split = _parse_spec(spec)
     path = Path(location).expanduser()
-    tables = (".csv", ".tsv", ".jsonl")
-    if not (kind == "csv" or (kind is None and path.suffix.lower() in tables)) or not path.is_file():
+    if not (kind == "csv" or (kind is None and path.suffix.lower() in TEXT_TABLE_SUFFIXES)) or not path.is_file():
         return None
     return base, path, split
 
@@ -511,9 +517,8 @@ def manifest_columns(spec: str, text_columns: TextColumns | None = None) -> list
         return None
     path = manifest[1]
     if is_text_table(path, text_columns):
-        text = (text_columns or TextColumns()).text
         header = table_columns(path)
-        text = text or next((name for name in ("text", "sentence") if name in header), None)
+        text = resolve_text_column(path, header, text_columns or TextColumns())
         return [column for column in header if column != text]
     try:
         with path.open(newline="", encoding="utf-8-sig") as stream:

@@ -18,7 +18,7 @@ from pathlib import Path
 from transferlab.errors import TransferlabError
 
 __all__ = ["TextColumns", "TEXT_TABLE_SUFFIXES", "read_text_table", "table_columns", "is_text_table",
-           "text_columns_of"]
+           "text_columns_of", "resolve_text_column"]
 
 log = logging.getLogger("transferlab")
 
@@ -120,7 +120,8 @@ def table_columns(path: Path) -> list[str]:
         return []  # read_text_table reports the problem with the file's name
 
 
-def _text_column(path: Path, header: list[str], columns: TextColumns) -> str:
+def resolve_text_column(path: Path, header: list[str], columns: TextColumns) -> str:
+    """The text column of a table with ``header``: the named one, else the first of ``text``, ``sentence``."""
     if columns.text is not None:
         if columns.text not in header:
             raise TransferlabError(f"{path} has no text column {columns.text!r}; its columns: {', '.join(header)}")
@@ -150,7 +151,7 @@ def read_text_table(path: Path, columns: TextColumns, label_columns: list[str] |
             lists the columns found), empty texts when ``columns.empty_texts == "error"``, or no text left.
     """
     header, rows = _rows(path)
-    text_column = _text_column(path, header, columns)
+    text_column = resolve_text_column(path, header, columns)
     if label_columns is None:
         label_columns = [columns.label] if columns.label in header else []
     missing = [name for name in label_columns if name not in header]

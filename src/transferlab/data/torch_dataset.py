@@ -41,6 +41,10 @@ def build_transform(preprocess: PreprocessConfig, *, train: bool = False, augmen
     )
 
 
+def _label_tensor(labels, index: int) -> torch.Tensor:
+    return torch.tensor(UNLABELED if labels is None else int(labels[index]), dtype=torch.long)
+
+
 # in-memory pixel data whose preprocessed tensors fit in this many bytes keeps them after the first use
 TENSOR_CACHE_BYTES = 2 * 1024**3
 
@@ -76,7 +80,7 @@ class ImageDataset(Dataset):
 
     def label(self, index: int) -> torch.Tensor:
         """The class index of example ``index``, or -1 for unlabeled data."""
-        return torch.tensor(UNLABELED if self.data.labels is None else int(self.data.labels[index]), dtype=torch.long)
+        return _label_tensor(self.data.labels, index)
 
     def __getitem__(self, index: int):
         cached = self._tensors.get(index) if self._tensors is not None else None
@@ -87,27 +91,19 @@ class ImageDataset(Dataset):
         return cached, self.label(index)
 
 
-def _label_tensor(labels, index: int) -> torch.Tensor:
-    return torch.tensor(UNLABELED if labels is None else int(labels[index]), dtype=torch.long)
+class _PaddedDataset(Dataset):
+    """What the text and audio datasets share: ``data`` with labels, and batches padded by the preprocessing's
+    ``collate`` (``collate_inputs`` for inputs alone, ``collate_fn`` for ``(inputs, label)`` items)."""
 
-
-class TextDataset(Dataset):
-    """Yields ``(token_fields, label)``: a text's token ids (tokenized once, for the whole dataset, on creation);
-    ``collate_fn`` pads a batch to its longest text."""
-
-    def __init__(self, data: TextData, preprocess: TextPreprocess):
+    def __init__(self, data, preprocess):
         self.data = data
         self.preprocess = preprocess
-        self.encoded = preprocess.encode(data.texts)
 
     def __len__(self) -> int:
         return len(self.data)
 
     def label(self, index: int) -> torch.Tensor:
         return _label_tensor(self.data.labels, index)
-
-    def __getitem__(self, index: int):
-        return self.encoded[index], self.label(index)
 
     def collate_inputs(self, inputs: list) -> dict[str, torch.Tensor]:
         return self.preprocess.collate(inputs)
@@ -116,21 +112,26 @@ class TextDataset(Dataset):
         return self.collate_inputs([x for x, _ in items]), torch.stack([label for _, label in items])
 
 
-class AudioDataset(Dataset):
+class TextDataset(_PaddedDataset):
+    """Yields ``(token_fields, label)``: a text's token ids (tokenized once, for the whole dataset, on creation);
+    ``collate_fn`` pads a batch to its longest text."""
+
+    def __init__(self, data: TextData, preprocess: TextPreprocess):
+        super().__init__(data, preprocess)
+        self.encoded = preprocess.encode(data.texts)
+
+    def __getitem__(self, index: int):
+        return self.encoded[index], self.label(index)
+
+
+class AudioDataset(_PaddedDataset):
     """Yields ``(waveform, label)``: a clip decoded to mono at the backbone's rate, at most ``max_seconds`` long
     (while training with ``augment``, a random ``max_seconds`` window of a longer clip; otherwise its start);
     ``collate_fn`` pads a batch to its longest clip."""
 
     def __init__(self, data: AudioData, preprocess: AudioPreprocess, *, train: bool = False, augment: bool = False):
-        self.data = data
-        self.preprocess = preprocess
+        super().__init__(data, preprocess)
         self.random_crop = train and augment
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def label(self, index: int) -> torch.Tensor:
-        return _label_tensor(self.data.labels, index)
 
     def waveform(self, index: int):
         rate, seconds = self.preprocess.sampling_rate, self.preprocess.max_seconds
@@ -143,12 +144,6 @@ class AudioDataset(Dataset):
 
     def __getitem__(self, index: int):
         return self.waveform(index), self.label(index)
-
-    def collate_inputs(self, inputs: list) -> dict[str, torch.Tensor]:
-        return self.preprocess.collate(inputs)
-
-    def collate_fn(self, items: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        return self.collate_inputs([x for x, _ in items]), torch.stack([label for _, label in items])
 
 
 # which data container each modality reads
