@@ -36,16 +36,14 @@ from transferlab.api import fit
 from transferlab.config import ADAPTATION_METHODS, build_config
 from transferlab.methods.adaptation.selection import SCORERS
 
-DIRECTIONS = (("mnist", "usps"), ("usps", "mnist"))
-
-
 def run(method: str, source: str, target: str, seed: int, args, out: Path) -> dict:
     data = args.data
     config = build_config(overrides={
         "method": method, "backbone": "lenet", "image_size": 28, "pretrained": False,
         "source": f"{source}:{data / source}@train", "target": f"{target}:{data / target}@train",
-        "test": f"{target}:{data / target}@test", "val_fraction": 0.05, "batch_size": 64, "lr": 3e-3,
-        "optimizer": "adamw", "scheduler": "cosine", "precision": "fp32", "epochs": args.epochs,
+        "test": f"{target}:{data / target}@test", "val_fraction": 0.05, "batch_size": args.batch_size, "lr": args.lr,
+        "optimizer": args.optimizer, "scheduler": args.scheduler, "weight_decay": args.weight_decay,
+        "precision": "fp32", "epochs": args.epochs,
         "steps_per_epoch": args.steps, "seed": seed, "out": out / f"{method}-{source}-{target}-{seed}",
         **({"selection": args.selection} if args.selection else {}),
     })
@@ -69,6 +67,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--methods", nargs="+", default=list(ADAPTATION_METHODS))
+    parser.add_argument("--batch-size", type=int, default=64, help="source + target images per step")
+    parser.add_argument("--optimizer", default="adamw")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--scheduler", default="cosine")
+    parser.add_argument("--directions", nargs="+", default=["mnist->usps", "usps->mnist"])
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding mnist/ and usps/")
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     parser.add_argument("--selection", choices=SCORERS, help="checkpoint scorer (default: the project default)")
@@ -78,8 +82,8 @@ def main() -> None:
     started = time.perf_counter()
     results: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory(prefix="adaptation-digits-") as tmp:
-        for source, target in DIRECTIONS:
-            pair = f"{source}->{target}"
+        for pair in args.directions:
+            source, target = pair.split("->")
             results[pair] = {m: [run(m, source, target, s, args, Path(tmp)) for s in args.seeds] for m in args.methods}
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

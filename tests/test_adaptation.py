@@ -23,7 +23,13 @@ from transferlab.methods.adaptation.losses import (
     reversal_coefficient,
 )
 from transferlab.methods.adaptation.modules import CDANLoss, GradientReversal
-from transferlab.methods.adaptation.selection import dev_risk, importance_weights, snd_score
+from transferlab.methods.adaptation.selection import (
+    AdaptationValidation,
+    dev_risk,
+    effective_sample_size,
+    importance_weights,
+    snd_score,
+)
 
 runner = CliRunner()
 
@@ -96,6 +102,9 @@ def test_importance_weights_follow_the_density_ratio():
     source = rng.normal(size=(400, 1))
     weights = importance_weights(source, rng.normal(loc=1.0, size=(400, 1)))
     assert np.corrcoef(source[:, 0], weights)[0, 1] > 0.8  # source examples nearer the target weigh more
+    assert effective_sample_size(np.ones(50)) == pytest.approx(50)
+    assert effective_sample_size(np.r_[np.ones(49), 1000.0]) < 2  # one example holds nearly all the weight
+    assert 100 < effective_sample_size(weights) < 400
 
 
 def test_dev_risk_reduces_to_the_mean_loss_with_equal_weights_and_snd_of_collapse():
@@ -203,15 +212,57 @@ def test_killed_dann_run_resumes_its_reversal_schedule_exactly(shared_data, tmp_
     assert resumed[2]["train_reversal"] > resumed[1]["train_reversal"]
 
 
-def test_a_collapsed_adaptation_is_flagged_without_target_labels():
-    """Nearly every target prediction in one class the source labels do not favour: the report warns."""
+def _scored_epochs(*epochs):
+    """History rows as `AdaptationValidation` writes them: (source accuracy, top target class share, source share of
+    that class, target accuracy) per epoch."""
+    from transferlab.methods.adaptation.selection import COLLAPSE_PENALTY, collapsed
+
+    rows = []
+    for number, (score, share, source_share, target_accuracy) in enumerate(epochs, start=1):
+        down = collapsed(share, source_share)
+        rows.append({"epoch": number, "val_source-accuracy": score, "val_score": score - COLLAPSE_PENALTY * down,
+                     "report_target_top_class_share": share, "report_source_share_of_that_class": source_share,
+                     "report_collapsed": float(down), "report_target_accuracy": target_accuracy,
+                     "val_oracle": target_accuracy})
+    return rows
+
+
+def test_collapsed_epochs_are_passed_over_without_target_labels():
+    """An epoch with nearly every target prediction in one class the source labels do not favour ranks last."""
     from transferlab.methods.adaptation.train import selection_report
 
-    def row(score, share, source_share):
-        return {"val_source-accuracy": score, "report_target_top_class_share": share,
-                "report_source_share_of_that_class": source_share}
+    report = selection_report(_scored_epochs((0.8, 0.6, 0.5, 0.7), (0.9, 0.97, 0.5, 0.3)), "source-accuracy")
+    assert report["selected_epoch"] == 1 and report["collapsed_epochs"] == [2] and "warning" not in report
+    assert report["target_accuracy_selected"] == 0.7
+    assert selection_report(_scored_epochs((0.8, 0.6, 0.5, 0.7), (0.9, 0.97, 0.5, 0.3)), "oracle")["selected_epoch"] == 1
+    # the source is that skewed: not a collapse
+    assert selection_report(_scored_epochs((0.8, 0.6, 0.5, 0.7), (0.9, 0.95, 0.9, 0.9)), "source-accuracy")[
+        "selected_epoch"] == 2
 
-    report = selection_report([row(0.8, 0.6, 0.5), row(0.9, 0.97, 0.5)], "source-accuracy")
+
+def test_validation_marks_an_epoch_that_predicts_one_class_for_every_target_image(shared_data, tmp_path):
+    from transferlab.backbones.lenet import LeNet
+    from transferlab.engine.loop import TrainSettings
+    from transferlab.model import TransferModel
+
+    splits = prepare_splits(_adapt(shared_data, tmp_path / "r"))
+    head = torch.nn.Linear(500, 10)
+    model = TransferModel(LeNet(28), head, splits.classes)
+    settings = TrainSettings(epochs=1, batch_size=64)
+    validation = AdaptationValidation(splits.val, splits.target, "source-accuracy", max_target=200)
+    healthy = validation.evaluate(model, settings)
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([0.0] * 3 + [100.0] + [0.0] * 6))  # every example -> class 3
+    down = validation.evaluate(model, settings)
+    assert healthy["report_collapsed"] == 0 and healthy["val_score"] == healthy["val_source-accuracy"]
+    assert down["report_collapsed"] == 1 and down["report_target_top_class_share"] == 1.0
+    assert down["val_score"] < healthy["val_score"] and down["val_score"] < -1000
+    assert 0 < down["report_importance_ess"] <= len(splits.val)
+
+
+def test_a_run_whose_every_epoch_collapsed_keeps_its_best_and_warns():
+    from transferlab.methods.adaptation.train import selection_report
+
+    report = selection_report(_scored_epochs((0.8, 0.92, 0.5, 0.4), (0.9, 0.97, 0.5, 0.3)), "source-accuracy")
     assert report["selected_epoch"] == 2 and "collapsed" in report["warning"]
-    assert "warning" not in selection_report([row(0.9, 0.6, 0.5), row(0.8, 0.97, 0.5)], "source-accuracy")
-    assert "warning" not in selection_report([row(0.9, 0.95, 0.9)], "source-accuracy")  # the source is that skewed
+    assert report["collapsed_epochs"] == [1, 2]

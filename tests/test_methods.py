@@ -95,3 +95,33 @@ def test_scratch_ignores_pretrained_weights(tmp_path):
     result = fit(_digits(tmp_path / "s", method="scratch", backbone="efficientnet_lite0", image_size=32, epochs=1),
                  progress=False)
     assert result.model.backbone.spec.get("weights_source") == "random"
+
+
+def test_inverse_schedule_follows_dann_annealing():
+    from transferlab.engine.optim import build_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    scheduler = build_scheduler("inverse", optimizer, total_steps=100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.01)
+    assert rates[50] == pytest.approx(0.01 / 6**0.75)  # p = 0.5: lr / (1 + 10 p) ** 0.75
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+def test_training_a_cnn_keeps_its_weights_channels_last_and_saves_plain_tensors(shared_data, tmp_path):
+    from safetensors.torch import load_file
+
+    from transferlab.engine.loop import BEST_WEIGHTS
+
+    result = fit(build_config(overrides={
+        "method": "scratch", "backbone": "lenet", "image_size": 28, "pretrained": False,
+        "train": f"mnist:{shared_data / 'mnist'}@test", "labels_per_class": 10, "epochs": 1, "batch_size": 16,
+        "out": tmp_path / "run"}), progress=False)
+    conv = result.model.backbone.conv2.weight  # conv1 has one input channel: both layouts agree
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    saved = load_file(str(tmp_path / "run" / BEST_WEIGHTS))
+    assert torch.equal(saved["backbone.conv2.weight"], conv.detach())

@@ -73,7 +73,7 @@ def fit(
     batch_size: Optional[int] = typer.Option(None, help="Batch size."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of the head (earlier groups get less)."),
     optimizer: Optional[str] = typer.Option(None, help="adamw | adam | sgd."),
-    scheduler: Optional[str] = typer.Option(None, help="cosine | onecycle | constant."),
+    scheduler: Optional[str] = typer.Option(None, help="cosine | onecycle | inverse (DANN: lr / (1 + 10 p) ** 0.75) | constant."),
     freeze: Optional[str] = typer.Option(None, help="all | none | N (first N groups) | a parameter-name glob."),
     head: Optional[str] = typer.Option(None, help="logistic (features only) | linear | mlp."),
     head_epochs: Optional[int] = typer.Option(None, help="Head-only epochs before unfreezing."),
@@ -175,6 +175,9 @@ def _selection_lines(report: dict) -> list[str]:
     """The checkpoint choice of an adaptation run and, with target labels, its gap to the best in hindsight."""
     name = f"ORACLE ({report['scorer']}: reads target labels)" if report["oracle"] else report["scorer"]
     lines = [f"checkpoint chosen by {name}: epoch {report['selected_epoch']}"]
+    if report.get("collapsed_epochs") and "warning" not in report:
+        lines[0] += (f" (passed over collapsed epochs {', '.join(map(str, report['collapsed_epochs']))}: nearly all "
+                     "target predictions in one class)")
     if "target_accuracy_selected" in report:
         lines.append(f"target accuracy (labels used for reporting only): chosen {report['target_accuracy_selected']:.4f}, "
                      f"best in hindsight {report['target_accuracy_best_in_hindsight']:.4f} "

@@ -119,7 +119,7 @@ class FitConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     weight_decay: float = Field(0.01, ge=0)
-    scheduler: Literal["cosine", "onecycle", "constant"] = "cosine"
+    scheduler: Literal["cosine", "onecycle", "inverse", "constant"] = "cosine"
     patience: int | None = Field(None, ge=1, description="stop after N epochs without val improvement")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto': bf16 where the CPU/GPU has it")
     seed: int = 0

@@ -9,7 +9,7 @@ from transferlab.errors import TransferlabError
 __all__ = ["build_optimizer", "build_scheduler", "OPTIMIZERS", "SCHEDULERS"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULERS = ("cosine", "onecycle", "constant")
+SCHEDULERS = ("cosine", "onecycle", "inverse", "constant")
 
 
 def build_optimizer(name: str, param_groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:
@@ -24,13 +24,20 @@ def build_optimizer(name: str, param_groups: list[dict], weight_decay: float) ->
 
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int):
-    """A per-batch schedule over ``total_steps``: cosine decay to 0, one-cycle (warm-up then anneal) or constant."""
+    """A per-batch schedule over ``total_steps``: cosine decay to 0, one-cycle (warm-up then anneal), inverse decay
+    or constant.
+
+    ``inverse`` is the annealing of DANN (Ganin & Lempitsky, ICML 2015) used across domain-adaptation code:
+    ``lr_p = lr / (1 + 10 p) ** 0.75`` at training progress ``p`` in [0, 1] (ends at 0.17 lr).
+    """
     total_steps = max(total_steps, 1)
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     if name == "onecycle":
         max_lrs = [group["lr"] for group in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total_steps)
+    if name == "inverse":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 + 10 * step / total_steps) ** -0.75)
     if name == "constant":
         return None
     raise TransferlabError(f"unknown scheduler '{name}'; expected one of {', '.join(SCHEDULERS)}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,7 +33,7 @@ from transferlab.methods.adaptation.modules import (
     MDDLoss,
     SelfTrainingLoss,
 )
-from transferlab.methods.adaptation.selection import SCORERS, AdaptationValidation
+from transferlab.methods.adaptation.selection import SCORERS, AdaptationValidation, collapsed, pick_epoch
 from transferlab.methods.base import MethodResult, RunContext, Splits, register_method, train_settings
 from transferlab.errors import TransferlabError
 from transferlab.methods.finetune import build_model, freeze_and_rates
@@ -122,47 +121,37 @@ class TwoViews(Dataset):
         return torch.stack([self.plain.transform(image), self.augment(image)]), self.plain.label(index)
 
 
-COLLAPSE_SHARE = 0.9  # target predictions in one class at or above this share ...
-COLLAPSE_MARGIN = 0.3  # ... and this much above the class's share of the source labels: a warning
-
-
-def collapsed(target_share: float, source_share: float) -> bool:
-    """Label-free sign of a collapsed adaptation: nearly all target predictions in one class that the source labels
-    do not favour that much."""
-    return target_share >= COLLAPSE_SHARE and target_share - source_share >= COLLAPSE_MARGIN
-
-
 def selection_report(history: list[dict], scorer: str) -> dict:
     """Which epoch each scorer picks and, when target labels were there, the target accuracy it gets, next to the
-    best epoch in hindsight: the selection gap in numbers."""
-    def pick(key: str) -> int | None:
-        values = [row.get(key, float("nan")) for row in history]
-        if not values or all(np.isnan(v) for v in values):
-            return None
-        return int(np.nanargmax(values))
-
+    best epoch in hindsight: the selection gap in numbers. Collapsed epochs (`selection.collapsed`) are named."""
     labels = "report_target_accuracy" in history[-1] if history else False
     report = {"scorer": scorer, "oracle": scorer == "oracle"}
     by_scorer = {}
     for name in SCORERS:
-        epoch = pick(f"val_{name}")
+        epoch = pick_epoch(history, f"val_{name}")
         if epoch is not None:
             by_scorer[name] = {"epoch": epoch + 1, **({"target_accuracy": history[epoch]["report_target_accuracy"]}
                                                      if labels else {})}
     report["selected_epoch"] = by_scorer[scorer]["epoch"]
     report["by_scorer"] = by_scorer
+    skipped = [row["epoch"] for row in history if row.get("report_collapsed")]
+    if skipped:
+        report["collapsed_epochs"] = skipped
     chosen = history[report["selected_epoch"] - 1]
     if "report_target_top_class_share" in chosen:
         report["target_top_class_share_selected"] = chosen["report_target_top_class_share"]
         if collapsed(chosen["report_target_top_class_share"], chosen["report_source_share_of_that_class"]):
             report["warning"] = (
-                f"the chosen checkpoint (epoch {report['selected_epoch']}) puts "
+                f"every epoch collapsed; the chosen checkpoint (epoch {report['selected_epoch']}) puts "
                 f"{chosen['report_target_top_class_share']:.0%} of the target predictions into one class that holds "
-                f"{chosen['report_source_share_of_that_class']:.0%} of the source labels: the adaptation may have "
-                "collapsed; compare with --method source-only, or lower --trade-off or --lr")
+                f"{chosen['report_source_share_of_that_class']:.0%} of the source labels: the adaptation failed; "
+                "compare with --method source-only, or lower --trade-off or --lr")
             log.warning(report["warning"])
+        elif skipped:
+            log.info("epochs %s collapsed (nearly all target predictions in one class) and were passed over",
+                     ", ".join(map(str, skipped)))
     if labels:
-        best = pick("report_target_accuracy")
+        best = pick_epoch(history, "report_target_accuracy")
         report["target_accuracy_selected"] = by_scorer[scorer]["target_accuracy"]
         report["best_epoch_in_hindsight"] = best + 1
         report["target_accuracy_best_in_hindsight"] = history[best]["report_target_accuracy"]
