@@ -88,7 +88,8 @@ def our_config(method: str, data: Path, seed: int, epochs: int, steps: int | Non
         "source": f"mnist:{data / 'mnist'}@train", "target": f"usps:{data / 'usps'}@train",
         "test": f"usps:{data / 'usps'}@test", "val_fraction": 0.05, "batch_size": 2 * SOURCE_BATCH, "lr": 3e-3,
         "optimizer": "adamw", "scheduler": "cosine", "precision": "fp32", "epochs": epochs,
-        "steps_per_epoch": steps, "seed": seed, "out": out, "selection": "source-accuracy", **extra,
+        "steps_per_epoch": steps, "seed": seed, "out": out, "selection": "source-accuracy", "head": "linear",
+        **extra,
     })
 
 

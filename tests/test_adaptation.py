@@ -266,3 +266,20 @@ def test_a_run_whose_every_epoch_collapsed_keeps_its_best_and_warns():
     report = selection_report(_scored_epochs((0.8, 0.92, 0.5, 0.4), (0.9, 0.97, 0.5, 0.3)), "source-accuracy")
     assert report["selected_epoch"] == 2 and "collapsed" in report["warning"]
     assert report["collapsed_epochs"] == [1, 2]
+
+
+def test_bottleneck_head_aligns_its_own_features_and_reloads(shared_data, tmp_path):
+    """With ``head: bottleneck`` the discriminator reads the 64 bottleneck features, and the run predicts after
+    loading like the trained model."""
+    from transferlab.api import load
+    from transferlab.model import split_head
+
+    result = fit(_adapt(shared_data, tmp_path / "run", head="bottleneck", head_hidden=[64], epochs=1), progress=False)
+    neck, classifier = split_head(result.model.head)
+    assert isinstance(neck[1], torch.nn.BatchNorm1d) and classifier.in_features == 64
+    objective_state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["objective"]
+    assert objective_state["adaptation.discriminator.layers.0.weight"].shape[1] == 64
+    x = torch.randn(4, 1, 28, 28)
+    loaded = load(tmp_path / "run").eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), result.model.eval()(x), atol=1e-5)

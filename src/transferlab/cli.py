@@ -75,7 +75,7 @@ def fit(
     optimizer: Optional[str] = typer.Option(None, help="adamw | adam | sgd."),
     scheduler: Optional[str] = typer.Option(None, help="cosine | onecycle | inverse (DANN: lr / (1 + 10 p) ** 0.75) | constant."),
     freeze: Optional[str] = typer.Option(None, help="all | none | N (first N groups) | a parameter-name glob."),
-    head: Optional[str] = typer.Option(None, help="logistic (features only) | linear | mlp."),
+    head: Optional[str] = typer.Option(None, help="logistic (features only) | linear | mlp | bottleneck (linear + batch norm + ReLU, then linear)."),
     head_epochs: Optional[int] = typer.Option(None, help="Head-only epochs before unfreezing."),
     l2sp_alpha: Optional[float] = typer.Option(None, help="L2-SP weight toward the pretrained weights."),
     image_size: Optional[int] = typer.Option(None, help="Input size in pixels (default: the backbone's)."),

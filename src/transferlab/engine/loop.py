@@ -60,8 +60,10 @@ def _epoch_loader(train_data, settings: "TrainSettings", epoch: int):
     domains drawn together, `transferlab.engine.domains.DomainPairLoader`) makes its own."""
     if hasattr(train_data, "epoch_loader"):
         return train_data.epoch_loader(epoch=epoch, seed=settings.seed, num_workers=settings.num_workers)
+    # a last batch of a single example would break batch normalisation (e.g. a bottleneck head): drop it
+    single_last = len(train_data) % settings.batch_size == 1 and len(train_data) > 1
     return make_loader(train_data, batch_size=settings.batch_size, shuffle=True, seed=settings.seed, epoch=epoch,
-                       num_workers=settings.num_workers)
+                       num_workers=settings.num_workers, drop_last=single_last)
 
 
 def _concat(chunks: list):

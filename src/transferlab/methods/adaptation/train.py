@@ -37,6 +37,7 @@ from transferlab.methods.adaptation.selection import SCORERS, AdaptationValidati
 from transferlab.methods.base import MethodResult, RunContext, Splits, register_method, train_settings
 from transferlab.errors import TransferlabError
 from transferlab.methods.finetune import build_model, freeze_and_rates
+from transferlab.model import split_head
 
 __all__ = ["ADAPTATION_LOSSES", "AdaptationObjective", "build_adaptation_loss", "collapsed", "selection_report",
            "train_adaptation"]
@@ -63,7 +64,8 @@ def build_adaptation_loss(config: FitConfig, num_features: int, num_classes: int
 
 
 class AdaptationObjective(nn.Module):
-    """``CE(h(f_s), y_s) + trade_off * adaptation(...)`` from one backbone pass over both domains.
+    """``CE(h(f_s), y_s) + trade_off * adaptation(...)`` from one backbone pass over both domains. ``f`` is what the
+    head's last linear layer reads (`transferlab.model.split_head`): the backbone features, or a bottleneck's.
 
     ``forward(model, batch)`` takes ``batch = [(x_s (B_s, ...), y_s (B_s,)), (x_t, ignored labels)]``; ``x_t`` may
     be ``(B_t, 2, ...)``: a plain and an augmented view (self-training's consistency variant). Training progress
@@ -83,8 +85,9 @@ class AdaptationObjective(nn.Module):
         two_views = torch.is_tensor(target_x) and target_x.dim() == source_x.dim() + 1  # TwoViews: (B, 2, C, H, W)
         views = [target_x[:, 0], target_x[:, 1]] if two_views else [target_x]
         inputs = [source_x, *views]
-        features = model.backbone(concat_inputs(inputs))
-        logits = model.head(features)
+        neck, classifier = split_head(model.head)
+        features = neck(model.backbone(concat_inputs(inputs)))
+        logits = classifier(features)
         sizes = [batch_length(x) for x in inputs]
         f_s, f_t, *_ = features.split(sizes)
         logits_s, logits_t, *view_logits = logits.split(sizes)
@@ -173,7 +176,7 @@ def train_adaptation(config: FitConfig, splits: Splits, context: RunContext) -> 
     pairs = DomainPairLoader(make_dataset(splits.train, preprocess, train=True, augment=config.augment), target_data,
                              batch_size=config.batch_size, source_share=0.5, steps_per_epoch=config.steps_per_epoch)
     total_steps = config.epochs * len(pairs)
-    adaptation = build_adaptation_loss(config, model.backbone.num_features, len(splits.classes))
+    adaptation = build_adaptation_loss(config, split_head(model.head)[1].in_features, len(splits.classes))
     if adaptation is not None and list(adaptation.parameters()):
         param_groups.append({"params": list(adaptation.parameters()), "lr": config.lr, "name": "adaptation"})
     optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
