@@ -30,7 +30,7 @@ skada keeps the last epoch. The epoch ours kept is printed with every run.
 Time: wall seconds of the training call on this machine (torch threads as printed; other processes running
 at the same time slow both). Ours (``train_seconds`` of ``fit``) includes building the model, decoding images
 in the data loader, one checkpoint write per epoch and the validation after every epoch (the label-free scorers
-on 3,000 source-validation and 2,000 target images, including a 5-fold logistic-regression domain classifier);
+on 3,000 source-validation and 2,000 target images, including a 3-fold logistic-regression domain classifier);
 "ours excl. validation" subtracts epochs x the time of one such validation, timed once on the final model (an
 estimate). skada (``net.fit``) includes building its dataset and, every epoch, its sampler's pass over all
 examples; it validates nothing (``train_split=None``). Neither includes loading the files or the test scoring.

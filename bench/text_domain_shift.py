@@ -30,7 +30,8 @@ et al. 2007, with thousands of unlabeled target reviews); we know of no publishe
 movie -> tweet / Amazon pairs.
 
 Usage:  python bench/text_domain_shift.py [--seeds 0 1 2] [--targets tweets amazon] [--methods dann mcc]
-            [--source-size 3000] [--epochs 3] [--steps N] [--supervised-method finetune] [--report-oracle]
+            [--source-size 3000] [--epochs 3] [--steps N] [--supervised-method finetune] [--no-supervised]
+            [--report-oracle]
             [--json results.json] [--out-dir DIR] [--quick]
 """
 
@@ -159,6 +160,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DATA / "sentiment")
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     parser.add_argument("--out-dir", type=Path, help="keep data samples and run directories here")
+    parser.add_argument("--no-supervised", action="store_true", help="skip the target-supervised row")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: one pair, tiny samples, seed 0, one epoch (no head-only epoch)")
     args = parser.parse_args()
@@ -168,7 +170,7 @@ def parse_args() -> argparse.Namespace:
         args.seeds, args.targets, args.epochs, args.steps = args.seeds[:1], args.targets[:1], 1, 2
         args.source_size, args.source_val_size, args.target_rows, args.selection_samples = 32, 16, 80, 16
         args.supervised_epochs = 1
-    args.rows = ["source-only", *args.methods, SUPERVISED]
+    args.rows = ["source-only", *args.methods, *([] if args.no_supervised else [SUPERVISED])]
     return args
 
 

@@ -88,7 +88,7 @@ def importance_weights(source_features: np.ndarray, target_features: np.ndarray,
 
     The strong regularisation keeps the ratios usable when the domains are nearly separable: on LeNet features of
     MNIST vs USPS, C = 1 put nearly all the weight on 7 of 3,000 source examples (effective sample size, see
-    `effective_sample_size`) against 365-495 with C = 0.01, and took 2.3x longer to fit.
+    `effective_sample_size`) against 365-495 with C = 0.01, and its 5-fold fit took 5.4 s against 2.3 s.
     """
     folds = min(DOMAIN_CLASSIFIER_FOLDS, len(source_features), len(target_features))
     if folds < 2:  # too few examples to fit and score out of fold: no evidence of a shift
