@@ -7,7 +7,7 @@ averaged to mono and the signal is resampled to the backbone's rate with scipy's
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from math import gcd
 from pathlib import Path
 
@@ -88,6 +88,7 @@ class AudioData(LabeledExamples):
     domain: str = "target"
     _digests: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
     noun = "audio clips"
+    per_example = ("paths", "transcripts")
 
     def __post_init__(self) -> None:
         self._check_domain_and_labels()
@@ -111,14 +112,3 @@ class AudioData(LabeledExamples):
                 raise AudioReadError(f"cannot read audio file {self.paths[index]}: {exc}") from None
             digest = self._digests[index] = hashlib.sha1(payload).hexdigest()
         return digest
-
-    def subset(self, indices) -> "AudioData":
-        """A new `AudioData` holding the examples at ``indices`` (in that order)."""
-        indices = np.asarray(indices, dtype=np.int64)
-        return replace(
-            self,
-            labels=None if self.labels is None else self.labels[indices],
-            paths=[self.paths[i] for i in indices],
-            transcripts=None if self.transcripts is None else [self.transcripts[i] for i in indices],
-            _digests={},
-        )

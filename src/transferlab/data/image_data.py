@@ -22,9 +22,11 @@ class ImageReadError(TransferlabError):
 
 class LabeledExamples:
     """What `ImageData`, `TextData` and `AudioData` share: ``name``, ``classes``, ``labels`` (int64 or ``None``)
-    and a ``domain`` tag, checked in one place; subclasses are dataclasses with those fields and set ``noun``."""
+    and a ``domain`` tag, checked in one place; subclasses are dataclasses with those fields and set ``noun`` and
+    ``per_example`` (their other fields holding one entry per example, which `subset` takes along)."""
 
     noun = "examples"
+    per_example: tuple[str, ...] = ()
 
     def _check_domain_and_labels(self) -> None:
         if self.domain not in DOMAINS:
@@ -41,6 +43,18 @@ class LabeledExamples:
     def describe(self) -> str:
         labels = "unlabeled" if self.labels is None else f"{len(self.classes)} classes"
         return f"{self.name}: {len(self)} {self.noun}, {labels}, {self.domain} domain"
+
+    def subset(self, indices):
+        """A new container of the same kind holding the examples at ``indices`` (in that order)."""
+        indices = np.asarray(indices, dtype=np.int64)
+
+        def take(values):
+            if values is None:
+                return None
+            return values[indices] if isinstance(values, np.ndarray) else [values[i] for i in indices]
+
+        return replace(self, labels=take(self.labels), _digests={},
+                       **{name: take(getattr(self, name)) for name in self.per_example})
 
 
 @dataclass
@@ -64,6 +78,7 @@ class ImageData(LabeledExamples):
     domain: str = "target"
     _digests: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
     noun = "images"
+    per_example = ("paths", "pixels")
 
     def __post_init__(self) -> None:
         if (self.paths is None) == (self.pixels is None):
@@ -108,18 +123,6 @@ class ImageData(LabeledExamples):
             digest = hashlib.sha1(payload).hexdigest()
             self._digests[index] = digest
         return digest
-
-    def subset(self, indices) -> "ImageData":
-        """A new `ImageData` holding the examples at ``indices`` (in that order)."""
-        indices = np.asarray(indices, dtype=np.int64)
-        return replace(
-            self,
-            labels=None if self.labels is None else self.labels[indices],
-            paths=None if self.paths is None else [self.paths[i] for i in indices],
-            pixels=None if self.pixels is None else self.pixels[indices],
-            _digests={},
-        )
-
 
 
 def align_classes(data: ImageData, classes: list[str]) -> ImageData:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +31,7 @@ class TextData(LabeledExamples):
     domain: str = "target"
     _digests: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
     noun = "texts"
+    per_example = ("texts",)
 
     def __post_init__(self) -> None:
         self._check_domain_and_labels()
@@ -44,9 +45,3 @@ class TextData(LabeledExamples):
         if digest is None:
             digest = self._digests[index] = hashlib.sha1(self.texts[index].encode("utf-8")).hexdigest()
         return digest
-
-    def subset(self, indices) -> "TextData":
-        """A new `TextData` holding the examples at ``indices`` (in that order)."""
-        indices = np.asarray(indices, dtype=np.int64)
-        return replace(self, labels=None if self.labels is None else self.labels[indices],
-                       texts=[self.texts[i] for i in indices], _digests={})
