@@ -41,7 +41,7 @@ target, USPS train, is cycled (~8.2 passes). Reported: seconds, images per secon
 (120,000), and the same without the epoch's validation (timed separately as above).
 
 Usage:  python bench/skada_comparison.py [--seeds 0 1 2] [--epochs 10] [--steps 150] [--methods dann coral mcc]
-            [--data ../shared/data] [--no-epoch-timing]
+            [--data ../shared/data] [--no-epoch-timing | --epoch-timing-only]
 Needs skada and skorch (``pip install skada skorch``; not project dependencies; the install keeps torch as is).
 """
 
@@ -277,7 +277,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding mnist/ and usps/")
     parser.add_argument("--epoch-timing", action=argparse.BooleanOptionalAction, default=True,
                         help="also time one epoch of our DANN over MNIST train + USPS train")
+    parser.add_argument("--epoch-timing-only", action="store_true", help="only the one-epoch timing (no skada)")
     args = parser.parse_args()
+    if args.epoch_timing_only:
+        with tempfile.TemporaryDirectory(prefix="skada-comparison-") as tmp:
+            epoch_timing(args.data, args.seeds[0], Path(tmp) / "epoch-timing")
+        return
     print(f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"skada {version('skada')}, skorch {version('skorch')}, load average {os.getloadavg()[0]:.1f}; seeds "
           f"{args.seeds}, {args.epochs} epochs x {args.steps} steps", flush=True)
