@@ -182,6 +182,9 @@ class JacobianDescent(LossWeighting):
         def backward() -> None:
             mtl_backward(present, features=features)
             jac_to_grad(shared_params, self.aggregator)
+            for param in shared_params:  # torchjd writes contiguous gradients: match channels-last weights
+                if param.grad is not None and param.grad.stride() != param.stride():
+                    param.grad = torch.empty_like(param).copy_(param.grad)
 
         return {"loss": total, "parts": {}, "backward": backward}
 
