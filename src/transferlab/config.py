@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from transferlab.errors import TransferlabError, suggest
 
-__all__ = ["FitConfig", "TaskSpec", "ADAPTATION_METHODS", "SCORERS", "WEIGHTINGS", "load_config_file", "build_config", "parse_task_list", "RECIPES"]
+__all__ = ["FitConfig", "TaskSpec", "ADAPTATION_METHODS", "SCORERS", "WEIGHTINGS", "HEADS", "SCHEDULERS", "load_config_file", "build_config", "parse_task_list", "RECIPES"]
 
 # unsupervised domain adaptation: labeled --source, unlabeled --target
 ADAPTATION_METHODS = ("source-only", "dann", "cdan", "dan", "coral", "mcc", "mdd", "self-training")
@@ -25,6 +25,9 @@ MULTI_LOSS_WEIGHTINGS = ("uncertainty", "dwa", "gradnorm", "upgrad", "pcgrad", "
                          "dualproj")
 WEIGHTINGS = ("fixed", *MULTI_LOSS_WEIGHTINGS)
 Weighting = Literal[WEIGHTINGS]
+# classification heads (transferlab.model.build_head) and learning-rate schedules (transferlab.engine.optim)
+HEADS = ("logistic", "linear", "mlp", "bottleneck")
+SCHEDULERS = ("cosine", "onecycle", "inverse", "constant")
 
 
 class TaskSpec(BaseModel):
@@ -97,7 +100,7 @@ class FitConfig(BaseModel):
         "avg", description="'avg' (images: global average; text/audio: mean over real tokens/frames), 'flatten' "
         "(images: flattened feature map), 'cls' (text: the first token)"
     )
-    head: Literal["logistic", "linear", "mlp", "bottleneck"] = Field(
+    head: Literal[HEADS] = Field(
         "linear", description="'logistic' (scikit-learn, features only), 'linear', 'mlp', or 'bottleneck' (linear + "
         "batch norm + ReLU to head_hidden[0] features, then linear: the usual domain-adaptation head)"
     )
@@ -121,7 +124,7 @@ class FitConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     weight_decay: float = Field(0.01, ge=0)
-    scheduler: Literal["cosine", "onecycle", "inverse", "constant"] = "cosine"
+    scheduler: Literal[SCHEDULERS] = "cosine"
     patience: int | None = Field(None, ge=1, description="stop after N epochs without val improvement")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto': bf16 where the CPU/GPU has it")
     seed: int = 0

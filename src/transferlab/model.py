@@ -6,11 +6,10 @@ import torch
 from torch import nn
 
 from transferlab.backbones.base import Backbone
+from transferlab.config import HEADS
 from transferlab.errors import TransferlabError
 
-__all__ = ["TransferModel", "MultiTaskModel", "build_head", "split_head", "HEADS"]
-
-HEADS = ("logistic", "linear", "mlp", "bottleneck")
+__all__ = ["TransferModel", "MultiTaskModel", "build_head", "split_head"]
 
 
 def build_head(kind: str, in_features: int, num_classes: int, hidden: list[int], dropout: float = 0.0) -> nn.Module:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from transferlab.config import SCHEDULERS
 from transferlab.errors import TransferlabError
 
 __all__ = ["build_optimizer", "build_scheduler", "OPTIMIZERS", "SCHEDULERS"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULERS = ("cosine", "onecycle", "inverse", "constant")
 
 
 def build_optimizer(name: str, param_groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:

@@ -53,7 +53,7 @@ from transferlab.engine.loop import TrainSettings, predict_logits
 from transferlab.methods.adaptation.losses import entropy
 
 __all__ = ["SCORERS", "DEFAULT_SCORER", "AdaptationValidation", "importance_weights", "dev_risk", "snd_score",
-           "effective_sample_size", "collapsed", "pick_epoch"]
+           "effective_sample_size", "collapsed", "ranked_score", "pick_epoch"]
 
 DEFAULT_SCORER = FitConfig.model_fields["selection"].default
 
@@ -68,12 +68,17 @@ def collapsed(target_share: float, source_share: float) -> bool:
     return target_share >= COLLAPSE_SHARE and target_share - source_share >= COLLAPSE_MARGIN
 
 
+def ranked_score(row: dict, key: str) -> float:
+    """``row[key]`` (NaN when missing) for ranking epochs: minus `COLLAPSE_PENALTY` when the epoch collapsed, unless
+    ``key`` reads target labels. The loop's ``val_score`` and `pick_epoch` both rank by it."""
+    penalise = key not in ("val_oracle", "report_target_accuracy") and row.get("report_collapsed")
+    return row.get(key, float("nan")) - (COLLAPSE_PENALTY if penalise else 0.0)
+
+
 def pick_epoch(history: list[dict], key: str) -> int | None:
-    """Index of the epoch with the highest ``history[i][key]``, collapsed epochs last (unless ``key`` reads target
-    labels); ``None`` when no epoch has the key. The same rule as the training loop's (``val_score``)."""
-    penalise = key not in ("val_oracle", "report_target_accuracy")
-    values = [row.get(key, float("nan")) - (COLLAPSE_PENALTY if penalise and row.get("report_collapsed") else 0.0)
-              for row in history]
+    """Index of the epoch with the highest `ranked_score` for ``key`` (collapsed epochs last); ``None`` when no
+    epoch has the key."""
+    values = [ranked_score(row, key) for row in history]
     if not values or all(np.isnan(v) for v in values):
         return None
     return int(np.nanargmax(values))
@@ -184,6 +189,5 @@ class AdaptationValidation:
         if bool(known.any()):
             accuracy = float((target_logits.argmax(1)[known] == target_labels[known]).float().mean())
             row["report_target_accuracy"] = row["val_oracle"] = accuracy
-        penalty = COLLAPSE_PENALTY if row["report_collapsed"] and self.scorer != "oracle" else 0.0
-        row["val_score"] = row[f"val_{self.scorer}"] - penalty
+        row["val_score"] = ranked_score(row, f"val_{self.scorer}")
         return row
