@@ -1,4 +1,5 @@
-"""Index splits of labeled data: a stratified train/validation split, and ``n`` labeled examples per class."""
+"""Index splits: the one validation hold-out every method uses (stratified where there are labels), a stratified
+train/validation split, and ``n`` labeled examples per class."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from transferlab.errors import TransferlabError
 
-__all__ = ["stratified_split", "take_per_class"]
+__all__ = ["hold_out_indices", "stratified_split", "take_per_class"]
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,6 +62,26 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     train, val = _one_training_example_per_class(train, val, labels)
     train = np.concatenate([train, np.flatnonzero(single)])
     return np.sort(train).astype(np.int64), np.sort(val).astype(np.int64)
+
+
+def hold_out_indices(count: int, fraction: float, seed: int, strata: np.ndarray | None = None,
+                     what: str = "examples") -> tuple[np.ndarray, np.ndarray]:
+    """``(train_idx, val_idx)`` for a validation hold-out of ``round(fraction * count)`` examples (at least one).
+
+    With ``strata`` (``(count,)`` class labels) the split is `stratified_split`; without, a seeded random choice
+    that leaves at least one training example. Every method's validation split goes through here.
+
+    Raises:
+        TransferlabError: fewer than two examples (``what`` names them in the message), or a stratified split
+            that cannot be made.
+    """
+    if strata is not None:
+        return stratified_split(strata, fraction, seed)
+    if count < 2:
+        raise TransferlabError(f"{count} {what}: too few to hold out validation data; give validation data with --val")
+    n_val = min(count - 1, max(1, round(count * fraction)))
+    order = np.random.default_rng(seed).permutation(count)
+    return np.sort(order[n_val:]).astype(np.int64), np.sort(order[:n_val]).astype(np.int64)
 
 
 def take_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
