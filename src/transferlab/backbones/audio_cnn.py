@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from transferlab.backbones.base import Backbone
+from transferlab.backbones.base import Backbone, FeatureMap
 from transferlab.backbones.mel import MelSpectrogram
-from transferlab.backbones.pooling import length_mask, masked_mean
+from transferlab.backbones.pooling import length_mask
 from transferlab.backbones.preprocess import AudioPreprocess
 
 __all__ = ["AudioCNN"]
@@ -28,11 +28,11 @@ def _block(channels_in: int, channels_out: int) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
-
 class AudioCNN(Backbone):
     """log-mel (64 bands, per-clip standardised over its real frames) -> 4 x [conv 3x3, BatchNorm, ReLU, max-pool 2]
-    -> mean over frequency and over the clip's real frames -> 128 features. Padding frames are zeroed before every
-    convolution and pooling, so (in eval mode) a clip gives the same features alone or padded in a batch.
+    -> mean over frequency (``forward_features``: ``(B, frames / 16, 128)`` with a mask of the real frames) -> mean
+    over the clip's real frames -> 128 features. Padding frames are zeroed before every convolution and pooling,
+    so (in eval mode) a clip gives the same features alone or padded in a batch.
 
     Inputs: ``{"input_values": (B, T), "attention_mask": (B, T)}`` of 16 kHz waveforms.
 
@@ -46,12 +46,13 @@ class AudioCNN(Backbone):
         self.mel = MelSpectrogram(SAMPLING_RATE, N_FFT, HOP_LENGTH, N_MELS)
         widths = (1, *WIDTHS)
         self.blocks = nn.ModuleList(_block(a, b) for a, b in zip(widths, widths[1:]))
+        self.pool = "avg"
         self.num_features = WIDTHS[-1]
         self.preprocess = AudioPreprocess(SAMPLING_RATE, max_seconds)
         self.spec = {"name": "audio-cnn", "modality": "audio", "pool": "avg", "num_features": self.num_features,
                      "weights_source": weights_source}
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> FeatureMap:
         frames = batch["attention_mask"].sum(dim=1) // HOP_LENGTH + 1  # (B,) real mel frames per clip
         mels = torch.log(self.mel(batch["input_values"] * batch["attention_mask"]) + 1e-6)  # (B, F, 64)
         real = length_mask(frames, mels.shape[1]).unsqueeze(-1)
@@ -63,7 +64,7 @@ class AudioCNN(Backbone):
             x = nn.functional.max_pool2d(x, 2, ceil_mode=True)
             frames = torch.div(frames + 1, 2, rounding_mode="floor")  # ceil-mode pooling: real frames, rounded up
         x = x.mean(dim=3)  # over frequency: (B, C, F')
-        return masked_mean(x.transpose(1, 2), length_mask(frames, x.shape[2]))
+        return FeatureMap(x.transpose(1, 2), length_mask(frames, x.shape[2]))
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         """``block.0`` ... ``block.3``, input to output."""

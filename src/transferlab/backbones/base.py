@@ -3,14 +3,38 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from transferlab.backbones.pooling import pool_feature_map
 from transferlab.errors import TransferlabError
 
-__all__ = ["Backbone", "PreprocessConfig"]
+__all__ = ["Backbone", "FeatureMap", "PreprocessConfig"]
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """Token-level or spatial features of a batch, before pooling (what ``Backbone.forward_features`` returns).
+
+    Attributes:
+        values: ``(B, T, D)`` tokens or frames (text, audio, vision transformers) or ``(B, C, H, W)`` maps
+            (conv nets).
+        mask: ``(B, T)`` long or bool, 1/True on real tokens and 0/False on padding, where lengths vary in a
+            batch (text, audio); ``None`` when every position is real.
+    """
+
+    values: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``(B,)`` real positions per example (all ``T`` without a mask; ``H * W`` for maps)."""
+        if self.mask is not None:
+            return self.mask.long().sum(dim=1)
+        size = self.values.shape[1] if self.values.dim() == 3 else self.values.shape[2] * self.values.shape[3]
+        return torch.full((self.values.shape[0],), size, dtype=torch.long, device=self.values.device)
 
 
 @dataclass(frozen=True)
@@ -52,9 +76,16 @@ class PreprocessConfig:
 
 
 class Backbone(nn.Module):
-    """A pretrained (or random) network that maps a batch of inputs to feature vectors.
+    """A pretrained (or random) network that maps a batch of inputs to token-level features and pools them.
 
-    Subclasses set:
+    The interface follows timm's: ``forward_features(x)`` gives the unpooled features as a `FeatureMap`
+    (``(B, T, D)`` with a padding mask where lengths vary, or ``(B, C, H, W)`` for conv nets), ``pool_features``
+    turns them into ``(B, num_features)`` with the backbone's named pooling (`pool`, saved as ``spec["pool"]``), and
+    ``forward(x) = pool_features(forward_features(x))``. Heads that read every token or frame (CTC, detection,
+    retrieval) use ``forward_features``; classifiers use ``forward``.
+
+    Subclasses implement `forward_features` and `parameter_groups`, and set:
+        pool: the name of the pooling step, ``"avg"``, ``"flatten"`` or ``"cls"`` (recorded as ``spec["pool"]``).
         num_features: size of the vectors ``forward`` returns.
         preprocess: what turns raw examples into inputs: `PreprocessConfig` for images,
             `transferlab.backbones.preprocess.TextPreprocess` / ``AudioPreprocess`` for text and audio.
@@ -62,10 +93,11 @@ class Backbone(nn.Module):
             architecture again (without pretrained weights; weights then come from the run directory). Text and
             audio specs carry ``"modality"``.
 
-    ``forward(x)`` takes ``(B, C, H, W)`` images, or the ``{name: tensor}`` batch the text/audio preprocessing's
-    ``collate`` makes, and returns ``(B, num_features)``.
+    ``x`` is ``(B, C, H, W)`` images, or the ``{name: tensor}`` batch the text/audio preprocessing's ``collate``
+    makes.
     """
 
+    pool: str
     num_features: int
     preprocess: "PreprocessConfig"
     spec: dict
@@ -83,8 +115,22 @@ class Backbone(nn.Module):
         """
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+    def forward_features(self, x: Any) -> FeatureMap:  # pragma: no cover - interface
+        """Unpooled features of a batch: ``values`` ``(B, T, D)`` or ``(B, C, H, W)``, ``mask`` ``(B, T)`` or None."""
         raise NotImplementedError
+
+    def pool_features(self, features: FeatureMap) -> torch.Tensor:
+        """``(B, num_features)`` from `forward_features`' output, with the backbone's named pooling `pool`
+        (`transferlab.backbones.pooling.pool_feature_map`: ``avg``, ``flatten`` or ``cls``).
+
+        Backbones whose pooled vector passes through layers of their own after pooling (timm heads, LeNet's
+        ``fc1``) override this.
+        """
+        return pool_feature_map(features.values, features.mask, self.pool)
+
+    def forward(self, x: Any) -> torch.Tensor:
+        """``pool_features(forward_features(x))``: ``(B, num_features)``."""
+        return self.pool_features(self.forward_features(x))
 
     def describe(self, name: str, pool: str, weights_source: str) -> dict:
         """The ``spec`` of this backbone (``preprocess`` and ``num_features`` must be set)."""

@@ -1,9 +1,10 @@
 """Hugging Face audio encoders as backbones: wav2vec2, HuBERT, WavLM and the encoder of Whisper.
 
-``forward`` takes the batch `AudioPreprocess.collate` makes and returns the mean of the encoder's last hidden
-states over the frames that hold real audio (``(B, hidden)``): padding added to batch clips of different lengths
-is left out of the average. The sample-level ``attention_mask`` of the batch gives each clip's length in samples;
-the model's own convolution arithmetic turns it into a number of frames.
+``forward_features`` takes the batch `AudioPreprocess.collate` makes and gives the encoder's last hidden states
+``(B, frames, hidden)`` with a mask over the frames that hold real audio; ``forward`` is their mean over those
+frames (``(B, hidden)``): padding added to batch clips of different lengths is left out of the average. The
+sample-level ``attention_mask`` of the batch gives each clip's length in samples; the model's own convolution
+arithmetic turns it into a number of frames (`HFAudioBackbone.frame_lengths`).
 
 wav2vec2-style models whose feature encoder uses layer norm (``config.feat_extract_norm == "layer"``) also get
 the ``attention_mask``, so padding does not change their output at all. Models with group norm
@@ -20,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from transferlab.backbones.base import Backbone
-from transferlab.backbones.pooling import length_mask, masked_mean
+from transferlab.backbones.base import Backbone, FeatureMap
+from transferlab.backbones.pooling import length_mask
 from transferlab.backbones.preprocess import AudioPreprocess
 from transferlab.errors import TransferlabError
 
@@ -55,6 +56,7 @@ class HFAudioBackbone(Backbone):
         super().__init__()
         _check_pool(pool)
         self.model = model
+        self.pool = pool
         for param_name, param in model.named_parameters():
             if param_name in FIXED_PARAMETERS:
                 param.requires_grad_(False)  # transformers' from_pretrained makes it trainable again
@@ -74,21 +76,29 @@ class HFAudioBackbone(Backbone):
         if self.is_whisper:
             self.spec["mel_hop_length"] = self.mel_hop_length
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled features ``(B, hidden)`` of a batch ``{input_values or input_features, attention_mask}``.
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> FeatureMap:
+        """Last hidden states ``(B, frames, hidden)`` of a batch ``{input_values or input_features,
+        attention_mask}``, with a ``(B, frames)`` mask of the frames holding real audio.
 
         ``attention_mask`` is ``(B, T)`` over samples (1 for real audio, 0 for padding).
         """
         samples = batch["attention_mask"].sum(dim=-1).long()
         if self.is_whisper:
             hidden = self.model(batch["input_features"]).last_hidden_state
-            frames = self._whisper_frames(samples, hidden.shape[1])
         else:
             extra = {"attention_mask": batch["attention_mask"]} if self.passes_attention_mask else {}
             hidden = self.model(batch["input_values"], **extra, **self._time_masking(batch["input_values"]))
             hidden = hidden.last_hidden_state
-            frames = self.model._get_feat_extract_output_lengths(samples)
-        return masked_mean(hidden, length_mask(frames.to(hidden.device).clamp(1, hidden.shape[1]), hidden.shape[1]))
+        frames = self.frame_lengths(samples, hidden.shape[1]).to(hidden.device)
+        return FeatureMap(hidden, length_mask(frames, hidden.shape[1]))
+
+    def frame_lengths(self, samples: torch.Tensor, frames: int) -> torch.Tensor:
+        """``(B,)`` output frames holding real audio for clips of ``samples`` ``(B,)`` samples, between 1 and
+        ``frames`` (the batch's output length)."""
+        if self.is_whisper:
+            return self._whisper_frames(samples, frames)
+        lengths = self.model._get_feat_extract_output_lengths(samples)
+        return torch.as_tensor(lengths, dtype=torch.long).clamp(1, frames)
 
     def _time_masking(self, values: torch.Tensor) -> dict:
         """``{"mask_time_indices": nothing masked}`` for training batches shorter than one SpecAugment time mask

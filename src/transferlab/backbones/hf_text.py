@@ -21,8 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from transferlab.backbones.base import Backbone
-from transferlab.backbones.pooling import masked_mean
+from transferlab.backbones.base import Backbone, FeatureMap
 from transferlab.backbones.preprocess import TextPreprocess
 from transferlab.backbones.torchvision_backbone import group_by_children
 from transferlab.errors import TransferlabError
@@ -76,8 +75,9 @@ class HFTextBackbone(Backbone):
             tokenizer is attached afterwards).
         weights_source: where the weights came from, recorded in ``spec``.
 
-    ``forward(batch)`` takes the ``{input_ids, attention_mask, token_type_ids}`` batch `TextPreprocess.collate`
-    makes (each ``(B, T)``) and returns ``(B, hidden_size)``.
+    ``forward_features(batch)`` takes the ``{input_ids, attention_mask, token_type_ids}`` batch
+    `TextPreprocess.collate` makes (each ``(B, T)``) and gives the last hidden states ``(B, T, hidden_size)`` with
+    the batch's ``attention_mask`` as mask; ``forward`` pools them into ``(B, hidden_size)``.
     """
 
     def __init__(self, model: nn.Module, *, name: str, pool: str, preprocess: TextPreprocess | None,
@@ -104,18 +104,13 @@ class HFTextBackbone(Backbone):
         """Always ``"text"``, also before a rebuilt backbone gets its tokenizer."""
         return "text"
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def forward_features(self, batch: Mapping[str, torch.Tensor]) -> FeatureMap:
         if not isinstance(batch, Mapping):
             raise TypeError(f"a text backbone takes a dict batch {{input_ids, attention_mask, ...}}, "
                             f"got {type(batch).__name__}")
         inputs = {key: value for key, value in batch.items() if key in self._inputs}
         tokens = self.model(**inputs).last_hidden_state  # (B, T, hidden)
-        if self.pool == "cls":
-            return tokens[:, 0]
-        mask = batch.get("attention_mask")
-        if mask is None:
-            return tokens.mean(dim=1)
-        return masked_mean(tokens, mask)
+        return FeatureMap(tokens, batch.get("attention_mask"))
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         return hf_parameter_groups(self.model, prefix="model.")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferlab.backbones.base import Backbone, PreprocessConfig
+from transferlab.backbones.base import Backbone, FeatureMap, PreprocessConfig
 from transferlab.errors import TransferlabError
 
 __all__ = ["LeNet"]
@@ -18,9 +18,9 @@ class LeNet(Backbone):
     """LeNet with TLlib's layer sizes (``tllib.vision.models.digits.LeNet``): 500 features from grayscale digits.
 
     conv 5x5 (20) -> max-pool 2 -> ReLU -> conv 5x5 (50) -> dropout -> max-pool 2 -> ReLU -> flatten ->
-    linear (500) -> ReLU -> dropout. The network always flattens its last map into ``fc1``, so both ``pool``
-    values give the same 500 features. It has no pretrained weights: it is trained from scratch or loaded from a
-    weights file.
+    linear (500) -> ReLU -> dropout. ``forward_features`` gives the last map ``(B, 50, s, s)`` (``s = 4`` at 28 px);
+    ``pool_features`` is the network's own: it always flattens that map into ``fc1``, so both ``pool`` values give
+    the same 500 features. It has no pretrained weights: it is trained from scratch or loaded from a weights file.
 
     Args:
         image_size: square input size, at least 16 (28 for MNIST; the map before ``fc1`` is 4x4 at 28 px).
@@ -41,16 +41,20 @@ class LeNet(Backbone):
         self.conv2_drop = nn.Dropout2d(p=0.5)
         self.fc1 = nn.Linear(50 * side * side, 500)
         self.fc1_drop = nn.Dropout(p=0.5)
+        self.pool = pool
         self.num_features = 500
         self.preprocess = PreprocessConfig(
             input_size=(1, image_size, image_size), mean=(0.5,), std=(0.5,), interpolation="bilinear", crop_pct=1.0
         )
         self.spec = self.describe("lenet", pool, weights_source)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> FeatureMap:
         x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
-        return self.fc1_drop(F.relu(self.fc1(x.flatten(1))))
+        return FeatureMap(F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2)))
+
+    def pool_features(self, features: FeatureMap) -> torch.Tensor:
+        """flatten -> ``fc1`` -> ReLU -> dropout, whatever ``pool`` says (see the class docstring)."""
+        return self.fc1_drop(F.relu(self.fc1(features.values.flatten(1))))
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         """``conv1``, ``conv2``, ``fc1``."""

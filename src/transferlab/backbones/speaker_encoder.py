@@ -12,6 +12,12 @@ download is needed. ``forward`` reproduces ``VoiceEncoder.embed_utterance`` for 
    its last window; every partial of every clip goes through the LSTM in one batch;
 4. each clip's embedding is the L2-normalised mean of its partial embeddings.
 
+Token-level features (``forward_features``) are therefore the partial-window embeddings, ``(B, windows, 256)``
+with a mask over each clip's windows, and ``pool_features`` is their mean, L2-normalised. The LSTM's per-frame
+outputs are not offered as tokens: each window runs the LSTM afresh from its own start, so a frame has one state
+per window covering it, and the embedding is read from the last state of each window only; one LSTM pass over a
+whole clip would give frames that do not pool into Resemblyzer's embedding.
+
 The second half of ``preprocess_wav``, trimming long silences with webrtcvad, is not applied: it changes a clip's
 length depending on its content, works on 16-bit integer audio and is not differentiable. Clips with long
 silences can be trimmed beforehand with ``resemblyzer.preprocess_wav``.
@@ -24,8 +30,9 @@ import logging
 import torch
 from torch import nn
 
-from transferlab.backbones.base import Backbone
+from transferlab.backbones.base import Backbone, FeatureMap
 from transferlab.backbones.mel import MelSpectrogram
+from transferlab.backbones.pooling import length_mask
 from transferlab.backbones.preprocess import AudioPreprocess
 from transferlab.errors import TransferlabError
 
@@ -63,6 +70,7 @@ class SpeakerEncoderBackbone(Backbone):
         self.normalize_volume = normalize_volume
         self.mel = MelSpectrogram(SAMPLING_RATE, N_FFT, HOP_LENGTH, N_MELS)
         self.preprocess = preprocess if preprocess is not None else AudioPreprocess(SAMPLING_RATE, max_seconds)
+        self.pool = "avg"
         self.num_features = EMBEDDING_SIZE
         self.spec = {
             "name": NAME,
@@ -73,8 +81,9 @@ class SpeakerEncoderBackbone(Backbone):
             "normalize_volume": normalize_volume,
         }
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Speaker embeddings ``(B, 256)`` of ``{"input_values": (B, T), "attention_mask": (B, T)}`` at 16 kHz."""
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> FeatureMap:
+        """Partial-window embeddings ``(B, windows, 256)`` (unit vectors; zeros past a clip's last window, which
+        the ``(B, windows)`` mask marks) of ``{"input_values": (B, T), "attention_mask": (B, T)}`` at 16 kHz."""
         mask = batch["attention_mask"].float()
         waves = batch["input_values"].float() * mask
         lengths = [int(n) for n in batch["attention_mask"].sum(dim=-1)]
@@ -86,9 +95,16 @@ class SpeakerEncoderBackbone(Backbone):
         clip_index = torch.tensor(clip_index, device=mels.device)
         frames = torch.tensor(starts, device=mels.device)[:, None] + torch.arange(PARTIAL_FRAMES, device=mels.device)
         partials = self.encoder(mels[clip_index[:, None], frames])  # (P, 256), unit vectors
-        sums = torch.zeros(len(lengths), EMBEDDING_SIZE, dtype=partials.dtype, device=partials.device)
-        sums = sums.index_add(0, clip_index, partials)
-        return nn.functional.normalize(sums, dim=1)
+        counts = torch.bincount(clip_index, minlength=len(lengths))  # windows per clip
+        position = torch.arange(len(clip_index), device=mels.device) - (torch.cumsum(counts, 0) - counts)[clip_index]
+        windows = torch.zeros(len(lengths), int(counts.max()), EMBEDDING_SIZE, dtype=partials.dtype,
+                              device=partials.device)
+        windows = windows.index_put((clip_index, position), partials)
+        return FeatureMap(windows, length_mask(counts, windows.shape[1]))
+
+    def pool_features(self, features: FeatureMap) -> torch.Tensor:
+        """The mean of each clip's window embeddings, L2-normalised: ``(B, 256)`` unit vectors."""
+        return nn.functional.normalize(super().pool_features(features), dim=1)
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         """``lstm.0``, ``lstm.1``, ``lstm.2`` (one per LSTM layer), then ``linear``."""

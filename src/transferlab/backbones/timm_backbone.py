@@ -10,7 +10,7 @@ from timm.models import get_pretrained_cfg, split_model_name_tag
 from timm.models import group_parameters as timm_group_parameters
 from torch import nn
 
-from transferlab.backbones.base import Backbone, PreprocessConfig
+from transferlab.backbones.base import Backbone, FeatureMap, PreprocessConfig
 from transferlab.backbones.torchvision_backbone import group_by_children
 from transferlab.errors import TransferlabError
 
@@ -20,8 +20,11 @@ __all__ = ["TimmBackbone", "create_timm_backbone", "timm_parameter_groups", "tim
 class TimmBackbone(Backbone):
     """A timm model without its classifier.
 
-    ``forward`` returns the model's pooled features (``pool="avg"``: the global average for CNNs, the model's own
-    pooling, e.g. the class token, for transformers) or its flattened final feature map (``pool="flatten"``).
+    ``forward_features`` is timm's own: ``(B, C, H, W)`` for CNNs, ``(B, tokens, D)`` (class/prefix tokens first)
+    for vision transformers; no mask. ``pool_features`` is timm's ``forward_head(pre_logits=True)``: the model's own
+    pooling (``pool="avg"``: the global average for CNNs, e.g. the class token for transformers, with whatever the
+    model applies after pooling, such as ``fc_norm`` or MobileNetV3's ``conv_head``), flattened; with
+    ``pool="flatten"`` the model was built without pooling, so it is the flattened final feature map.
 
     Args:
         model: a timm model created with ``num_classes=0`` (and ``global_pool=""`` for ``pool="flatten"``).
@@ -39,9 +42,12 @@ class TimmBackbone(Backbone):
         self.num_features = self.infer_num_features(f"backbone '{name}' (pool='{pool}')")
         self.spec = self.describe(name, pool, weights_source)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.model(x)
-        return features.flatten(1) if self.pool == "flatten" else features
+    def forward_features(self, x: torch.Tensor) -> FeatureMap:
+        return FeatureMap(self.model.forward_features(x))
+
+    def pool_features(self, features: FeatureMap) -> torch.Tensor:
+        """timm's ``forward_head(pre_logits=True)`` (its pooling holds layers of its own in some models), flattened."""
+        return self.model.forward_head(features.values, pre_logits=True).flatten(1)
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         return [(name, [f"model.{p}" for p in params]) for name, params in timm_parameter_groups(self.model)]

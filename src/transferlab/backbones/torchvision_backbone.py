@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from transferlab.backbones.base import Backbone, PreprocessConfig
+from transferlab.backbones.base import Backbone, FeatureMap, PreprocessConfig
 from transferlab.errors import TransferlabError, suggest
 
 __all__ = ["TorchvisionBackbone", "create_torchvision_backbone", "group_by_children", "torchvision_archs"]
@@ -31,6 +31,14 @@ class TorchvisionBackbone(Backbone):
     ``include_top=False`` + ``Flatten``). Other archs have their last ``nn.Linear`` replaced by ``nn.Identity``;
     ``pool="flatten"`` replaces their ``avgpool`` module by ``nn.Identity`` where the arch allows it.
 
+    ``forward_features`` gives the final ``(B, C, H, W)`` map: VGG/AlexNet's ``features``; for other archs the
+    children before the ``avgpool`` module (or ``features`` when the arch pools it functionally, as MobileNetV2
+    does), run in order, and ``pool_features`` pools it and applies the children after the pooling (ConvNeXt's
+    norm, MobileNetV3's pre-logits layer). torchvision writes each arch's ``forward`` by hand, so this split is
+    checked once against ``model(x)`` on a dummy input; an arch where it does not hold (e.g. DenseNet, which
+    applies a ReLU between ``features`` and pooling, or the vision transformers) gives its pooled vector as one
+    token, ``(B, 1, num_features)``.
+
     Args:
         model: the torchvision model, already stripped by `create_torchvision_backbone`.
         name: the registry name (``torchvision:ARCH``), recorded in ``spec``.
@@ -45,11 +53,47 @@ class TorchvisionBackbone(Backbone):
         self.pool = pool
         self.preprocess = preprocess
         self.stages = name.split(":", 1)[-1].startswith(MLP_HEAD_ARCHS)
+        self._split = None if self.stages else _split_at_pooling(model)
+        if self._split is not None and not self._split_holds():
+            self._split = None
         self.num_features = self.infer_num_features(f"backbone '{name}' (pool='{pool}')")
         self.spec = self.describe(name, pool, weights_source)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).flatten(1)
+    def forward_features(self, x: torch.Tensor) -> FeatureMap:
+        if self.stages:
+            return FeatureMap(self.model.features(x))
+        if self._split is None:
+            return FeatureMap(self.model(x).flatten(1).unsqueeze(1))  # (B, 1, D): the pooled vector as one token
+        body, _ = self._split
+        for child in body:
+            x = getattr(self.model, child)(x)
+        return FeatureMap(x)
+
+    def pool_features(self, features: FeatureMap) -> torch.Tensor:
+        pooled = super().pool_features(features)
+        if self._split is None or features.values.dim() != 4:
+            return pooled
+        _, tail = self._split
+        x = pooled if self.pool == "flatten" else pooled[:, :, None, None]  # the (B, C, 1, 1) avgpool gives
+        if not any(isinstance(module, nn.Flatten) for name in tail for module in getattr(self.model, name).modules()):
+            x = x.flatten(1)  # torchvision flattens between pooling and classifier unless the classifier does
+        for child in tail:
+            x = getattr(self.model, child)(x)
+        return x.flatten(1)
+
+    def _split_holds(self) -> bool:
+        """Whether body -> pool -> tail gives ``model(x)`` on a dummy input (eval mode, no gradients)."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                x = torch.randn(2, *self.preprocess.input_size, generator=torch.Generator().manual_seed(0))
+                return torch.allclose(self.pool_features(self.forward_features(x)), self.model(x).flatten(1),
+                                      rtol=1e-4, atol=1e-5)
+        except RuntimeError:
+            return False
+        finally:
+            self.train(was_training)
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         """VGG/AlexNet: ``block1`` ... ``blockN`` (conv stages ending at each max-pool, Keras' names); others: one
@@ -110,6 +154,22 @@ def group_by_children(module: nn.Module, prefix: str = "", split: tuple[str, ...
             if params:
                 groups.append((unit_name, params))
     return groups
+
+
+def _split_at_pooling(model: nn.Module) -> tuple[list[str], list[str]] | None:
+    """``(body, tail)``: names of the top-level children before and after the global pooling, or ``None``.
+
+    The pooling is the ``avgpool`` child; an arch without one but with ``features`` followed by ``classifier``
+    pools functionally between them (MobileNetV2, SqueezeNet-style). Whether the split really reproduces the
+    arch's ``forward`` is checked by the caller.
+    """
+    names = [name for name, _ in model.named_children()]
+    if "avgpool" in names:
+        index = names.index("avgpool")
+        return names[:index], names[index + 1:]
+    if names[:2] == ["features", "classifier"] and len(names) == 2:
+        return ["features"], ["classifier"]
+    return None
 
 
 def _stage_groups(features: nn.Module, prefix: str) -> list[tuple[str, list[str]]]:
