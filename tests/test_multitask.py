@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import transferlab
 from transferlab.api import fit
 from transferlab.cli import app
-from transferlab.config import build_config
+from transferlab.api import build_config
 from transferlab.data.task_columns import build_task, encode_targets, infer_task_type
 from transferlab.engine.domains import GroupBatches
 from transferlab.errors import TransferlabError
@@ -26,7 +26,7 @@ from transferlab.methods.weighting import (
     build_weighting,
     gradnorm_loss,
 )
-from transferlab.model import MultiTaskModel
+from transferlab.models import MultiTaskModel
 from transferlab.tasks import ClassificationTask, MultiLabelTask, RegressionTask
 
 runner = CliRunner()
@@ -227,7 +227,7 @@ def test_task_list_parsing_and_config_errors():
         ({"tasks": "a,a"}, "repeated: a"),
         ({"tasks": "a:number"}, "invalid 'tasks.0.type'"),
         ({"train": None}, "no train data is set"),
-        ({"method": "finetune"}, "tasks are for method 'multitask'"),
+        ({"method": "finetune"}, r"setting 'tasks' \(--tasks\) applies to multitask; not to finetune"),
     ]:
         values = {"method": "multitask", "train": "x.csv", "tasks": "a,b", "out": "r", **overrides}
         with pytest.raises(TransferlabError, match=message):

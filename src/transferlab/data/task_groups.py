@@ -21,7 +21,7 @@ from transferlab.data.specs import load_data, manifest_columns, read_manifest_co
 from transferlab.data.splits import stratified_split, take_per_class
 from transferlab.data.task_columns import build_task, encode_targets
 from transferlab.data.text_tables import TextColumns, text_columns_of
-from transferlab.data.torch_dataset import make_dataset
+from transferlab.data.torch_dataset import DATA_MODALITY, make_dataset
 from transferlab.errors import TransferlabError
 from transferlab.tasks import ClassificationTask, Task
 
@@ -79,6 +79,17 @@ class MultiTaskSplits:
     train: list[TaskGroup]
     val: list[TaskGroup]
     test: list[TaskGroup]
+
+    @property
+    def num_train(self) -> int:
+        return sum(map(len, self.train))
+
+    @property
+    def modality(self) -> str:
+        return DATA_MODALITY.get(type(self.train[0].images), "image")
+
+    def describe(self) -> str:
+        return "; ".join(f"{group.name}: {len(group)} examples for {', '.join(group.targets)}" for group in self.train)
 
 
 def prepare_multitask_splits(config: FitConfig) -> MultiTaskSplits:
