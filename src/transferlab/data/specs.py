@@ -17,6 +17,9 @@ Kinds:
 A trailing ``@train``, ``@val``, ``@test`` or ``@all`` keeps one split. It is read as a split selector only when the
 whole string is not itself an existing path. Class names are sorted, by value when they are all integers, so digit
 classes are ``"0"`` to ``"9"`` in numeric order.
+
+This module is the grammar and the dispatch; each format is read by its own module of `transferlab.data.formats`
+(digits, folders, manifests) or by `transferlab.data.text_tables`.
 """
 
 from __future__ import annotations
