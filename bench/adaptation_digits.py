@@ -36,7 +36,8 @@ import torch
 
 from _common import DATA, mean_std
 from transferlab.api import fit
-from transferlab.config import ADAPTATION_METHODS, build_config
+from transferlab.api import build_config
+from transferlab.methods.adaptation import ADAPTATION_METHODS
 from transferlab.methods.adaptation.selection import SCORERS
 
 def run(method: str, source: str, target: str, seed: int, args, out: Path) -> dict:

@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from transferlab.api import fit
 from transferlab.backbones import create_backbone
-from transferlab.config import build_config
+from transferlab.api import build_config
 from transferlab.data import load_splits
 from transferlab.data.torch_dataset import build_transform
 from transferlab.embeddings import extract_features

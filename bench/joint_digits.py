@@ -40,7 +40,7 @@ import torch
 
 from _common import DATA, mean_std
 from transferlab.api import fit, prepare_splits
-from transferlab.config import build_config
+from transferlab.api import build_config
 
 
 COMMON = {"backbone": "lenet", "batch_size": 32, "lr": 3e-3, "optimizer": "adamw", "scheduler": "cosine"}

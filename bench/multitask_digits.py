@@ -31,7 +31,7 @@ import torch
 
 from _common import DATA, mean_std
 from transferlab.api import fit
-from transferlab.config import build_config
+from transferlab.api import build_config
 
 WEIGHTINGS = ("fixed", "uncertainty", "dwa", "gradnorm", "upgrad", "pcgrad", "cagrad")
 TASKS = ("mnist", "usps")

@@ -67,7 +67,8 @@ from torch import nn
 from _common import DATA, mean_std
 from transferlab.api import fit, prepare_splits
 from transferlab.backbones.lenet import LeNet
-from transferlab.config import FitConfig, build_config
+from transferlab.api import build_config
+from transferlab.config import FitConfig
 from transferlab.data import load_data
 from transferlab.data.image_data import ImageData
 from transferlab.data.torch_dataset import ImageDataset

@@ -46,7 +46,7 @@ from pathlib import Path
 from _common import (DATA, machine_line, markdown_table, mean_std, percent, read_table, stratified_sample,
                      stratified_split, write_jsonl)
 from transferlab.api import fit
-from transferlab.config import ADAPTATION_METHODS
+from transferlab.methods.adaptation import ADAPTATION_METHODS
 
 SOURCE = "movies"
 POLAR = ["positive", "negative"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from transferlab.api import fit
-from transferlab.config import build_config
+from transferlab.api import build_config
 from transferlab.demo import BACKBONE, DEMO_RUNS, IMAGE_SIZE, demo_splits
 
 HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera"

@@ -73,6 +73,36 @@ def test_bad_audio_files_are_named_or_skipped(shared_data, tmp_path):
         load_data(str(folder), split_preference=("all",))
 
 
+def test_a_missing_audio_file_in_a_manifest_is_named_as_audio(shared_data, tmp_path):
+    clips = fsdd_clips(shared_data, speakers=("george", "jackson"), per_speaker=2)
+    manifest = tmp_path / "clips.csv"
+    rows = [(str(path), speaker) for path, speaker, _ in clips] + [(str(tmp_path / "gone.wav"), "george")]
+    with open(manifest, "w", newline="") as stream:
+        csv.writer(stream).writerows([("path", "label"), *rows])
+    with pytest.raises(AudioReadError, match="row 5 \\(line 6\\): audio file not found") as error:
+        load_data(str(manifest), split_preference=("all",))
+    assert str(tmp_path / "gone.wav") in str(error.value) and "image" not in str(error.value)
+    with pytest.warns(UserWarning, match="skipped 1 bad file.*gone.wav"):
+        assert isinstance(load_data(str(manifest), split_preference=("all",), skip_bad_files=True), AudioData)
+
+
+def test_multitask_columns_of_an_audio_manifest_are_audio_data(shared_data, tmp_path):
+    from transferlab.data.specs import read_manifest_columns
+
+    clips = fsdd_clips(shared_data, speakers=("george", "jackson"), per_speaker=2)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not really audio")
+    manifest = tmp_path / "tasks.csv"
+    rows = [(str(path), speaker, digit) for path, speaker, digit in clips] + [("broken.wav", "george", "")]
+    with open(manifest, "w", newline="") as stream:
+        csv.writer(stream).writerows([("path", "speaker", "digit"), *rows])
+    with pytest.raises(AudioReadError, match="cannot read audio file .*broken.wav"):
+        read_manifest_columns(str(manifest), ["speaker", "digit"])
+    with pytest.warns(UserWarning, match="skipped 1 bad file.*broken.wav"):
+        examples, cells = read_manifest_columns(str(manifest), ["speaker", "digit"], skip_bad_files=True)
+    assert isinstance(examples, AudioData) and len(examples) == 4
+    assert cells["speaker"] == [speaker for _, speaker, _ in clips]
+
+
 def test_mixing_images_and_audio_in_one_folder_is_refused(shared_data, tmp_path):
     folder = speaker_folders(tmp_path, fsdd_clips(shared_data, speakers=("george", "jackson"), per_speaker=2))
     from PIL import Image

@@ -226,7 +226,7 @@ def test_offline_pretrained_download_failure_is_a_clear_error(monkeypatch):
 
 def test_a_run_directory_gives_its_backbone_weights(tmp_path):
     from transferlab.api import fit
-    from transferlab.config import build_config
+    from transferlab.api import build_config
 
     run = tmp_path / "run"
     result = fit(build_config(overrides={"train": "sklearn-digits", "method": "scratch", "backbone": "lenet",

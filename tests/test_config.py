@@ -1,6 +1,7 @@
 import pytest
 
-from transferlab.config import build_config, load_config_file
+from transferlab.api import build_config
+from transferlab.config import load_config_file
 from transferlab.errors import TransferlabError
 
 
@@ -32,7 +33,7 @@ def test_unknown_key_names_it_and_suggests(tmp_path):
 def test_invalid_values_are_named():
     with pytest.raises(TransferlabError, match=r"invalid 'epochs'.*got 0"):
         build_config(overrides={"train": "x", "out": "o", "epochs": 0})
-    with pytest.raises(TransferlabError, match=r"invalid 'method'"):
+    with pytest.raises(TransferlabError, match=r"unknown method 'magic'.*choose one of finetune, scratch"):
         build_config(overrides={"train": "x", "out": "o", "method": "magic"})
     with pytest.raises(TransferlabError, match=r"logistic"):
         build_config(overrides={"train": "x", "out": "o", "method": "finetune", "head": "logistic"})
@@ -51,3 +52,32 @@ def test_bad_config_files(tmp_path):
     listing.write_text("- a\n- b\n")
     with pytest.raises(TransferlabError, match="mapping"):
         load_config_file(listing)
+
+
+@pytest.mark.parametrize("setting, value, method, owners", [
+    ("trade_off", 0.5, "finetune", r"applies to dann, cdan, dan, coral, mcc, mdd, self-training; not to finetune"),
+    ("lora_r", 4, "finetune", r"applies to lora; not to finetune"),
+    ("consistency", True, "dann", r"applies to self-training; not to dann"),
+    ("source_share", 0.3, "dann", r"applies to joint; not to dann"),
+    ("freeze", "all", "lora", r"applies to finetune, seed-recipe, .*; not to lora"),
+])
+def test_settings_a_method_does_not_take_are_refused_naming_the_methods_that_do(setting, value, method, owners):
+    data = {"source": "a", "target": "b"} if method == "dann" else {"train": "x"}
+    with pytest.raises(TransferlabError, match=rf"setting '{setting}' \(--{setting.replace('_', '-')}\) {owners}"):
+        build_config(overrides={**data, "out": "o", "method": method, setting: value})
+
+
+def test_a_refused_setting_in_a_config_file_names_the_file(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("train: data/\nout: o\nmethod: finetune\nlambda: 0.5\n")
+    with pytest.raises(TransferlabError, match=rf"setting 'lambda' \(--lambda\) applies to joint; not to finetune \(in {config_file}\)"):
+        build_config(load_config_file(config_file), source=str(config_file))
+
+
+def test_every_method_has_a_settings_model_a_summary_and_its_recipe_validates():
+    from transferlab.methods import METHODS
+
+    assert {"finetune", "scratch", "features", "joint", "multitask", "lora", "dann"} <= set(METHODS)
+    for name, spec in METHODS.items():
+        assert spec.summary and spec.settings.model_fields["method"]
+        assert set(spec.recipe) <= set(spec.settings.model_fields), name

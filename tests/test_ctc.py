@@ -188,7 +188,7 @@ def test_offline_hub_name_is_a_clear_error():
     ("layer.0", {"embeddings", "layer.1", "head"}),
 ])
 def test_feature_encoder_stays_frozen_and_freeze_names_more(tiny_encoder, tmp_path, freeze, trainable_groups):
-    from transferlab.config import build_config
+    from transferlab.api import build_config
     from transferlab.speech.ctc import freeze_and_rates
 
     recognizer = build_recognizer(str(tiny_encoder), build_vocabulary(["one two"]))
@@ -278,7 +278,7 @@ def test_cli_prints_wer_cer_and_transcripts(ctc_run, digits):
 
 
 def test_settings_that_mean_nothing_to_ctc_are_refused():
-    from transferlab.config import build_config
+    from transferlab.api import build_config
 
     with pytest.raises(TransferlabError, match="do not apply to it: labels_per_class, head"):
         build_config(overrides={"train": "x.csv", "method": "ctc", "backbone": "tiny", "labels_per_class": 5,

@@ -255,6 +255,17 @@ def test_images_mixed_with_folders_are_rejected(tmp_path):
         load_splits(str(tmp_path))
 
 
+def test_names_of_the_spec_module_still_import_from_it():
+    from transferlab.data import specs
+    from transferlab.data.class_names import sort_class_names
+    from transferlab.data.formats.files import IMAGE_EXTENSIONS
+
+    assert specs.sort_class_names is sort_class_names and specs.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
+    assert {"manifest_columns", "read_manifest_columns", "KINDS", "SPLITS", "TextColumns"} <= set(specs.__all__)
+    assert all(hasattr(specs, name) for name in specs.__all__)
+    assert specs.sort_class_names(["10", "2", "9", "2"]) == ["2", "9", "10"]
+
+
 def test_folder_without_images_is_rejected(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(TransferlabError, match="no images or audio files in"):

@@ -1,11 +1,11 @@
-"""Index splits: stratified train/validation splits and n examples per class."""
+"""Index splits: the validation hold-out, stratified train/validation splits and n examples per class."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from transferlab.data import load_splits, stratified_split, take_per_class
+from transferlab.data import hold_out_indices, load_splits, stratified_split, take_per_class
 from transferlab.errors import TransferlabError
 
 
@@ -67,6 +67,43 @@ def test_split_needs_labels():
     with pytest.raises(TransferlabError, match="every class has one example"):
         with pytest.warns(UserWarning):
             stratified_split(np.arange(5), 0.2, seed=0)
+
+
+def test_hold_out_with_strata_keeps_class_proportions():
+    labels = np.concatenate([np.zeros(60, int), np.ones(30, int), np.full(10, 2)])
+    train, val = hold_out_indices(len(labels), 0.2, seed=0, strata=labels)
+    assert np.array_equal(np.sort(np.concatenate([train, val])), np.arange(100))
+    assert np.bincount(labels[val]).tolist() == [12, 6, 2]
+    assert np.bincount(labels[train]).tolist() == [48, 24, 8]
+
+
+def test_hold_out_without_strata_is_seeded_and_partitions():
+    train, val = hold_out_indices(50, 0.2, seed=3)
+    assert train.dtype == np.int64 and val.dtype == np.int64
+    assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)
+    assert len(val) == 10 and np.array_equal(np.sort(np.concatenate([train, val])), np.arange(50))
+    again = hold_out_indices(50, 0.2, seed=3)
+    assert np.array_equal(train, again[0]) and np.array_equal(val, again[1])
+    others = [hold_out_indices(50, 0.2, seed=seed)[1] for seed in range(4, 9)]
+    assert any(not np.array_equal(val, other) for other in others)
+
+
+@pytest.mark.parametrize(("count", "fraction", "n_val"), [(2, 0.9, 1), (2, 0.1, 1), (3, 0.99, 2), (10, 0.01, 1)])
+def test_hold_out_without_strata_never_empties_train_or_validation(count, fraction, n_val):
+    train, val = hold_out_indices(count, fraction, seed=0)
+    assert len(val) == n_val and len(train) == count - n_val
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_hold_out_of_fewer_than_two_examples_names_what(count):
+    with pytest.raises(TransferlabError, match=f"{count} texts in reviews.tsv: too few to hold out validation data"):
+        hold_out_indices(count, 0.2, seed=0, what="texts in reviews.tsv")
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, True])
+def test_hold_out_fraction_must_be_between_zero_and_one(fraction):
+    with pytest.raises(TransferlabError, match=f"strictly between 0 and 1, got {fraction!r}"):
+        hold_out_indices(20, fraction, seed=0)
 
 
 def test_take_per_class_picks_n_of_each_class():

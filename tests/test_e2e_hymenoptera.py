@@ -5,7 +5,7 @@ import pytest
 import transferlab
 from transferlab import embeddings
 from transferlab.api import fit
-from transferlab.config import build_config
+from transferlab.api import build_config
 
 
 def _fit(shared_data, out, **settings):

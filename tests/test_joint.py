@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 import transferlab
 from transferlab.api import fit
-from transferlab.config import build_config
+from transferlab.api import build_config
 from transferlab.engine.domains import DomainPairLoader
 from transferlab.errors import TransferlabError
 from transferlab.methods.joint import joint_loss
@@ -77,7 +77,7 @@ def test_different_label_spaces_get_separate_heads(shared_data, tmp_path):
 
 
 def test_joint_bad_inputs(shared_data, tmp_path):
-    with pytest.raises(TransferlabError, match="needs labeled source data"):
+    with pytest.raises(TransferlabError, match="missing required setting 'source'"):
         build_config(overrides={"method": "joint", "train": "sklearn-digits", "out": tmp_path / "x"})
     with pytest.raises(TransferlabError, match="invalid 'lambda'"):
         _joint(shared_data, tmp_path / "x", **{"lambda": -0.5})

@@ -11,7 +11,7 @@ from transferlab.api import fit, load
 from transferlab.backbones import create_backbone
 from transferlab.errors import TransferlabError
 from transferlab.methods import lora
-from transferlab.model import TransferModel, build_head
+from transferlab.models import TransferModel, build_head
 
 RANK = 2
 VIT_BLOCKS = 12  # vit_tiny: 12 blocks, 192 features, qkv = Linear(192, 576)

@@ -7,10 +7,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from transferlab.api import fit
-from transferlab.config import build_config
+from transferlab.api import build_config
 from transferlab.methods.features import _logistic_as_linear
 from transferlab.methods.losses import L2SP, ClassificationObjective, l2sp_penalty
-from transferlab.model import TransferModel, build_head
+from transferlab.models import TransferModel, build_head
 
 
 @pytest.mark.parametrize("num_classes", [2, 4])
@@ -118,7 +118,7 @@ def test_training_a_cnn_keeps_its_weights_channels_last_and_saves_plain_tensors(
     from transferlab.engine.loop import BEST_WEIGHTS
 
     result = fit(build_config(overrides={
-        "method": "scratch", "backbone": "lenet", "image_size": 28, "pretrained": False,
+        "method": "scratch", "backbone": "lenet", "image_size": 28,
         "train": f"mnist:{shared_data / 'mnist'}@test", "labels_per_class": 10, "epochs": 1, "batch_size": 16,
         "out": tmp_path / "run"}), progress=False)
     conv = result.model.backbone.conv2.weight  # conv1 has one input channel: both layouts agree

@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 import transferlab
 from transferlab.api import fit
 from transferlab.cli import app
-from transferlab.config import build_config
+from transferlab.api import build_config
+from transferlab.data.image_data import ImageData
 from transferlab.data.task_columns import build_task, encode_targets, infer_task_type
+from transferlab.data.task_groups import TaskGroup, _hold_out, prepare_multitask_splits
 from transferlab.engine.domains import GroupBatches
 from transferlab.errors import TransferlabError
 from transferlab.methods.weighting import (
@@ -26,7 +28,7 @@ from transferlab.methods.weighting import (
     build_weighting,
     gradnorm_loss,
 )
-from transferlab.model import MultiTaskModel
+from transferlab.models import MultiTaskModel
 from transferlab.tasks import ClassificationTask, MultiLabelTask, RegressionTask
 
 runner = CliRunner()
@@ -227,11 +229,40 @@ def test_task_list_parsing_and_config_errors():
         ({"tasks": "a,a"}, "repeated: a"),
         ({"tasks": "a:number"}, "invalid 'tasks.0.type'"),
         ({"train": None}, "no train data is set"),
-        ({"method": "finetune"}, "tasks are for method 'multitask'"),
+        ({"method": "finetune"}, r"setting 'tasks' \(--tasks\) applies to multitask; not to finetune"),
     ]:
         values = {"method": "multitask", "train": "x.csv", "tasks": "a,b", "out": "r", **overrides}
         with pytest.raises(TransferlabError, match=message):
             build_config(overrides=values)
+
+
+# --- task groups and their validation hold-out -------------------------------------------------------------------
+
+
+def test_held_out_validation_is_stratified_by_the_first_classification_task(manifest, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="transferlab"):
+        splits = prepare_multitask_splits(_config(manifest, tmp_path / "run", tasks="score,digit"))
+    (train,), (val,) = splits.train, splits.val
+    assert isinstance(train.examples, ImageData)
+    assert len(train) == 160 and len(val) == 40 and "held out 40 of 200 examples" in caplog.text
+    overall = np.bincount(np.concatenate([train.targets["digit"], val.targets["digit"]]), minlength=10)
+    assert np.all(np.abs(np.bincount(val.targets["digit"], minlength=10) - 0.2 * overall) <= 1)
+    assert not set(train.examples.paths) & set(val.examples.paths)
+
+
+def test_held_out_validation_without_class_labels_is_seeded_random(manifest, tmp_path):
+    def held_out(seed):
+        config = _config(manifest, tmp_path / "run", tasks="score", seed=seed)
+        return prepare_multitask_splits(config).val[0].examples.paths
+
+    assert len(held_out(0)) == 40 and held_out(0) == held_out(0) and held_out(0) != held_out(1)
+
+
+def test_a_group_too_small_to_hold_out_names_its_examples():
+    one = TaskGroup(ImageData(name="one.csv", classes=[], labels=None, pixels=np.zeros((1, 8, 8), np.uint8)),
+                    {"score": np.zeros(1, np.float32)})
+    with pytest.raises(TransferlabError, match="1 example\\(s\\) in one.csv: too few to hold out validation data"):
+        _hold_out(one, [RegressionTask("score", "score")], 0.2, seed=0)
 
 
 # --- training end to end -----------------------------------------------------------------------------------------

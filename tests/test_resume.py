@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from transferlab.api import fit
-from transferlab.config import build_config
+from transferlab.api import build_config
 from transferlab.engine.loop import Trainer
 
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from transferlab.api import fit
-from transferlab.config import build_config
+from transferlab.api import build_config
 
 
 def test_seed_recipe_trains_only_the_new_head(tmp_path):

@@ -1,19 +1,20 @@
-"""Run directories: save a trained `TransferModel` as safetensors + JSON, and load it back without the training code.
+"""Run directories on disk: the files every model kind shares, written atomically and checked when read.
 
 Layout::
 
     RUN_DIR/
-      model.safetensors   weights of backbone and head
+      model.json          "format", "kind" (which `transferlab.models` class loads the run) and what that kind
+                          needs to rebuild itself: architecture spec, heads, class names or tasks, preprocessing
+      model.safetensors   the model's weights
       tokenizer/          text runs: the backbone's tokenizer (feature_extractor/ for Hugging Face audio encoders)
-      model.json          architecture spec, head, class names (or, for a multi-task model, every task: name,
-                          type, classes or target scaling), preprocessing (enough to rebuild the model)
       config.json         every setting of the run
       metrics.json        final metrics (validation, test, timings)
       history.csv         per-epoch metrics
-      ctc/                speech-recognition runs (model.json "kind": "ctc"): the transformers CTC model and its
-                          processor, saved with save_pretrained, instead of model.safetensors
       checkpoint.pt       last training state, for --resume
       best.safetensors    weights of the best epoch so far (what training restores at its end)
+
+This module knows the files, not the kinds: `transferlab.models.load_predictor` reads ``model.json`` here and hands
+the run to the class registered for its kind.
 """
 
 from __future__ import annotations
@@ -22,45 +23,52 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from transferlab.backbones import rebuild_backbone
-from transferlab.backbones.preprocess import preprocess_from_dict
 from transferlab.errors import TransferlabError
 from transferlab.fileio import atomic_path, read_json, write_json
-from transferlab.model import MultiTaskModel, TransferModel, build_head
-from transferlab.tasks import task_from_dict
 
-__all__ = ["save_model", "load", "FORMAT"]
+__all__ = ["FORMAT", "MODEL_JSON", "MODEL_WEIGHTS", "load_weights", "read_model_info", "save_weights",
+           "write_model_info"]
 
 FORMAT = "transferlab-model/1"
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_JSON = "model.json"
 
 
-def save_model(run_dir: Path, model: TransferModel, head_settings: dict) -> None:
-    """Write ``model.safetensors`` and ``model.json``; ``head_settings`` = kind, hidden sizes, dropout."""
-    run_dir = Path(run_dir)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    with atomic_path(run_dir / MODEL_WEIGHTS) as tmp:
+def save_weights(run_dir: Path, module: nn.Module) -> None:
+    """Write ``module``'s state dict to ``run_dir/model.safetensors``."""
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
+    with atomic_path(Path(run_dir) / MODEL_WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
-    if hasattr(model.preprocess, "save"):  # a text tokenizer or an audio feature extractor: files of their own
-        model.preprocess.save(run_dir)
-    write_json(
-        run_dir / MODEL_JSON,
-        {
-            "format": FORMAT,
-            "backbone": model.backbone.spec,
-            "num_features": model.backbone.num_features,
-            "head": head_settings,
-            "classes": model.classes,
-            **({"tasks": [task.to_dict() for task in model.tasks]} if isinstance(model, MultiTaskModel) else {}),
-            "preprocess": model.preprocess.to_dict(),
-        },
-    )
 
 
-def load(run_dir: str | Path) -> TransferModel | MultiTaskModel:
-    """Rebuild the trained model of a run directory (eval mode, on the CPU)."""
+def load_weights(run_dir: Path, module: nn.Module) -> None:
+    """Load ``run_dir/model.safetensors`` into ``module`` (every key must match)."""
+    path = Path(run_dir) / MODEL_WEIGHTS
+    try:
+        state = load_file(str(path))
+    except (FileNotFoundError, SafetensorError, OSError) as exc:
+        raise TransferlabError(f"cannot read weights {path}: {exc}") from None
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise TransferlabError(f"weights in {path} do not fit {Path(run_dir) / MODEL_JSON}: {exc}") from None
+
+
+def write_model_info(run_dir: Path, kind: str, info: dict) -> None:
+    """Write ``model.json``: the format, the model's ``kind`` and ``info``."""
+    write_json(Path(run_dir) / MODEL_JSON, {"format": FORMAT, "kind": kind, **info})
+
+
+def read_model_info(run_dir: Path) -> dict:
+    """``model.json`` of a finished run, with its ``kind`` (run directories written before kinds were recorded
+    hold a classifier, or a multi-task model when they list tasks).
+
+    Raises:
+        TransferlabError: no run directory, no ``model.json`` (the fit did not finish), another format, or a run
+            written by an older version in a layout this one no longer reads (the message says what to do).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise TransferlabError(f"run directory not found: {run_dir}")
@@ -69,28 +77,11 @@ def load(run_dir: str | Path) -> TransferModel | MultiTaskModel:
     info = read_json(run_dir / MODEL_JSON)
     if info.get("format") != FORMAT:
         raise TransferlabError(f"{run_dir / MODEL_JSON} has format {info.get('format')!r}, expected {FORMAT!r}")
-    if info.get("kind") == "ctc":  # speech recognition: a transformers CTC model saved with save_pretrained
-        from transferlab.speech.recognizer import load_recognizer
-
-        return load_recognizer(run_dir)
-    backbone = rebuild_backbone(info["backbone"])
-    backbone.preprocess = preprocess_from_dict(info["preprocess"], run_dir)
-    head = info["head"]
-
-    def make_head(outputs: int):
-        return build_head(head["kind"], info["num_features"], outputs, head.get("hidden", []), head.get("dropout", 0.0))
-
-    if "tasks" in info:
-        tasks = [task_from_dict(values) for values in info["tasks"]]
-        model = MultiTaskModel(backbone, {task.name: make_head(task.num_outputs) for task in tasks}, tasks)
-    else:
-        model = TransferModel(backbone, make_head(len(info["classes"])), info["classes"])
-    try:
-        state = load_file(str(run_dir / MODEL_WEIGHTS))
-    except (FileNotFoundError, SafetensorError, OSError) as exc:
-        raise TransferlabError(f"cannot read weights {run_dir / MODEL_WEIGHTS}: {exc}") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise TransferlabError(f"weights in {run_dir / MODEL_WEIGHTS} do not fit {run_dir / MODEL_JSON}: {exc}") from None
-    return model.eval()
+    if info.get("kind") == "ctc" and "model_dir" in info:
+        raise TransferlabError(
+            f"{run_dir} is a speech-recognition run written by an older version of transferlab (a transformers CTC "
+            f"model in {run_dir / info['model_dir']}), which this version no longer reads; train it again with "
+            "'transferlab fit --method ctc', or load that folder with transformers' AutoModelForCTC"
+        )
+    info.setdefault("kind", "multitask" if "tasks" in info else "classifier")
+    return info

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.api import fit
-from transferlab.config import build_config
+from transferlab.api import build_config, fit
 from transferlab.data import load_data, stratified_split, take_per_class
 from transferlab.methods.base import Splits
 

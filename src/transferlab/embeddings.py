@@ -24,8 +24,13 @@ from tqdm.auto import tqdm
 from transferlab.backbones.base import Backbone
 from transferlab.data.torch_dataset import make_dataset
 from transferlab.engine.batches import to_device
-from transferlab.engine.distributed import collate_fn_of, is_main_process, make_loader, world_size
-from transferlab.engine.loop import predict_logits
+from transferlab.engine.distributed import (
+    collate_fn_of,
+    is_main_process,
+    make_loader,
+    world_size,
+)
+from transferlab.engine.inference import predict_logits
 from transferlab.engine.precision import autocast
 from transferlab.fileio import atomic_path, cache_root
 

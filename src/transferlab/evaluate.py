@@ -1,4 +1,4 @@
-"""Metrics and predictions of a trained `TransferModel` on images."""
+"""Metrics and predictions of trained classifiers (and multi-task heads) on any examples; a confusion matrix as text."""
 
 from __future__ import annotations
 
@@ -8,30 +8,29 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from transferlab.data.image_data import ImageData
+from transferlab.data import Examples
 from transferlab.data.torch_dataset import make_dataset
 from transferlab.embeddings import default_num_workers, extract_features
 from transferlab.engine.distributed import make_loader
-from transferlab.engine.loop import predict_logits
+from transferlab.engine.inference import predict_logits
 from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.errors import TransferlabError
-from transferlab.model import MultiTaskModel, TransferModel
 
-__all__ = ["predict_proba", "predict_task_outputs", "evaluate_model", "classification_metrics"]
+__all__ = ["predict_proba", "predict_task_outputs", "evaluate_model", "classification_metrics", "confusion_lines"]
 
 log = logging.getLogger("transferlab")
 
 
 def predict_proba(
-    model: TransferModel,
-    data: ImageData,
+    model,
+    data: Examples,
     *,
     batch_size: int = 64,
     precision: str = "auto",
     num_workers: int | None = None,
     feature_cache: bool = False,
 ) -> np.ndarray:
-    """Class probabilities ``(N, len(model.classes))`` for every image of ``data``.
+    """Class probabilities ``(N, len(model.classes))`` for every example of ``data``.
 
     ``feature_cache=True`` (for models whose backbone is a frozen pretrained one, as ``features`` runs make) reads
     and fills the embedding cache, so images embedded before cost nothing.
@@ -48,22 +47,22 @@ def predict_proba(
 
 
 def predict_task_outputs(
-    model: MultiTaskModel, data: ImageData, *, batch_size: int = 64, precision: str = "auto",
+    model, data: Examples, *, batch_size: int = 64, precision: str = "auto",
     num_workers: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every head's raw outputs ``{task: (N, n_outputs)}`` for the images of ``data`` (decode with `Task.decode`)."""
+    """Every head's raw outputs ``{task: (N, n_outputs)}`` for the examples of ``data`` (decode with `Task.decode`)."""
     outputs = _model_outputs(model, data, batch_size, precision, num_workers)
     return {name: values.numpy() for name, values in outputs.items()}
 
 
-def _inference_settings(data: ImageData, precision: str, num_workers: int | None) -> tuple[torch.device, str, int]:
+def _inference_settings(data: Examples, precision: str, num_workers: int | None) -> tuple[torch.device, str, int]:
     """Device, resolved precision and decoding workers for running a model over ``data``."""
     device = default_device()
     return device, resolve_precision(precision, device), default_num_workers(data) if num_workers is None else num_workers
 
 
-def _model_outputs(model, data: ImageData, batch_size: int, precision: str, num_workers: int | None):
-    """``model``'s outputs over every image of ``data`` (a tensor, or one per head), in eval mode."""
+def _model_outputs(model, data: Examples, batch_size: int, precision: str, num_workers: int | None):
+    """``model``'s outputs over every example of ``data`` (a tensor, or one per head), in eval mode."""
     device, precision, workers = _inference_settings(data, precision, num_workers)
     loader = make_loader(make_dataset(data, model.preprocess), batch_size=batch_size, shuffle=False,
                          num_workers=workers)
@@ -83,7 +82,7 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes:
     }
 
 
-def _labels_in_model_space(model: TransferModel, data: ImageData) -> tuple[np.ndarray, np.ndarray]:
+def _labels_in_model_space(model, data: Examples) -> tuple[np.ndarray, np.ndarray]:
     """Map ``data``'s labels onto the model's class order by name; return ``(kept_indices, labels)``."""
     if data.labels is None:
         raise TransferlabError(f"{data.name} has no labels: evaluation needs labeled data")
@@ -102,11 +101,20 @@ def _labels_in_model_space(model: TransferModel, data: ImageData) -> tuple[np.nd
     return kept, mapped[kept]
 
 
-def evaluate_model(model: TransferModel, data: ImageData, **predict_options) -> dict:
+def evaluate_model(model, data: Examples, **predict_options) -> dict:
     """Accuracy, macro-F1 and confusion matrix of ``model`` on labeled ``data``."""
     kept, labels = _labels_in_model_space(model, data)
     if len(kept) == 0:
-        raise TransferlabError(f"{data.name} has no images of the model's classes")
+        raise TransferlabError(f"{data.name} has no examples of the model's classes")
     subset = data if len(kept) == len(data) else data.subset(kept)
     probabilities = predict_proba(model, subset, **predict_options)
     return classification_metrics(labels, probabilities.argmax(1), model.classes)
+
+
+def confusion_lines(classes: list[str], matrix: list[list[int]]) -> list[str]:
+    """A confusion matrix as aligned text: a header of predicted classes, then one row per true class."""
+    width = max(6, *(len(c) for c in classes)) + 1
+    lines = [" " * width + "".join(c[: width - 1].rjust(width) for c in classes)]
+    for name, row in zip(classes, matrix, strict=True):
+        lines.append(name[: width - 1].ljust(width) + "".join(str(v).rjust(width) for v in row))
+    return lines

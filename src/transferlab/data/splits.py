@@ -35,8 +35,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
             class stratified and one training example per class left.
     """
     labels = _checked_labels(labels, "stratified_split")
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction < 1:
-        raise TransferlabError(f"validation fraction must be strictly between 0 and 1, got {fraction!r}")
+    _check_fraction(fraction)
     classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     single = counts[inverse] == 1
     if np.any(single):
@@ -71,12 +70,23 @@ def hold_out_indices(count: int, fraction: float, seed: int, strata: np.ndarray 
     With ``strata`` (``(count,)`` class labels) the split is `stratified_split`; without, a seeded random choice
     that leaves at least one training example. Every method's validation split goes through here.
 
+    Args:
+        count: how many examples there are; indices run ``0..count-1``.
+        fraction: share of the examples that go to validation, strictly between 0 and 1.
+        seed: random seed; the same arguments give the same split.
+        strata: ``(count,)`` class labels to stratify by, or ``None`` for a random hold-out.
+        what: what the examples are, for messages (e.g. ``"texts"`` or ``"examples in train.csv"``).
+
+    Returns:
+        ``(train_idx, val_idx)``: sorted int64 index arrays that together hold every index ``0..count-1`` once.
+
     Raises:
-        TransferlabError: fewer than two examples (``what`` names them in the message), or a stratified split
-            that cannot be made.
+        TransferlabError: ``fraction`` out of range, fewer than two examples (``what`` names them in the message),
+            or a stratified split that cannot be made.
     """
     if strata is not None:
         return stratified_split(strata, fraction, seed)
+    _check_fraction(fraction)
     if count < 2:
         raise TransferlabError(f"{count} {what}: too few to hold out validation data; give validation data with --val")
     n_val = min(count - 1, max(1, round(count * fraction)))
@@ -118,6 +128,11 @@ def take_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
             f"fewer than {n} examples in class(es) {', '.join(short)}; keeping all of them", stacklevel=2
         )
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def _check_fraction(fraction: float) -> None:
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction < 1:
+        raise TransferlabError(f"validation fraction must be strictly between 0 and 1, got {fraction!r}")
 
 
 def _checked_labels(labels: np.ndarray | None, caller: str) -> np.ndarray:

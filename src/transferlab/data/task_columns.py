@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from transferlab.data.specs import sort_class_names
+from transferlab.data.class_names import sort_class_names
 from transferlab.errors import TransferlabError
 from transferlab.tasks import ClassificationTask, MultiLabelTask, RegressionTask, Task
 

@@ -1,7 +1,7 @@
-"""Multi-task data: groups of images, each labeled for some of the tasks.
+"""Multi-task data: groups of examples (images, texts or audio), each labeled for some of the tasks.
 
 A task's labels come from a column of the training manifest (all such tasks share one group: the manifest's
-images) or from a dataset of its own (one group per such task). `prepare_multitask_splits` loads every group's
+examples) or from a dataset of its own (one group per such task). `prepare_multitask_splits` loads every group's
 training, validation and test data for a `FitConfig` with ``method: multitask``.
 """
 
@@ -12,16 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
 from transferlab.config import FitConfig, TaskSpec
-from transferlab.data.image_data import ImageData
+from transferlab.data.examples import Examples
 from transferlab.data.specs import load_data, manifest_columns, read_manifest_columns
-from transferlab.data.splits import stratified_split, take_per_class
+from transferlab.data.splits import hold_out_indices, take_per_class
 from transferlab.data.task_columns import build_task, encode_targets
 from transferlab.data.text_tables import TextColumns, text_columns_of
-from transferlab.data.torch_dataset import make_dataset
+from transferlab.data.torch_dataset import DATA_MODALITY, make_dataset
 from transferlab.errors import TransferlabError
 from transferlab.tasks import ClassificationTask, Task
 
@@ -32,21 +31,28 @@ log = logging.getLogger("transferlab")
 
 @dataclass
 class TaskGroup:
-    """Images plus, for each task they are labeled for, one encoded target per image (see `transferlab.tasks`)."""
+    """Examples plus, for each task they are labeled for, one encoded target per example (see `transferlab.tasks`).
 
-    images: ImageData
+    Attributes:
+        examples: the examples (`ImageData`, `TextData` or `AudioData`); their own labels, if any, are not used.
+        targets: task name -> ``(N,)`` or ``(N, C)`` encoded targets, row-aligned with ``examples``.
+    """
+
+    examples: Examples
     targets: dict[str, np.ndarray]
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.examples)
 
     @property
     def name(self) -> str:
-        return self.images.name
+        return self.examples.name
 
-    def subset(self, indices) -> "TaskGroup":
+    def subset(self, indices) -> TaskGroup:
+        """The group of the examples at ``indices`` (in that order), with their targets."""
         indices = np.asarray(indices, dtype=np.int64)
-        return TaskGroup(self.images.subset(indices), {name: values[indices] for name, values in self.targets.items()})
+        return TaskGroup(self.examples.subset(indices),
+                         {name: values[indices] for name, values in self.targets.items()})
 
 
 class TaskGroupDataset(Dataset):
@@ -54,7 +60,7 @@ class TaskGroupDataset(Dataset):
 
     def __init__(self, group: TaskGroup, preprocess, *, train: bool = False, augment: bool = False):
         self.group = group
-        self.examples = make_dataset(group.images, preprocess, train=train, augment=augment)
+        self.examples = make_dataset(group.examples, preprocess, train=train, augment=augment)
 
     def __len__(self) -> int:
         return len(self.group)
@@ -80,6 +86,17 @@ class MultiTaskSplits:
     val: list[TaskGroup]
     test: list[TaskGroup]
 
+    @property
+    def num_train(self) -> int:
+        return sum(map(len, self.train))
+
+    @property
+    def modality(self) -> str:
+        return DATA_MODALITY.get(type(self.train[0].examples), "image")
+
+    def describe(self) -> str:
+        return "; ".join(f"{group.name}: {len(group)} examples for {', '.join(group.targets)}" for group in self.train)
+
 
 def prepare_multitask_splits(config: FitConfig) -> MultiTaskSplits:
     """Load every task's data; hold out validation data where none is given; keep N labels per class if asked."""
@@ -87,14 +104,14 @@ def prepare_multitask_splits(config: FitConfig) -> MultiTaskSplits:
     train, val, test = [], [], []
     column_specs = [spec for spec in config.tasks if spec.data is None]
     if column_specs:
-        images, cells = read_manifest_columns(config.train, [spec.label_column for spec in column_specs],
-                                              skip_bad_files=config.skip_bad_files,
-                                              text_columns=text_columns_of(config))
-        images, cells = _keep_class_rows(images, cells, config.classes)
+        examples, cells = read_manifest_columns(config.train, [spec.label_column for spec in column_specs],
+                                                skip_bad_files=config.skip_bad_files,
+                                                text_columns=text_columns_of(config))
+        examples, cells = _keep_class_rows(examples, cells, config.classes)
         for spec in column_specs:
             tasks[spec.name] = build_task(spec.name, spec.column, spec.type, cells[spec.label_column], config.train)
         group_tasks = [tasks[spec.name] for spec in column_specs]
-        group = TaskGroup(images, {task.name: encode_targets(task, cells[task.label_column], config.train)
+        group = TaskGroup(examples, {task.name: encode_targets(task, cells[task.label_column], config.train)
                                    for task in group_tasks})
         if config.val is not None:
             val.append(load_task_group(config.val, group_tasks, skip_bad_files=config.skip_bad_files,
@@ -110,22 +127,23 @@ def prepare_multitask_splits(config: FitConfig) -> MultiTaskSplits:
         task, group = _own_data_group(spec, config)
         tasks[spec.name] = task
         if spec.val is not None:
-            val.append(load_task_group(spec.val, [task], skip_bad_files=config.skip_bad_files, split=("val", "test", "all"),
-                                       text_columns=text_columns_of(config)))
+            val.append(load_task_group(spec.val, [task], skip_bad_files=config.skip_bad_files,
+                                       split=("val", "test", "all"), text_columns=text_columns_of(config)))
         else:
             group, held_out = _hold_out(group, [task], config.val_fraction, config.seed)
             val.append(held_out)
         if spec.test is not None:
-            test.append(load_task_group(spec.test, [task], skip_bad_files=config.skip_bad_files, split=("test", "val", "all"),
-                                        text_columns=text_columns_of(config)))
+            test.append(load_task_group(spec.test, [task], skip_bad_files=config.skip_bad_files,
+                                        split=("test", "val", "all"), text_columns=text_columns_of(config)))
         train.append(_keep_per_class(group, [task], [spec], config))
     ordered = [tasks[spec.name] for spec in config.tasks]
     for group in train:
-        log.info("multitask data %s: %d images for task(s) %s", group.name, len(group), ", ".join(group.targets))
+        log.info("multitask data %s: %d examples for task(s) %s", group.name, len(group), ", ".join(group.targets))
     return MultiTaskSplits(tasks=ordered, train=train, val=val, test=test)
 
 
-def _keep_class_rows(examples, cells: dict[str, list[str]], classes: list[str] | None):
+def _keep_class_rows(examples: Examples, cells: dict[str, list[str]], classes: list[str] | None
+                     ) -> tuple[Examples, dict[str, list[str]]]:
     """With ``--classes``: drop the rows whose cell, in a column holding any of ``classes``, is another class."""
     if classes is None:
         return examples, cells
@@ -140,14 +158,16 @@ def _keep_class_rows(examples, cells: dict[str, list[str]], classes: list[str] |
 
 
 def load_task_group(spec: str, tasks: list[Task], *, skip_bad_files: bool = False,
-                    split: tuple[str, ...] = ("test", "val", "all"), text_columns: TextColumns | None = None) -> TaskGroup:
+                    split: tuple[str, ...] = ("test", "val", "all"),
+                    text_columns: TextColumns | None = None) -> TaskGroup:
     """Labeled data for already-built ``tasks``: a CSV manifest holding their label columns, or, for one
     classification task, any class-labeled data spec (class names matched to the task's; unknown ones ignored)."""
     columns = manifest_columns(spec, text_columns)
     wanted = [task.label_column for task in tasks]
     if columns is not None and all(column in columns for column in wanted) or not _single_classification(tasks):
-        images, cells = read_manifest_columns(spec, wanted, skip_bad_files=skip_bad_files, text_columns=text_columns)
-        return TaskGroup(images, {task.name: encode_targets(task, cells[column], spec)
+        examples, cells = read_manifest_columns(spec, wanted, skip_bad_files=skip_bad_files,
+                                                text_columns=text_columns)
+        return TaskGroup(examples, {task.name: encode_targets(task, cells[column], spec)
                                   for task, column in zip(tasks, wanted, strict=True)})
     task = tasks[0]
     data = load_data(spec, split_preference=split, skip_bad_files=skip_bad_files, columns=text_columns)
@@ -164,10 +184,10 @@ def _single_classification(tasks: list[Task]) -> bool:
 def _own_data_group(spec: TaskSpec, config: FitConfig) -> tuple[Task, TaskGroup]:
     """A task with its own data: a class-labeled data spec, or (with ``column``) a manifest column of any type."""
     if spec.column is not None:
-        images, cells = read_manifest_columns(spec.data, [spec.column], skip_bad_files=config.skip_bad_files,
-                                              text_columns=text_columns_of(config))
+        examples, cells = read_manifest_columns(spec.data, [spec.column], skip_bad_files=config.skip_bad_files,
+                                                text_columns=text_columns_of(config))
         task = build_task(spec.name, spec.column, spec.type, cells[spec.column], spec.data)
-        return task, TaskGroup(images, {task.name: encode_targets(task, cells[spec.column], spec.data)})
+        return task, TaskGroup(examples, {task.name: encode_targets(task, cells[spec.column], spec.data)})
     if spec.type not in (None, "classification"):
         raise TransferlabError(
             f"task '{spec.name}' is {spec.type} but its data {spec.data!r} gives class labels; name the label column "
@@ -185,14 +205,11 @@ def _hold_out(group: TaskGroup, tasks: list[Task], fraction: float, seed: int) -
     """Split off validation data: stratified by the first fully labeled classification task, else at random."""
     strata = next((group.targets[task.name] for task in tasks
                    if isinstance(task, ClassificationTask) and (group.targets[task.name] >= 0).all()), None)
-    if strata is not None:
-        train_index, val_index = stratified_split(strata, fraction, seed)
-    else:
-        if len(group) < 2:
-            raise TransferlabError(f"{group.name} has {len(group)} image(s): too few to hold out validation data")
-        train_index, val_index = train_test_split(np.arange(len(group)), test_size=fraction, random_state=seed)
-    log.info("held out %d of %d images of %s for validation (seed %d)", len(val_index), len(group), group.name, seed)
-    return group.subset(np.sort(train_index)), group.subset(np.sort(val_index))
+    train_index, val_index = hold_out_indices(len(group), fraction, seed, strata=strata,
+                                              what=f"example(s) in {group.name}")
+    log.info("held out %d of %d examples of %s for validation (seed %d)", len(val_index), len(group), group.name,
+             seed)
+    return group.subset(train_index), group.subset(val_index)
 
 
 def _keep_per_class(group: TaskGroup, tasks: list[Task], specs: list[TaskSpec], config: FitConfig) -> TaskGroup:
@@ -215,4 +232,4 @@ def _keep_per_class(group: TaskGroup, tasks: list[Task], specs: list[TaskSpec], 
     has_label = np.zeros(len(group), dtype=bool)
     for task in tasks:
         has_label |= task.valid(torch.as_tensor(targets[task.name])).numpy()
-    return TaskGroup(group.images, targets).subset(np.flatnonzero(has_label))
+    return TaskGroup(group.examples, targets).subset(np.flatnonzero(has_label))

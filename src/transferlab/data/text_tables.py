@@ -15,10 +15,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from transferlab.data.class_names import sort_class_names
+from transferlab.data.text_data import TextData
 from transferlab.errors import TransferlabError
 
-__all__ = ["TextColumns", "TEXT_TABLE_SUFFIXES", "read_text_table", "table_columns", "is_text_table",
-           "text_columns_of", "resolve_text_column"]
+__all__ = ["TextColumns", "TEXT_TABLE_SUFFIXES", "read_text_table", "text_table_data", "table_columns",
+           "is_text_table", "text_columns_of", "resolve_text_column"]
 
 log = logging.getLogger("transferlab")
 
@@ -176,3 +180,33 @@ def read_text_table(path: Path, columns: TextColumns, label_columns: list[str] |
     if not texts:
         raise TransferlabError(f"{path} holds no non-empty text in column {text_column!r}")
     return texts, cells, header
+
+
+def text_table_data(path: Path, columns: TextColumns, *, name: str, domain: str) -> TextData:
+    """A text table as `TextData`: labeled when it has the label column (every row must then have a label).
+
+    Args:
+        path: a ``.csv``, ``.tsv`` or ``.jsonl`` file.
+        columns: the text and label columns, and the empty-text policy.
+        name: the data's name (the spec the user gave).
+        domain: ``"source"`` or ``"target"``.
+
+    Raises:
+        TransferlabError: as `read_text_table`, or a label column with an empty cell or a single class.
+    """
+    texts, cells, header = read_text_table(path, columns)
+    labels = cells.get(columns.label)
+    if labels is None:
+        log.info("%s has no label column %r (columns: %s): unlabeled texts", path, columns.label, ", ".join(header))
+        return TextData(name=name, classes=[], labels=None, texts=texts, domain=domain)
+    empty = sum(1 for label in labels if not label)
+    if empty:
+        raise TransferlabError(f"{path} has {empty} text(s) with an empty {columns.label!r} label; "
+                               "label every row, or drop the label column for unlabeled data")
+    classes = sort_class_names(labels)
+    if len(classes) < 2:
+        raise TransferlabError(f"{path} has a single class ({classes[0]!r}) in column {columns.label!r}; "
+                               "labeled data needs at least two classes")
+    index = {class_name: position for position, class_name in enumerate(classes)}
+    return TextData(name=name, classes=classes, labels=np.array([index[label] for label in labels]), texts=texts,
+                    domain=domain)

@@ -15,6 +15,7 @@ from transferlab.backbones.base import PreprocessConfig
 from transferlab.backbones.preprocess import AudioPreprocess, TextPreprocess
 from transferlab.backbones.registry import DEFAULT_BACKBONES
 from transferlab.data.audio_data import AudioData
+from transferlab.data.examples import Examples
 from transferlab.data.image_data import ImageData
 from transferlab.data.text_data import TextData
 from transferlab.errors import TransferlabError
@@ -150,7 +151,7 @@ class AudioDataset(_PaddedDataset):
 DATA_MODALITY = {ImageData: "image", TextData: "text", AudioData: "audio"}
 
 
-def make_dataset(data, preprocess, *, train: bool = False, augment: bool = False) -> Dataset:
+def make_dataset(data: Examples, preprocess, *, train: bool = False, augment: bool = False) -> Dataset:
     """The dataset that turns ``data`` into the inputs ``preprocess`` describes (see the module docstring).
 
     Raises:

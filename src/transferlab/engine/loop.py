@@ -18,12 +18,18 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from transferlab.engine.batches import batch_length, to_device
-from transferlab.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from transferlab.engine.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from transferlab.engine.distributed import is_main_process, make_loader
+from transferlab.engine.inference import predict_logits
 from transferlab.engine.precision import autocast
 from transferlab.fileio import atomic_path
 
-__all__ = ["Trainer", "TrainSettings", "predict_logits"]
+__all__ = ["Trainer", "TrainSettings"]
 
 log = logging.getLogger("transferlab")
 
@@ -64,37 +70,6 @@ def _epoch_loader(train_data, settings: "TrainSettings", epoch: int):
     single_last = len(train_data) % settings.batch_size == 1 and len(train_data) > 1
     return make_loader(train_data, batch_size=settings.batch_size, shuffle=True, seed=settings.seed, epoch=epoch,
                        num_workers=settings.num_workers, drop_last=single_last)
-
-
-def _concat(chunks: list):
-    """Concatenate batch results: tensors, or dicts of tensors (one entry per task)."""
-    if isinstance(chunks[0], dict):
-        return {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]}
-    return torch.cat(chunks)
-
-
-def _float_cpu(outputs):
-    if isinstance(outputs, dict):
-        return {key: value.float().cpu() for key, value in outputs.items()}
-    return outputs.float().cpu()
-
-
-def predict_logits(
-    model: nn.Module, loader, precision: str, device: torch.device, progress: str | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model`` over ``loader`` in eval mode; return ``(outputs (N, D) float32, labels (N,))``.
-
-    A model with several heads gives ``{task: (N, D_task)}`` outputs, and a loader of ``{task: targets}`` gives
-    labels in the same form. ``progress``: a progress-bar label (shown on the main process), or ``None``.
-    """
-    model.eval()
-    outputs, labels = [], []
-    batches = tqdm(loader, desc=progress, leave=False, disable=progress is None or not is_main_process())
-    with torch.inference_mode(), autocast(precision, device):
-        for inputs, targets in batches:
-            outputs.append(_float_cpu(model(to_device(inputs, device, channels_last=True))))
-            labels.append(targets)
-    return _concat(outputs), _concat(labels)
 
 
 class Trainer:

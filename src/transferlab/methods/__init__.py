@@ -1,7 +1,18 @@
-"""Transfer methods: each registers itself under its ``--method`` name."""
+"""Transfer methods. Each registers one `MethodSpec` under its ``--method`` name; adding a method is its module plus
+one import line here."""
 
-from transferlab.methods import adaptation, features, finetune, joint, lora, multitask  # noqa: F401  (registration)
-from transferlab.speech import ctc  # noqa: F401  (registers --method ctc)
-from transferlab.methods.base import METHODS, MethodResult, RunContext, Splits, get_method, register_method
+from transferlab.methods import finetune, features, joint, multitask, lora, adaptation  # noqa: F401, I001  (registration, in listing order)
+from transferlab.methods.base import (
+    METHODS,
+    MethodResult,
+    MethodSpec,
+    RunContext,
+    Splits,
+    build_config,
+    get_method,
+    register_method,
+    setting_owners,
+)
 
-__all__ = ["METHODS", "MethodResult", "RunContext", "Splits", "get_method", "register_method"]
+__all__ = ["METHODS", "MethodResult", "MethodSpec", "RunContext", "Splits", "build_config", "get_method",
+           "register_method", "setting_owners"]

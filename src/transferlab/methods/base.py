@@ -1,20 +1,31 @@
-"""What every method receives and returns, and the registry that maps method names to them."""
+"""What every method is, receives and returns, and the registry that maps ``--method`` names to methods.
+
+A method is one `MethodSpec`: its name, a one-line summary, its settings model (a `transferlab.config.FitConfig`
+subclass holding only the settings it takes), its ``prepare`` step (settings -> data splits), its ``train`` step
+(settings, splits, run context -> a trained `transferlab.models.Predictor`) and the recipe defaults it sets. The
+command line's ``--method`` choices and flags, the docs' method list and the refusal of settings that do not apply
+all come from this registry.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from pydantic import ValidationError
 
-from transferlab.config import FitConfig
+from transferlab.config import FitConfig, format_validation_error
+from transferlab.data import Examples
+from transferlab.data.torch_dataset import DATA_MODALITY
 from transferlab.engine.loop import TrainSettings
-from transferlab.data.image_data import ImageData
 from transferlab.errors import TransferlabError, suggest
-from transferlab.model import TransferModel
+from transferlab.models import Predictor
 
-__all__ = ["Splits", "RunContext", "MethodResult", "register_method", "get_method", "train_settings", "METHODS"]
+__all__ = ["METHODS", "MethodResult", "MethodSpec", "RunContext", "Splits", "build_config", "get_method",
+           "register_method", "setting_owners", "train_settings"]
 
 
 @dataclass
@@ -23,15 +34,26 @@ class Splits:
     source-domain data for ``joint``, and target-domain data for adaptation methods (which train on the source
     data in ``train``; target labels, if any, are for reporting only)."""
 
-    train: ImageData
-    val: ImageData | None
-    test: ImageData | None = None
-    source: ImageData | None = None
-    target: ImageData | None = None
+    train: Examples
+    val: Examples | None
+    test: Examples | None = None
+    source: Examples | None = None
+    target: Examples | None = None
 
     @property
     def classes(self) -> list[str]:
         return self.train.classes
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def modality(self) -> str:
+        return DATA_MODALITY.get(type(self.train), "image")
+
+    def describe(self) -> str:
+        return self.train.describe()
 
 
 @dataclass
@@ -47,33 +69,70 @@ class RunContext:
 
 @dataclass
 class MethodResult:
-    model: TransferModel
+    model: Predictor
     history: list[dict]
     metrics: dict = field(default_factory=dict)  # method-specific results for metrics.json (e.g. model selection)
 
 
-MethodFn = Callable[[FitConfig, Splits, RunContext], MethodResult]
-METHODS: dict[str, MethodFn] = {}
+@dataclass(frozen=True)
+class MethodSpec:
+    """One ``--method``: see the module docstring. ``recipe`` holds defaults of shared settings the method changes
+    (a user's own value still wins)."""
+
+    name: str
+    summary: str
+    settings: type[FitConfig]
+    prepare: Callable[[Any], Any]
+    train: Callable[[Any, Any, RunContext], MethodResult]
+    recipe: dict = field(default_factory=dict)
 
 
-def register_method(*names: str):
-    """Decorator: make a method function available under ``names`` (``--method NAME``)."""
-
-    def decorator(function: MethodFn) -> MethodFn:
-        for name in names:
-            METHODS[name] = function
-        return function
-
-    return decorator
+METHODS: dict[str, MethodSpec] = {}
 
 
-def get_method(name: str) -> MethodFn:
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Make ``spec`` available as ``--method spec.name``."""
+    if spec.name in METHODS:
+        raise ValueError(f"method '{spec.name}' is registered twice")
+    METHODS[spec.name] = spec
+    return spec
+
+
+def get_method(name: str) -> MethodSpec:
     if name not in METHODS:
         raise TransferlabError(f"unknown method '{name}'{suggest(name, METHODS)}; choose one of {', '.join(METHODS)}")
     return METHODS[name]
 
 
-def train_settings(config: FitConfig, context: RunContext) -> TrainSettings:
+def setting_owners() -> dict[str, list[str]]:
+    """Setting name (and alias) -> the methods whose settings take it."""
+    owners: dict[str, list[str]] = {}
+    for spec in METHODS.values():
+        for name, info in spec.settings.model_fields.items():
+            for key in {name, info.alias or name}:
+                owners.setdefault(key, []).append(spec.name)
+    return owners
+
+
+def build_config(file_values: dict | None = None, overrides: dict | None = None, source: str = "config") -> FitConfig:
+    """Merge the method's recipe < config-file values < command-line overrides and validate them with the method's
+    settings model. ``overrides`` holds only the flags the user actually gave (``None`` values are ignored).
+
+    Raises:
+        TransferlabError: an unknown method, a setting the method does not take (naming the methods that take it),
+            or an invalid value; one message for every problem, naming ``source``.
+    """
+    values = dict(file_values or {})
+    values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    spec = get_method(values.get("method", FitConfig.model_fields["method"].default))
+    merged = {**{k: v for k, v in spec.recipe.items() if k not in values}, **values, "method": spec.name}
+    try:
+        return spec.settings(**merged)
+    except ValidationError as exc:
+        raise TransferlabError(format_validation_error(exc, spec.settings, source, spec.name, setting_owners())) from None
+
+
+def train_settings(config, context: RunContext) -> TrainSettings:
     return TrainSettings(
         epochs=config.epochs,
         batch_size=config.batch_size,

@@ -12,7 +12,7 @@ from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.methods.base import RunContext, Splits, train_settings
 from transferlab.methods.losses import ClassificationObjective
-from transferlab.model import TransferModel
+from transferlab.models import TransferModel
 
 __all__ = ["embed_splits", "train_head_on_embeddings"]
 

@@ -16,13 +16,31 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from transferlab.config import FitConfig
-from transferlab.methods.base import MethodResult, RunContext, Splits, register_method
+from transferlab.config import (
+    FitConfig,
+    HeadSettings,
+    LabelSettings,
+    PretrainedSettings,
+    TrainDataSettings,
+    TrainingSettings,
+)
+from transferlab.methods.base import (
+    MethodResult,
+    MethodSpec,
+    RunContext,
+    Splits,
+    register_method,
+)
 from transferlab.methods.embedded_head import embed_splits, train_head_on_embeddings
 from transferlab.methods.finetune import build_model
-from transferlab.model import build_head
+from transferlab.methods.splits import prepare_labeled_splits
 
-__all__ = ["train_on_features", "fit_logistic_head", "LOGISTIC_C_GRID"]
+__all__ = ["FeaturesConfig", "train_on_features", "fit_logistic_head", "LOGISTIC_C_GRID"]
+
+
+class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, PretrainedSettings, HeadSettings, TrainingSettings):
+    """``features``: a frozen backbone embeds once; the head (logistic by default; the training settings apply to
+    the torch heads) learns on the embeddings."""
 
 log = logging.getLogger("transferlab")
 
@@ -69,11 +87,11 @@ def fit_logistic_head(train_x, train_y, val_x, val_y, num_classes: int, seed: in
     return _logistic_as_linear(scaler, best[1], num_classes), history
 
 
-@register_method("features")
 def train_on_features(config: FitConfig, splits: Splits, context: RunContext) -> MethodResult:
     """Embed train/val once with the frozen backbone, then fit the head on the cached embeddings."""
     model = build_model(config, splits.classes, pretrained=config.pretrained or config.weights is not None)
     model.backbone.requires_grad_(False)
+    model.cache_features = True  # a frozen pretrained backbone: its embeddings may come from the cache
     train_x, val_x = embed_splits(model, config, splits, context)
     train_y = torch.from_numpy(splits.train.labels)
     val_y = torch.from_numpy(splits.val.labels) if splits.val is not None else None
@@ -88,3 +106,7 @@ def train_on_features(config: FitConfig, splits: Splits, context: RunContext) ->
 
     history = train_head_on_embeddings(model, config, splits, context, embeddings=(train_x, val_x))
     return MethodResult(model=model.to(torch.device("cpu")), history=history)
+
+
+register_method(MethodSpec("features", "frozen pretrained backbone as a feature extractor + a head on its embeddings",
+                           FeaturesConfig, prepare_labeled_splits, train_on_features, {"head": "logistic"}))

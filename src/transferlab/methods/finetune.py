@@ -3,8 +3,8 @@
 - ``finetune``: pretrained backbone + new head; freeze what the user names; train the head alone for
   ``head_epochs``, then unfreeze with discriminative learning rates; optional L2-SP toward the pretrained weights.
 - ``scratch``: the same architecture randomly initialised and trained end to end (the baseline).
-- ``seed-recipe``: SEED.md section 5 (frozen VGG16 body, Flatten -> Dense(1024, ReLU) -> Dense(classes), Adam);
-  its settings come from `transferlab.config.RECIPES`.
+- ``seed-recipe``: SEED.md section 5 (frozen VGG16 body, Flatten -> Dense(1024, ReLU) -> Dense(classes), Adam):
+  finetune with the recipe `SEED_RECIPE`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,28 @@ import logging
 import math
 
 from transferlab.backbones import create_backbone
-from transferlab.config import FitConfig
+from transferlab.config import (
+    AugmentSettings,
+    FinetuneSettings,
+    FitConfig,
+    HeadSettings,
+    L2SPSettings,
+    LabelSettings,
+    PretrainedSettings,
+    TrainDataSettings,
+    TrainingSettings,
+)
 from transferlab.data.torch_dataset import make_dataset
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
-from transferlab.methods.base import MethodResult, RunContext, Splits, register_method, train_settings
+from transferlab.methods.base import (
+    MethodResult,
+    MethodSpec,
+    RunContext,
+    Splits,
+    register_method,
+    train_settings,
+)
 from transferlab.methods.embedded_head import train_head_on_embeddings
 from transferlab.methods.freeze import (
     GradualUnfreezing,
@@ -26,11 +43,26 @@ from transferlab.methods.freeze import (
     set_requires_grad,
 )
 from transferlab.methods.losses import L2SP, ClassificationObjective
-from transferlab.model import TransferModel, build_head
+from transferlab.methods.splits import prepare_labeled_splits
+from transferlab.models import TransferModel, build_head
 
 log = logging.getLogger("transferlab")
 
-__all__ = ["train_end_to_end", "build_backbone", "build_model", "freeze_and_rates"]
+__all__ = ["FinetuneConfig", "ScratchConfig", "SEED_RECIPE", "build_backbone", "build_model", "freeze_and_rates",
+           "train_end_to_end"]
+
+
+class ScratchConfig(FitConfig, TrainDataSettings, LabelSettings, HeadSettings, TrainingSettings, AugmentSettings):
+    """``scratch``: the same architecture randomly initialised, everything trained at one learning rate."""
+
+
+class FinetuneConfig(ScratchConfig, PretrainedSettings, FinetuneSettings, L2SPSettings):
+    """``finetune`` (and ``seed-recipe``): pretrained backbone, freezing, head-only epochs, discriminative rates."""
+
+
+# SEED.md section 5: VGG16 body (frozen) -> Flatten -> Dense(1024, relu) -> Dense(num_classes, softmax), Adam.
+SEED_RECIPE = {"backbone": "torchvision:vgg16", "pool": "flatten", "head": "mlp", "head_hidden": [1024],
+               "freeze": "all", "head_epochs": 0, "optimizer": "adam", "weight_decay": 0.0, "scheduler": "constant"}
 
 
 def build_backbone(config: FitConfig, *, pretrained: bool):
@@ -49,7 +81,12 @@ def build_backbone(config: FitConfig, *, pretrained: bool):
 def build_model(config: FitConfig, classes: list[str], *, pretrained: bool) -> TransferModel:
     backbone = build_backbone(config, pretrained=pretrained)
     head = build_head(config.head, backbone.num_features, len(classes), config.head_hidden, config.dropout)
-    return TransferModel(backbone, head, classes)
+    return TransferModel(backbone, head, classes, head_settings(config))
+
+
+def head_settings(config: FitConfig) -> dict:
+    """How the head was built, saved with the model: kind, hidden sizes, dropout."""
+    return {"kind": config.head, "hidden": list(config.head_hidden), "dropout": config.dropout}
 
 
 def freeze_and_rates(model: TransferModel, config: FitConfig, transfer: bool) -> tuple[list[dict], GradualUnfreezing]:
@@ -70,10 +107,10 @@ def freeze_and_rates(model: TransferModel, config: FitConfig, transfer: bool) ->
     return discriminative_param_groups(model, groups, config.lr, ratio, frozen), unfreezing
 
 
-@register_method("finetune", "scratch", "seed-recipe")
-def train_end_to_end(config: FitConfig, splits: Splits, context: RunContext) -> MethodResult:
-    """Train backbone and head through the shared loop; what is frozen and when is the only difference."""
-    transfer = config.method != "scratch"  # scratch: random init, everything trains at one learning rate
+def train_end_to_end(config: FitConfig, splits: Splits, context: RunContext, *, transfer: bool = True
+                     ) -> MethodResult:
+    """Train backbone and head through the shared loop; what is frozen and when is the only difference. Without
+    ``transfer`` (scratch): random init, everything trains at one learning rate."""
     model = build_model(config, splits.classes, pretrained=transfer and (config.pretrained or config.weights is not None))
     param_groups, unfreezing = freeze_and_rates(model, config, transfer)
     if not any(p.requires_grad for p in model.backbone.parameters()) and not (config.augment or config.l2sp_beta):
@@ -95,3 +132,15 @@ def train_end_to_end(config: FitConfig, splits: Splits, context: RunContext) -> 
     trainer = Trainer(model, objective, optimizer, scheduler, train_settings(config, context), [unfreezing])
     history = trainer.fit(train_data, val_data, resume=config.resume)
     return MethodResult(model=model, history=history)
+
+
+def train_scratch(config: ScratchConfig, splits: Splits, context: RunContext) -> MethodResult:
+    return train_end_to_end(config, splits, context, transfer=False)
+
+
+register_method(MethodSpec("finetune", "pretrained backbone + new head, freezing and discriminative learning rates",
+                           FinetuneConfig, prepare_labeled_splits, train_end_to_end))
+register_method(MethodSpec("scratch", "the same architecture from random weights: the baseline", ScratchConfig,
+                           prepare_labeled_splits, train_scratch))
+register_method(MethodSpec("seed-recipe", "SEED.md's recipe: frozen VGG16, Flatten -> Dense(1024) -> Dense, Adam",
+                           FinetuneConfig, prepare_labeled_splits, train_end_to_end, SEED_RECIPE))

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, Field, model_validator
 from torch import nn
 
-from transferlab.config import FitConfig
 from transferlab.data.image_data import align_classes
 from transferlab.data.torch_dataset import make_dataset
 from transferlab.engine.batches import batch_length, concat_inputs
@@ -22,13 +22,67 @@ from transferlab.engine.domains import DomainPairLoader
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.errors import TransferlabError
-from transferlab.methods.base import MethodResult, RunContext, Splits, register_method, train_settings
-from transferlab.methods.finetune import build_model, freeze_and_rates
-from transferlab.model import build_head
+from transferlab.methods.base import (
+    MethodResult,
+    MethodSpec,
+    RunContext,
+    Splits,
+    register_method,
+    train_settings,
+)
+from transferlab.methods.finetune import FinetuneConfig, build_model, freeze_and_rates
+from transferlab.methods.splits import (
+    load_labeled,
+    load_training_data,
+    same_examples,
+    validation_and_test,
+)
+from transferlab.models import build_head
 
-__all__ = ["joint_loss", "JointObjective", "LambdaWarmup", "train_joint"]
+__all__ = ["JointConfig", "JointObjective", "LambdaWarmup", "SourceSettings", "joint_loss", "prepare_joint_splits",
+           "train_joint"]
 
 log = logging.getLogger("transferlab")
+
+
+class SourceSettings(BaseModel):
+    """Labeled source-domain data and how many steps an epoch of two domains takes."""
+
+    source: str = Field(description="labeled source-domain data spec")
+    steps_per_epoch: int | None = Field(None, ge=1, description="steps per epoch; default: one pass over the larger domain")
+
+
+class JointConfig(FinetuneConfig, SourceSettings):
+    """``joint``: ``L_S + lambda L_T`` on labeled source and target data."""
+
+    lambda_: float = Field(1.0, alias="lambda", ge=0, description="weight of the target loss: L_S + lambda * L_T")
+    lambda_warmup_epochs: int = Field(
+        0, ge=0, description="ramp lambda linearly from lambda/N to lambda over the first N epochs (source-heavy first)"
+    )
+    source_share: float = Field(0.5, gt=0, lt=1, description="share of each joint batch drawn from the source")
+    separate_heads: bool | None = Field(
+        None, description="one head per domain; default: only when the class names of the two domains differ",
+        json_schema_extra={"flag": "--separate-heads/--shared-head"},
+    )
+
+    @model_validator(mode="after")
+    def _both_domains_fit_in_a_batch(self):
+        if self.batch_size < 2:
+            raise ValueError(f"method 'joint' draws both domains in every batch: batch_size must be at least 2, got "
+                             f"{self.batch_size}")
+        return self
+
+
+def prepare_joint_splits(config: JointConfig) -> Splits:
+    """The target task's train/val/test (as for ``finetune``) and the labeled source data, which must differ."""
+    train, own_val = load_training_data(config)
+    source = load_labeled(config.source, config, "source", "source")
+    if same_examples(source, train):
+        raise TransferlabError(
+            f"source {config.source} and target {config.train} hold the same examples; the source must be other data"
+        )
+    train, val, test = validation_and_test(train, config, own_val)
+    return Splits(train=train, val=val, test=test, source=source)
 
 
 def joint_loss(source_loss: torch.Tensor, target_loss: torch.Tensor, lam: float) -> torch.Tensor:
@@ -75,8 +129,7 @@ class LambdaWarmup:
         self.objective.lam = self.lam * ramp
 
 
-@register_method("joint")
-def train_joint(config: FitConfig, splits: Splits, context: RunContext) -> MethodResult:
+def train_joint(config: JointConfig, splits: Splits, context: RunContext) -> MethodResult:
     """Shared backbone, target head (+ source head when label spaces differ), trained on both domains at once."""
     source = splits.source
     if source is None:
@@ -119,3 +172,7 @@ def train_joint(config: FitConfig, splits: Splits, context: RunContext) -> Metho
     if separate:
         del model.source_head
     return MethodResult(model=model, history=history)
+
+
+register_method(MethodSpec("joint", "L_S + lambda L_T: one backbone trained on labeled source and target data at once",
+                           JointConfig, prepare_joint_splits, train_joint))

@@ -21,28 +21,47 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+from pydantic import Field, field_validator
 from safetensors.torch import save_file
 from torch import nn
 
-from transferlab.config import FitConfig
+from transferlab.config import (
+    AugmentSettings,
+    FitConfig,
+    HeadSettings,
+    LabelSettings,
+    PretrainedSettings,
+    TrainDataSettings,
+    TrainingSettings,
+    parse_list,
+)
 from transferlab.data.torch_dataset import make_dataset
 from transferlab.engine.distributed import is_main_process
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.errors import TransferlabError
 from transferlab.fileio import atomic_path
-from transferlab.methods.base import MethodResult, RunContext, Splits, register_method, train_settings
+from transferlab.methods.base import (
+    MethodResult,
+    MethodSpec,
+    RunContext,
+    Splits,
+    register_method,
+    train_settings,
+)
 from transferlab.methods.finetune import build_model
 from transferlab.methods.losses import ClassificationObjective
-from transferlab.model import TransferModel
+from transferlab.methods.splits import prepare_labeled_splits
+from transferlab.models import TransferModel
 
 if TYPE_CHECKING:  # peft imports transformers (about a second): imported only when a LoRA run starts
     from peft import PeftModel
 
 __all__ = [
     "ATTENTION_TARGETS",
+    "LoraConfig",
     "train_lora",
     "add_lora",
     "default_lora_targets",
@@ -62,6 +81,31 @@ ATTENTION_TARGETS: tuple[tuple[str, ...], ...] = (
 ADAPTABLE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)  # layer types PEFT's LoRA wraps
 ADAPTER_DIR = "adapter"
 HEAD_WEIGHTS = "head.safetensors"
+
+
+class LoraConfig(FitConfig, TrainDataSettings, LabelSettings, PretrainedSettings, HeadSettings, TrainingSettings,
+                 AugmentSettings):
+    """``lora``: low-rank adapters on the frozen pretrained backbone; the adapters and the head train (no freezing
+    or L2-SP settings: nothing else trains)."""
+
+    lora_r: int = Field(8, ge=1, description="rank r of the LoRA update")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / r)")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the LoRA branch")
+    lora_targets: list[str] | None = Field(
+        None, description="module names to adapt (e.g. query,value); default: the backbone's attention projections"
+    )
+    lora_save: Literal["merged", "adapter"] = Field(
+        "merged", description="'merged': adapters folded into the weights (loads without PEFT); 'adapter': also save "
+        "the adapter alone (adapter/ in the run directory)"
+    )
+
+    @field_validator("lora_targets", mode="before")
+    @classmethod
+    def _parse_lora_targets(cls, value):
+        names = parse_list(value)
+        if isinstance(value, str) and not names:
+            raise ValueError("lora_targets must name at least one module, e.g. 'query,value'")
+        return names
 
 
 def _matches(module_name: str, target: str) -> bool:
@@ -185,8 +229,7 @@ def merge_lora(adapted: "PeftModel") -> nn.Module:
     return backbone
 
 
-@register_method("lora")
-def train_lora(config: FitConfig, splits: Splits, context: RunContext) -> MethodResult:
+def train_lora(config: LoraConfig, splits: Splits, context: RunContext) -> MethodResult:
     """Train LoRA adapters on the pretrained backbone and a new head through the shared loop; merge at the end.
 
     ``MethodResult.metrics["lora"]`` holds the rank, alpha, targets, trainable and total parameter counts (during
@@ -196,8 +239,6 @@ def train_lora(config: FitConfig, splits: Splits, context: RunContext) -> Method
     if not pretrained:
         log.warning("LoRA on a randomly initialised backbone: the frozen base weights are random, so the low-rank "
                     "updates adapt nothing learned; use pretrained weights (or --method scratch)")
-    if config.freeze != "none" or config.l2sp_alpha or config.l2sp_beta:
-        log.warning("lora ignores --freeze and L2-SP: only the LoRA updates and the head train")
     model = build_model(config, splits.classes, pretrained=pretrained)
     targets = config.lora_targets or default_lora_targets(model.backbone)
     # before the Trainer: a --resume checkpoint holds the LoRA keys
@@ -223,10 +264,14 @@ def train_lora(config: FitConfig, splits: Splits, context: RunContext) -> Method
     return MethodResult(model=model, history=history, metrics={"lora": summary})
 
 
-def _summary(model: TransferModel, targets: list[str], config: FitConfig) -> dict:
+def _summary(model: TransferModel, targets: list[str], config: LoraConfig) -> dict:
     """The ``metrics["lora"]`` entry (logged too): settings and parameter counts with the adapters in place."""
     trainable, total = lora_parameter_counts(model)
     log.info("LoRA r=%d alpha=%g on %s: %s of %s parameters train (%.2f%%)", config.lora_r, config.lora_alpha,
              ",".join(targets), f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return {"r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout, "targets": list(targets),
             "trainable_parameters": trainable, "total_parameters": total}
+
+
+register_method(MethodSpec("lora", "low-rank adapters (PEFT) on the frozen pretrained backbone + a new head", LoraConfig,
+                           prepare_labeled_splits, train_lora))

@@ -8,28 +8,107 @@ per-task losses to the weighting (`transferlab.methods.weighting`).
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
-import numpy as np
 import torch
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from transferlab.config import FitConfig
-from transferlab.data.task_groups import MultiTaskSplits, TaskGroup, TaskGroupDataset
+from transferlab.config import (
+    AugmentSettings,
+    FinetuneSettings,
+    FitConfig,
+    HeadSettings,
+    L2SPSettings,
+    LabelSettings,
+    PretrainedSettings,
+    SplitSettings,
+    TaskSpec,
+    TrainingSettings,
+    parse_task_list,
+)
+from transferlab.data.task_groups import (
+    MultiTaskSplits,
+    TaskGroup,
+    TaskGroupDataset,
+    prepare_multitask_splits,
+)
 from transferlab.engine.batches import batch_length, concat_inputs
-from transferlab.engine.distributed import make_loader
 from transferlab.engine.domains import GroupBatches
-from transferlab.engine.loop import Trainer, TrainSettings, predict_logits
+from transferlab.engine.loop import Trainer, TrainSettings
 from transferlab.engine.optim import build_optimizer, build_scheduler
-from transferlab.methods.base import MethodResult, RunContext, register_method, train_settings
-from transferlab.methods.finetune import build_backbone, freeze_and_rates
+from transferlab.methods.base import (
+    MethodResult,
+    MethodSpec,
+    RunContext,
+    register_method,
+    train_settings,
+)
+from transferlab.methods.finetune import build_backbone, freeze_and_rates, head_settings
 from transferlab.methods.losses import L2SP
-from transferlab.methods.weighting import LossWeighting, build_weighting
-from transferlab.model import MultiTaskModel, build_head
+from transferlab.methods.weighting import (
+    MULTI_LOSS_WEIGHTINGS,
+    WEIGHTINGS,
+    LossWeighting,
+    build_weighting,
+)
+from transferlab.models import MultiTaskModel, build_head
+from transferlab.models.multitask import evaluate_task_groups
 from transferlab.tasks import Task
 
-__all__ = ["MultiTaskObjective", "TaskValidation", "build_multitask_model", "evaluate_task_groups", "train_multitask"]
+__all__ = ["MultiTaskConfig", "MultiTaskObjective", "TaskValidation", "build_multitask_model", "train_multitask"]
 
 log = logging.getLogger("transferlab")
+
+
+class MultiTaskConfig(FitConfig, SplitSettings, LabelSettings, PretrainedSettings, HeadSettings, TrainingSettings,
+                      AugmentSettings, FinetuneSettings, L2SPSettings):
+    """``multitask``: one backbone, one head per task; task losses combined by a weighting."""
+
+    train: str | None = Field(
+        None, description="training manifest whose label columns the tasks read; optional when every task has "
+        "data of its own"
+    )
+    tasks: list[TaskSpec] | None = Field(
+        None, description="tasks: label columns of the train manifest ('a,b:regression') or task entries with data"
+    )
+    weighting: Literal[WEIGHTINGS] = Field("fixed", description="how task losses/gradients are combined: "
+                                           + ", ".join(WEIGHTINGS))
+    dwa_temperature: float = Field(2.0, gt=0, description="temperature T of dynamic weight averaging")
+    gradnorm_alpha: float = Field(1.5, ge=0, description="restoring-force strength alpha of GradNorm")
+    steps_per_epoch: int | None = Field(None, ge=1, description="steps per epoch; default: one pass over the largest "
+                                        "task group")
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _parse_tasks(cls, value):
+        if isinstance(value, str):
+            return parse_task_list(value)
+        if isinstance(value, list):
+            return [parse_task_list(item)[0] if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _check_tasks(self):
+        if not self.tasks:
+            raise ValueError("method 'multitask' needs tasks: --tasks COL1,COL2 (label columns of --train) or "
+                             "task entries in the config")
+        names = [task.name for task in self.tasks]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"task names must be unique; repeated: {', '.join(repeated)}")
+        without_data = [task.name for task in self.tasks if task.data is None and self.train is None]
+        if without_data:
+            raise ValueError(f"task(s) {', '.join(without_data)} read a label column of the training manifest, but no "
+                             "train data is set (--train FILE.csv), and they have no data of their own")
+        for task in self.tasks:
+            if task.data is None and (task.val or task.test):
+                raise ValueError(f"task '{task.name}' sets val/test data but no data of its own; "
+                                 "use --val/--test manifests for manifest columns")
+        if len(self.tasks) == 1 and self.weighting in MULTI_LOSS_WEIGHTINGS:
+            raise ValueError(f"weighting '{self.weighting}' balances several tasks, but only one task "
+                             f"('{self.tasks[0].name}') is given; use weighting 'fixed' or add tasks")
+        return self
 
 
 class MultiTaskObjective(nn.Module):
@@ -77,34 +156,6 @@ class MultiTaskObjective(nn.Module):
         return {"loss": total, "parts": parts, **({"backward": backward} if backward is not None else {})}
 
 
-def evaluate_task_groups(model: MultiTaskModel, groups: list[TaskGroup], *, batch_size: int = 64,
-                         precision: str = "fp32", device: torch.device | None = None, num_workers: int = 0,
-                         only: list[str] | None = None) -> dict:
-    """Every task's metrics on the groups that carry its labels: ``{"tasks": {name: metrics}, "score": mean}``.
-
-    ``score`` averages the tasks' ``score`` (accuracy, micro-F1 or R^2): what model selection maximises.
-    """
-    device = device or torch.device("cpu")
-    outputs: dict[str, list[np.ndarray]] = {}
-    targets: dict[str, list[np.ndarray]] = {}
-    for group in groups:
-        wanted = [name for name in group.targets if only is None or name in only]
-        if not wanted:
-            continue
-        loader = make_loader(TaskGroupDataset(group, model.preprocess), batch_size=batch_size, shuffle=False,
-                             num_workers=num_workers)
-        predicted, labels = predict_logits(model.to(device), loader, precision, device)
-        for name in wanted:
-            outputs.setdefault(name, []).append(predicted[name].numpy())
-            targets.setdefault(name, []).append(labels[name].numpy())
-    metrics = {}
-    for task in model.tasks:
-        if task.name in outputs:
-            metrics[task.name] = task.metrics(np.concatenate(outputs[task.name]), np.concatenate(targets[task.name]))
-    scores = [m["score"] for m in metrics.values() if m.get("n") and np.isfinite(m["score"])]
-    return {"tasks": metrics, "score": float(np.mean(scores)) if scores else float("nan")}
-
-
 class TaskValidation:
     """Validation for the loop: ``evaluate(model, settings)`` -> ``val_<task>_<metric>`` and ``val_score``."""
 
@@ -124,16 +175,15 @@ class TaskValidation:
         return row
 
 
-def build_multitask_model(config: FitConfig, tasks: list[Task], *, pretrained: bool) -> MultiTaskModel:
+def build_multitask_model(config: MultiTaskConfig, tasks: list[Task], *, pretrained: bool) -> MultiTaskModel:
     """The configured backbone with one head (``config.head`` kind) per task."""
     backbone = build_backbone(config, pretrained=pretrained)
     heads = {task.name: build_head(config.head, backbone.num_features, task.num_outputs, config.head_hidden,
                                    config.dropout) for task in tasks}
-    return MultiTaskModel(backbone, heads, tasks)
+    return MultiTaskModel(backbone, heads, tasks, head_settings(config))
 
 
-@register_method("multitask")
-def train_multitask(config: FitConfig, splits: MultiTaskSplits, context: RunContext) -> MethodResult:
+def train_multitask(config: MultiTaskConfig, splits: MultiTaskSplits, context: RunContext) -> MethodResult:
     """Shared backbone, one head per task; freezing, head-only epochs and learning rates as in ``finetune``."""
     pretrained = config.pretrained or config.weights is not None
     model = build_multitask_model(config, splits.tasks, pretrained=pretrained)
@@ -162,3 +212,8 @@ def train_multitask(config: FitConfig, splits: MultiTaskSplits, context: RunCont
                       [unfreezing, weighting.start_epoch])
     history = trainer.fit(batches, TaskValidation(splits.val) if splits.val else None, resume=config.resume)
     return MethodResult(model=model, history=history)
+
+
+register_method(MethodSpec("multitask", "one shared backbone, one head per task (classification, multi-label, "
+                           "regression), task losses combined by a weighting", MultiTaskConfig,
+                           prepare_multitask_splits, train_multitask))

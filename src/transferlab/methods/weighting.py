@@ -25,11 +25,15 @@ from torch import nn
 from torchjd import aggregation, scalarization
 from torchjd.autojac import jac_to_grad, mtl_backward
 
-from transferlab.config import WEIGHTINGS
 from transferlab.errors import TransferlabError
 
-__all__ = ["build_weighting", "LossWeighting", "FixedWeighting", "UncertaintyWeighting", "DynamicWeightAverage", "GradNorm",
+__all__ = ["MULTI_LOSS_WEIGHTINGS", "WEIGHTINGS", "build_weighting", "LossWeighting", "FixedWeighting", "UncertaintyWeighting", "DynamicWeightAverage", "GradNorm",
            "JacobianDescent", "gradnorm_loss", "AGGREGATORS"]
+
+# weightings that balance several losses: meaningless for a single task
+MULTI_LOSS_WEIGHTINGS = ("uncertainty", "dwa", "gradnorm", "upgrad", "pcgrad", "cagrad", "mgda", "imtl-g", "aligned-mtl",
+                         "dualproj")
+WEIGHTINGS = ("fixed", *MULTI_LOSS_WEIGHTINGS)
 
 # --weighting name -> torchjd aggregator factory
 AGGREGATORS = {

@@ -45,17 +45,19 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from transferlab.config import SCORERS, FitConfig
 from transferlab.data.image_data import ImageData
 from transferlab.data.torch_dataset import make_dataset
 from transferlab.engine.distributed import make_loader
-from transferlab.engine.loop import TrainSettings, predict_logits
+from transferlab.engine.inference import predict_logits
+from transferlab.engine.loop import TrainSettings
 from transferlab.methods.adaptation.losses import entropy
 
 __all__ = ["SCORERS", "DEFAULT_SCORER", "AdaptationValidation", "importance_weights", "dev_risk", "snd_score",
            "effective_sample_size", "collapsed", "ranked_score", "pick_epoch"]
 
-DEFAULT_SCORER = FitConfig.model_fields["selection"].default
+# label-free checkpoint scorers, and the oracle (reads target labels; reported as such)
+SCORERS = ("source-accuracy", "dev", "iwv", "entropy", "snd", "oracle")
+DEFAULT_SCORER = "source-accuracy"
 
 COLLAPSE_SHARE = 0.9  # target predictions in one class at or above this share ...
 COLLAPSE_MARGIN = 0.3  # ... and this much above the class's share of the source labels: a collapsed epoch

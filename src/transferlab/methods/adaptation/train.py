@@ -9,59 +9,47 @@ scorer is ``oracle``); they only measure the selection gap.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from transferlab.config import FitConfig
 from transferlab.data.image_data import ImageData
 from transferlab.data.torch_dataset import ImageDataset, build_transform, make_dataset
 from transferlab.engine.batches import batch_length, concat_inputs
 from transferlab.engine.domains import DomainPairLoader
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
-from transferlab.methods.adaptation.modules import (
-    AdaptationInputs,
-    CDANLoss,
-    CORALLoss,
-    DANLoss,
-    DANNLoss,
-    MCCLoss,
-    MDDLoss,
-    SelfTrainingLoss,
-)
-from transferlab.methods.adaptation.selection import SCORERS, AdaptationValidation, collapsed, pick_epoch
-from transferlab.methods.base import MethodResult, RunContext, Splits, register_method, train_settings
 from transferlab.errors import TransferlabError
+from transferlab.methods.adaptation.modules import AdaptationInputs
+from transferlab.methods.adaptation.selection import (
+    SCORERS,
+    AdaptationValidation,
+    collapsed,
+    pick_epoch,
+)
+from transferlab.methods.base import MethodResult, RunContext, Splits, train_settings
 from transferlab.methods.finetune import build_model, freeze_and_rates
-from transferlab.model import split_head
+from transferlab.methods.splits import (
+    load_labeled,
+    load_spec,
+    same_examples,
+    validation_and_test,
+)
+from transferlab.models import split_head
 
-__all__ = ["ADAPTATION_LOSSES", "AdaptationObjective", "build_adaptation_loss", "collapsed", "selection_report",
+__all__ = ["AdaptationObjective", "LossFactory", "collapsed", "prepare_adaptation_splits", "selection_report",
            "train_adaptation"]
 
+# (settings, feature size, number of classes) -> the method's adaptation loss module, or None (source only)
+LossFactory = Callable[[Any, int, int], nn.Module | None]
+
 log = logging.getLogger("transferlab")
-
-# method name -> factory(config, feature size, number of classes) of its adaptation loss module
-ADAPTATION_LOSSES = {
-    "source-only": lambda config, features, classes: None,
-    "dann": lambda config, features, classes: DANNLoss(features, config.discriminator_hidden),
-    "cdan": lambda config, features, classes: CDANLoss(features, classes, config.discriminator_hidden,
-                                                       config.cdan_entropy),
-    "dan": lambda config, features, classes: DANLoss(),
-    "coral": lambda config, features, classes: CORALLoss(),
-    "mcc": lambda config, features, classes: MCCLoss(config.mcc_temperature),
-    "mdd": lambda config, features, classes: MDDLoss(features, classes, config.discriminator_hidden,
-                                                     config.mdd_margin),
-    "self-training": lambda config, features, classes: SelfTrainingLoss(config.pseudo_label_threshold),
-}
-
-
-def build_adaptation_loss(config: FitConfig, num_features: int, num_classes: int) -> nn.Module | None:
-    return ADAPTATION_LOSSES[config.method](config, num_features, num_classes)
-
 
 class AdaptationObjective(nn.Module):
     """``CE(h(f_s), y_s) + trade_off * adaptation(...)`` from one backbone pass over both domains. ``f`` is what the
@@ -161,9 +149,43 @@ def selection_report(history: list[dict], scorer: str) -> dict:
     return report
 
 
-@register_method(*ADAPTATION_LOSSES)
-def train_adaptation(config: FitConfig, splits: Splits, context: RunContext) -> MethodResult:
-    """Source-supervised model plus the method's adaptation loss; checkpoint chosen by ``config.selection``."""
+def prepare_adaptation_splits(config) -> Splits:
+    """Labeled source data (split into train and validation unless --val is given) and target data whose labels,
+    if it has any, are expressed in the source classes (-1 for classes the source lacks) for reporting only."""
+    source = load_labeled(config.source, config, "source", "source")
+    target = load_spec(config.target, config, ("train", "all"))
+    if same_examples(source, target):
+        raise TransferlabError(f"source {config.source} and target {config.target} hold the same examples; "
+                               "the target must be other data")
+    if target.labels is not None:
+        target = _target_labels_in_source_classes(target, source.classes)
+    # the target test set may hold classes the source lacks: evaluation warns and scores the shared ones
+    source, val, test = validation_and_test(source, config, align_test=False)
+    if config.selection == "oracle" and (target.labels is None or not (target.labels >= 0).any()):
+        raise TransferlabError(f"selection 'oracle' picks the checkpoint by target accuracy, but the target "
+                               f"{config.target} has no labels of the source classes")
+    return Splits(train=source, val=val, test=test, target=target)
+
+
+def _target_labels_in_source_classes(target, classes: list[str]):
+    shared = sorted(set(target.classes) & set(classes))
+    if not shared:
+        raise TransferlabError(
+            f"target {target.name} shares no class with the source (target classes: {', '.join(target.classes[:5])}; "
+            f"source classes: {', '.join(classes[:5])}); these methods need the same classes in both domains"
+        )
+    outside = sorted(set(target.classes) - set(classes))
+    if outside:
+        log.warning("target %s has classes the source lacks (%s); target accuracy is reported on the shared classes",
+                    target.name, ", ".join(outside[:10]))
+    position = {name: i for i, name in enumerate(classes)}
+    labels = np.array([position.get(target.classes[label], -1) for label in target.labels], dtype=np.int64)
+    return replace(target, classes=list(classes), labels=labels)
+
+
+def train_adaptation(config, splits: Splits, context: RunContext, *, make_loss: LossFactory) -> MethodResult:
+    """Source-supervised model plus the adaptation loss ``make_loss`` builds; checkpoint chosen by
+    ``config.selection``."""
     if splits.target is None:
         raise ValueError("adaptation methods need target data (splits.target)")
     pretrained = config.pretrained or config.weights is not None
@@ -171,22 +193,25 @@ def train_adaptation(config: FitConfig, splits: Splits, context: RunContext) -> 
     param_groups, unfreezing = freeze_and_rates(model, config, pretrained)
     preprocess = model.preprocess
     unlabeled_target = replace(splits.target, labels=None)  # training never sees target labels
-    target_data = (TwoViews(unlabeled_target, preprocess) if config.method == "self-training" and config.consistency
+    target_data = (TwoViews(unlabeled_target, preprocess) if getattr(config, "consistency", False)
                    else make_dataset(unlabeled_target, preprocess, train=True, augment=config.augment))
     pairs = DomainPairLoader(make_dataset(splits.train, preprocess, train=True, augment=config.augment), target_data,
                              batch_size=config.batch_size, source_share=0.5, steps_per_epoch=config.steps_per_epoch)
     total_steps = config.epochs * len(pairs)
-    adaptation = build_adaptation_loss(config, split_head(model.head)[1].in_features, len(splits.classes))
+    adaptation = make_loss(config, split_head(model.head)[1].in_features, len(splits.classes))
     if adaptation is not None and list(adaptation.parameters()):
         param_groups.append({"params": list(adaptation.parameters()), "lr": config.lr, "name": "adaptation"})
     optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
     scheduler = build_scheduler(config.scheduler, optimizer, total_steps)
-    objective = AdaptationObjective(adaptation, config.trade_off, total_steps)
+    objective = AdaptationObjective(adaptation, getattr(config, "trade_off", 0.0), total_steps)
     validation = AdaptationValidation(splits.val, splits.target, config.selection, max_target=config.selection_samples,
                                       seed=config.seed)
     log.info("%s: %s -> %s, trade-off %g, checkpoint chosen by %s%s", config.method, splits.train.name,
-             splits.target.name, config.trade_off, config.selection,
+             splits.target.name, objective.trade_off, config.selection,
              " (ORACLE: reads target labels)" if config.selection == "oracle" else "")
     trainer = Trainer(model, objective, optimizer, scheduler, train_settings(config, context), [unfreezing])
     history = trainer.fit(pairs, validation, resume=config.resume)
-    return MethodResult(model=model, history=history, metrics={"selection": selection_report(history, config.selection)})
+    metrics = {"selection": selection_report(history, config.selection)}
+    if config.selection == "oracle":
+        metrics["method"] = f"{config.method} (ORACLE selection: target labels)"
+    return MethodResult(model=model, history=history, metrics=metrics)

@@ -1,0 +1,107 @@
+"""The ``fit`` command's flags, generated from the methods' settings models: one source of truth for names, types,
+choices, defaults and help. A flag is shown in the help panel of the methods that take it."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Literal, Optional
+
+import typer
+from pydantic.fields import FieldInfo
+
+from transferlab.config import flag_name
+from transferlab.methods import METHODS, MethodSpec
+
+__all__ = ["method_settings_lines", "settings_fields", "with_settings_as_options"]
+
+_SCALARS = (str, int, float, bool, Path)
+
+
+def settings_fields() -> dict[str, tuple[FieldInfo, list[str]]]:
+    """Every setting of every method, in registry order: name -> (its field, the methods that take it)."""
+    fields: dict[str, tuple[FieldInfo, list[str]]] = {}
+    for spec in METHODS.values():
+        for name, info in spec.settings.model_fields.items():
+            fields.setdefault(name, (info, []))[1].append(spec.name)
+    return fields
+
+
+def _choices(annotation) -> tuple[str, ...] | None:
+    for part in typing.get_args(annotation) or (annotation,):
+        if typing.get_origin(part) is Literal:
+            return tuple(str(value) for value in typing.get_args(part))
+    return None
+
+
+def _cli_type(annotation) -> type:
+    """The type the command line parses a setting as: its scalar type, or ``str`` for choices and lists (comma
+    separated; the settings model parses and checks them)."""
+    parts = [part for part in (typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+                               else (annotation,)) if part is not type(None)]
+    if len(parts) == 1 and parts[0] in _SCALARS:
+        return parts[0]
+    return str
+
+
+def _panel(owners: list[str]) -> str:
+    if len(owners) == len(METHODS):
+        return "Every method"
+    if len(owners) > 5:
+        return f"{', '.join(owners[:4])}, ... ({len(owners)} methods)"
+    return ", ".join(owners)
+
+
+def _help(info: FieldInfo) -> str:
+    text = info.description or ""
+    choices = _choices(info.annotation)
+    if choices and not all(choice in text for choice in choices):
+        text += f" ({' | '.join(choices)})"
+    return text
+
+
+def _option(name: str, info: FieldInfo, owners: list[str]) -> inspect.Parameter:
+    kind = _cli_type(info.annotation)
+    flag = (info.json_schema_extra or {}).get("flag") if isinstance(info.json_schema_extra, dict) else None
+    if flag is None:
+        flag = flag_name(name, info.alias)
+        if kind is bool and info.default is not False:  # a default of True (or "automatic") can be switched off
+            flag = f"{flag}/--no-{flag[2:]}"
+    option = typer.Option(None, *flag.split(" "), help=_help(info), rich_help_panel=_panel(owners))
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
+
+
+def with_settings_as_options(command):
+    """``command(**given)`` as a typer command taking every method's settings as flags (``None`` when not given),
+    plus ``--config FILE`` and ``--quiet``."""
+    fields = sorted(settings_fields().items(), key=lambda item: -len(item[1][1]))  # shared settings first
+    parameters = [_option(name, info, owners) for name, (info, owners) in fields]
+    method = next(p for p in parameters if p.name == "method")
+    method.default.help = "the transfer method: " + ", ".join(METHODS) + " (default finetune; 'transferlab methods' says what each does)"
+    parameters += [
+        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                          default=typer.Option(None, help="YAML file with any of these settings; flags override it.")),
+        inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--quiet", "-q", help="Only warnings and the result.")),
+    ]
+
+    def wrapper(**given):
+        return command(**given)
+
+    wrapper.__name__, wrapper.__doc__ = command.__name__.lstrip("_"), command.__doc__
+    wrapper.__signature__ = inspect.Signature(parameters)
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper
+
+
+def method_settings_lines(spec: MethodSpec) -> list[str]:
+    """One line per setting of ``spec``: flag, default (the recipe's when it sets one) and help."""
+    lines = []
+    for name, info in spec.settings.model_fields.items():
+        if name == "method":
+            continue
+        default = spec.recipe.get(name, "required" if info.is_required() else info.get_default(call_default_factory=True))
+        lines.append(f"{flag_name(name, info.alias)} [{default}]: {_help(info)}")
+    return lines

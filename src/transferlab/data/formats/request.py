@@ -1,0 +1,50 @@
+"""What every format's loaders share: the load request (name, domain, bad-file policy), the split names, and one
+place that runs the loaders and warns once about the bad files they skipped."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transferlab.data.examples import Examples
+from transferlab.data.text_tables import TextColumns
+
+__all__ = ["SPLITS", "LoadRequest", "SplitLoader", "run_loaders"]
+
+SPLITS = ("train", "val", "test")
+
+SplitLoader = Callable[[], Examples]
+
+
+@dataclass
+class LoadRequest:
+    """What every loader needs besides its location.
+
+    Attributes:
+        base: the data spec without its ``@split`` suffix, used to name the data in messages and reports.
+        domain: ``"source"`` or ``"target"``, stored on the loaded data.
+        skip_bad_files: drop unreadable (or missing) files and warn once, instead of raising.
+        columns: the text and label columns of text tables.
+        skipped: the bad files skipped so far, filled in by the loaders.
+    """
+
+    base: str
+    domain: str
+    skip_bad_files: bool
+    columns: TextColumns = field(default_factory=TextColumns)
+    skipped: list[Path] = field(default_factory=list)
+
+    def name(self, split: str) -> str:
+        """The name of one split of the data: the spec for ``"all"``, else ``spec@split``."""
+        return self.base if split == "all" else f"{self.base}@{split}"
+
+
+def run_loaders(loaders: dict[str, SplitLoader], splits: list[str], request: LoadRequest) -> dict[str, Examples]:
+    """Call the loaders of ``splits`` in order; warn once, listing them, about the bad files they skipped."""
+    data = {split: loaders[split]() for split in splits}
+    if request.skipped:
+        files = ", ".join(str(path) for path in request.skipped)
+        warnings.warn(f"skipped {len(request.skipped)} bad file(s) in {request.base}: {files}", stacklevel=3)
+    return data

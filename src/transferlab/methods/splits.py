@@ -1,0 +1,103 @@
+"""How the methods prepare their data: labeled training data with a validation hold-out, N labels per class, test
+data, and labeled source data beside it. Each method's ``prepare`` step composes these."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from transferlab.data import (
+    Examples,
+    align_classes,
+    choose_split,
+    keep_classes,
+    load_data,
+    load_splits,
+    take_per_class,
+)
+from transferlab.data.splits import hold_out_indices
+from transferlab.data.text_tables import table_columns, text_columns_of
+from transferlab.errors import TransferlabError
+from transferlab.methods.base import Splits
+
+__all__ = ["load_labeled", "load_spec", "load_training_data", "prepare_labeled_splits", "require_labels", "same_examples",
+           "validation_and_test"]
+
+log = logging.getLogger("transferlab")
+
+
+def require_labels(data: Examples, role: str) -> Examples:
+    """``data`` if it has labels; else an error naming it (and, for a text table, its columns)."""
+    if data.labels is None:
+        hint = ""
+        if getattr(data, "texts", None) is not None and Path(data.name).is_file():
+            hint = (f" (no label column; its columns: {', '.join(table_columns(Path(data.name)))}; name the label "
+                    "column with --label-column)")
+        raise TransferlabError(f"{role} data {data.name} has no labels; {role} data needs class labels{hint}")
+    return data
+
+
+def same_examples(a: Examples, b: Examples) -> bool:
+    """Whether two datasets hold the same examples (same files, pixels or texts, in the same order)."""
+    if len(a) != len(b) or type(a) is not type(b):
+        return False
+    if getattr(a, "texts", None) is not None:
+        return a.texts == b.texts
+    if a.paths is not None and b.paths is not None:
+        return [p.resolve() for p in a.paths] == [p.resolve() for p in b.paths]
+    return a.pixels is not None and b.pixels is not None and np.array_equal(a.pixels, b.pixels)
+
+
+def load_spec(spec: str, config, preference: tuple[str, ...], domain: str = "target") -> Examples:
+    """One split of a data spec with the run's reading options (bad files, text columns, kept classes)."""
+    data = load_data(spec, split_preference=preference, skip_bad_files=config.skip_bad_files, domain=domain,
+                     columns=text_columns_of(config))
+    return keep_classes(data, config.classes)
+
+
+def load_labeled(spec: str, config, role: str, domain: str = "target") -> Examples:
+    """The training split of ``spec`` (its ``train`` part, or all of it), which must be labeled."""
+    return require_labels(load_spec(spec, config, ("train", "all"), domain), role)
+
+
+def validation_and_test(train: Examples, config, own_val: Examples | None = None, *, align_test: bool = True
+                        ) -> tuple[Examples, Examples, Examples | None]:
+    """``(train, val, test)``: validation data from --val, else ``own_val`` (the data's own split), else a seeded
+    stratified hold-out of ``train`` (`hold_out_indices`); then N labels per class of what is left; --test if
+    given. Validation (and, with ``align_test``, test) labels are put in ``train``'s class order; unknown classes
+    are errors."""
+    if config.val is not None:
+        val = load_spec(config.val, config, ("val", "test", "all"))
+    elif own_val is not None:
+        val = own_val
+    else:
+        train_index, val_index = hold_out_indices(len(train), config.val_fraction, config.seed, strata=train.labels)
+        train, val = train.subset(train_index), train.subset(val_index)
+        log.info("held out %d of %d training examples for validation (seed %d)", len(val_index),
+                 len(train_index) + len(val_index), config.seed)
+    val = align_classes(require_labels(val, "validation"), train.classes)
+    if config.labels_per_class is not None:
+        train = train.subset(take_per_class(train.labels, config.labels_per_class, config.seed))
+    test = None
+    if config.test is not None:
+        test = require_labels(load_spec(config.test, config, ("test", "val", "all")), "test")
+        if align_test:
+            test = align_classes(test, train.classes)
+    return train, val, test
+
+
+def load_training_data(config) -> tuple[Examples, Examples | None]:
+    """``(train, own_val)``: the labeled training split of ``config.train`` and its own validation split, if any."""
+    available = load_splits(config.train, skip_bad_files=config.skip_bad_files, columns=text_columns_of(config))
+    available = {name: keep_classes(data, config.classes) for name, data in available.items()}
+    train = require_labels(available[choose_split(config.train, list(available), ("train", "all"))], "training")
+    return train, available.get("val")
+
+
+def prepare_labeled_splits(config) -> Splits:
+    """Train/val/test of a single-task classification run from ``config.train`` (and --val, --test)."""
+    train, own_val = load_training_data(config)
+    train, val, test = validation_and_test(train, config, own_val)
+    return Splits(train=train, val=val, test=test)

@@ -1,0 +1,92 @@
+"""The one contract every trained model kind keeps, and the registry that maps a run directory's kind to it.
+
+A *model kind* (a classifier, a multi-task model, a speech recogniser, ...) is one `Predictor` subclass registered
+with `register_kind`. It answers for itself how it reads evaluation data, evaluates, predicts, prints its metrics,
+and saves to / loads from a run directory, so `transferlab.api`, the CLI and `transferlab.artifacts` never branch on
+the kind of model they hold. A run directory's ``model.json`` names its kind; `load_predictor` dispatches on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from transferlab.artifacts import read_model_info
+from transferlab.data.text_tables import TextColumns
+from transferlab.errors import TransferlabError, suggest
+
+__all__ = ["DataOptions", "KINDS", "Predictor", "load_predictor", "register_kind"]
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How a user's data is read for evaluation or prediction: bad files, text columns, and (multi-task runs) the
+    one task to evaluate."""
+
+    skip_bad_files: bool = False
+    columns: TextColumns = field(default_factory=TextColumns)
+    task: str | None = None
+
+
+class Predictor(nn.Module):
+    """A trained model of one kind. Subclasses set `kind` and implement every method below.
+
+    ``evaluate`` and ``predict`` take the data object their kind reads (`load_eval_data` makes it from a spec for
+    evaluation; prediction takes the examples a user points at: `transferlab.data.ImageData`, ``TextData`` or
+    ``AudioData``).
+    """
+
+    kind: ClassVar[str]
+
+    def load_eval_data(self, spec: str, options: DataOptions) -> Any:
+        """The labeled data at ``spec`` in the form `evaluate` takes."""
+        raise NotImplementedError
+
+    def evaluate(self, data: Any, *, precision: str = "auto", num_workers: int | None = None) -> dict:
+        """Metrics of this model on labeled ``data`` (a JSON-serialisable dict)."""
+        raise NotImplementedError
+
+    def predict(self, data: Any, *, precision: str = "auto", num_workers: int | None = None) -> list[dict]:
+        """One JSON-serialisable dict per example of ``data``."""
+        raise NotImplementedError
+
+    def prediction_table(self, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+        """``(columns, cells)``: `predict`'s rows as CSV columns (the example's name column is added by the caller)."""
+        raise NotImplementedError
+
+    def metric_lines(self, metrics: dict, *, detail: bool = False) -> list[str]:
+        """`evaluate`'s metrics as text lines; ``detail`` adds what a full evaluation report shows (e.g. a confusion
+        matrix) to the one-glance summary."""
+        raise NotImplementedError
+
+    def save(self, run_dir: Path) -> None:
+        """Write the model into ``run_dir`` (``model.json`` with this `kind`, weights, preprocessing files)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_run_dir(cls, run_dir: Path, info: dict) -> "Predictor":
+        """Rebuild the model saved in ``run_dir`` whose ``model.json`` is ``info`` (eval mode, CPU)."""
+        raise NotImplementedError
+
+
+KINDS: dict[str, type[Predictor]] = {}
+
+
+def register_kind(cls: type[Predictor]) -> type[Predictor]:
+    """Class decorator: run directories whose ``model.json`` says ``"kind": cls.kind`` load with ``cls``."""
+    KINDS[cls.kind] = cls
+    return cls
+
+
+def load_predictor(run_dir: str | Path) -> Predictor:
+    """Rebuild the trained model of a run directory, whatever its kind (eval mode, on the CPU)."""
+    run_dir = Path(run_dir)
+    info = read_model_info(run_dir)
+    kind = info["kind"]
+    if kind not in KINDS:
+        raise TransferlabError(f"{run_dir} holds a model of kind {kind!r}, which this version of transferlab does not "
+                               f"know{suggest(kind, KINDS)}; known kinds: {', '.join(KINDS)}")
+    return KINDS[kind].from_run_dir(run_dir, info).eval()

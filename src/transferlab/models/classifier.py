@@ -1,0 +1,154 @@
+"""`TransferModel`: a backbone plus a classification head, with class names and preprocessing (kind ``classifier``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transferlab.artifacts import load_weights, save_weights, write_model_info
+from transferlab.backbones import rebuild_backbone
+from transferlab.backbones.base import Backbone
+from transferlab.backbones.preprocess import preprocess_from_dict
+from transferlab.data import load_data
+from transferlab.errors import TransferlabError
+from transferlab.evaluate import confusion_lines, evaluate_model, predict_proba
+from transferlab.models.base import DataOptions, Predictor, register_kind
+from transferlab.models.heads import build_head
+
+__all__ = ["TransferModel", "HeadSettings", "refuse_task"]
+
+HeadSettings = dict  # {"kind": head kind, "hidden": hidden sizes, "dropout": p}: what `build_head` takes
+
+
+def refuse_task(options: DataOptions, run_dir_kind: str) -> None:
+    """``--task`` names a task of a multi-task run; any other kind refuses it."""
+    if options.task is not None:
+        raise TransferlabError(f"--task {options.task} is for multi-task runs; this run holds a {run_dir_kind}")
+
+
+class _FrozenBatchNormMixin(nn.Module):
+    """``train()`` leaves BatchNorm layers whose parameters are all frozen in eval mode, so frozen parts keep their
+    pretrained running statistics."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    params = list(module.parameters(recurse=False))
+                    if params and not any(p.requires_grad for p in params):
+                        module.eval()
+        return self
+
+
+@register_kind
+class TransferModel(_FrozenBatchNormMixin, Predictor):
+    """``head(backbone(x))`` with the class names it predicts.
+
+    Args:
+        backbone: any `Backbone`.
+        head: a module mapping ``(B, backbone.num_features)`` to ``(B, len(classes))`` logits.
+        classes: class names, in logit order.
+        head_settings: how ``head`` was built (kind, hidden sizes, dropout), saved to rebuild it.
+        cache_features: the backbone is a frozen pretrained one (a ``features`` run): its embeddings may be read
+            from and written to the feature cache when evaluating and predicting.
+    """
+
+    kind = "classifier"
+
+    def __init__(self, backbone: Backbone, head: nn.Module, classes: list[str], head_settings: HeadSettings | None = None,
+                 *, cache_features: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.classes = list(classes)
+        self.head_settings = dict(head_settings or {"kind": "linear", "hidden": [], "dropout": 0.0})
+        self.cache_features = cache_features
+
+    @property
+    def preprocess(self):
+        return self.backbone.preprocess
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def parameter_groups(self) -> list[tuple[str, list[str]]]:
+        """The backbone's named groups (prefixed ``backbone.``) followed by a ``head`` group, input to output."""
+        return [*self._backbone_groups(), ("head", [f"head.{name}" for name, _ in self.head.named_parameters()])]
+
+    def _backbone_groups(self) -> list[tuple[str, list[str]]]:
+        return [(f"backbone.{name}", [f"backbone.{p}" for p in params]) for name, params in self.backbone.parameter_groups()]
+
+    # --- the predictor contract ------------------------------------------------------------------------------
+
+    def load_eval_data(self, spec, options):
+        refuse_task(options, "single-task classifier")
+        return load_data(spec, split_preference=("test", "val", "all"), skip_bad_files=options.skip_bad_files,
+                         columns=options.columns)
+
+    def evaluate(self, data, *, precision="auto", num_workers=None):
+        """Accuracy, macro-F1 and confusion matrix (`transferlab.evaluate.evaluate_model`)."""
+        return evaluate_model(self, data, precision=precision, num_workers=num_workers,
+                              feature_cache=self.cache_features)
+
+    def predict(self, data, *, precision="auto", num_workers=None):
+        """``{"label": best class, "probabilities": {class: p}}`` per example."""
+        probabilities = predict_proba(self, data, precision=precision, num_workers=num_workers,
+                                      feature_cache=self.cache_features)
+        return [{"label": self.classes[int(row.argmax())],
+                 "probabilities": {name: float(p) for name, p in zip(self.classes, row, strict=True)}}
+                for row in probabilities]
+
+    def prediction_table(self, rows):
+        columns = ["label", *[f"p_{name}" for name in self.classes]]
+        return columns, [[row["label"], *[f"{row['probabilities'][c]:.6f}" for c in self.classes]] for row in rows]
+
+    def metric_lines(self, metrics, *, detail=False):
+        if not detail:
+            return [f"accuracy: {metrics['accuracy']:.4f}  macro-F1: {metrics['macro_f1']:.4f}"]
+        return [f"examples: {metrics['n']}", f"accuracy: {metrics['accuracy']:.4f}",
+                f"macro-F1: {metrics['macro_f1']:.4f}", "confusion matrix (rows: true, columns: predicted):",
+                *confusion_lines(metrics["classes"], metrics["confusion_matrix"])]
+
+    def save(self, run_dir: Path) -> None:
+        save_weights(run_dir, self)
+        if hasattr(self.preprocess, "save"):  # a text tokenizer or an audio feature extractor: files of their own
+            self.preprocess.save(run_dir)
+        write_model_info(run_dir, self.kind, {**self._architecture(), "classes": self.classes,
+                                              "cache_features": self.cache_features})
+
+    def _architecture(self) -> dict:
+        return {"backbone": self.backbone.spec, "num_features": self.backbone.num_features, "head": self.head_settings,
+                "preprocess": self.preprocess.to_dict()}
+
+    @classmethod
+    def from_run_dir(cls, run_dir, info):
+        backbone = rebuild_saved_backbone(run_dir, info)
+        head = build_saved_head(info, len(info["classes"]))
+        model = cls(backbone, head, info["classes"], info["head"],
+                    cache_features=info.get("cache_features", _legacy_features_run(run_dir)))
+        load_weights(run_dir, model)
+        return model
+
+
+def rebuild_saved_backbone(run_dir: Path, info: dict) -> Backbone:
+    """The backbone architecture of a run's ``model.json`` with its saved preprocessing (weights come after)."""
+    backbone = rebuild_backbone(info["backbone"])
+    backbone.preprocess = preprocess_from_dict(info["preprocess"], run_dir)
+    return backbone
+
+
+def build_saved_head(info: dict, outputs: int) -> nn.Module:
+    """A head as ``model.json``'s ``head`` settings describe it, with ``outputs`` outputs."""
+    head = info["head"]
+    return build_head(head["kind"], info["num_features"], outputs, head.get("hidden", []), head.get("dropout", 0.0))
+
+
+def _legacy_features_run(run_dir: Path) -> bool:
+    """Run directories written before ``cache_features`` was recorded: a ``features`` run's config says so."""
+    from transferlab.fileio import read_json
+
+    config = Path(run_dir) / "config.json"
+    return config.is_file() and read_json(config).get("method") == "features"
