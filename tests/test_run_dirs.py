@@ -58,7 +58,7 @@ def test_an_unknown_kind_and_a_missing_model_are_clear_errors(tmp_path):
     shutil.copytree(FIXTURES / "classifier", run)
     info = json.loads((run / "model.json").read_text())
     (run / "model.json").write_text(json.dumps({**info, "kind": "hologram"}))
-    with pytest.raises(TransferlabError, match="kind 'hologram'.*known kinds: classifier, multitask"):
+    with pytest.raises(TransferlabError, match="kind 'hologram'.*known kinds: classifier, ctc, multitask"):
         load(run)
     (run / "model.json").unlink()
     with pytest.raises(TransferlabError, match="did its fit finish"):

@@ -8,15 +8,21 @@ blank, id 0) and ``<unk>``. A transcript may therefore not contain ``|`` itself.
 
 Evaluation data whose references hold characters the model cannot write is an error naming the row and the
 characters: a WER/CER over references the model can never match would be silently inflated.
+
+The manifest is read here rather than by `transferlab.data.load_data`: its CSV reader gives class labels, not
+free text per clip, and a transcript manifest must name bad rows and characters its own way.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+
+import numpy as np
 
 from transferlab.data.audio_data import AudioData, AudioReadError, audio_problem
 from transferlab.errors import TransferlabError
@@ -26,10 +32,13 @@ __all__ = [
     "UNKNOWN",
     "WORD_DELIMITER",
     "build_vocabulary",
+    "drop_long_clips",
     "load_transcribed_audio",
     "normalize_transcript",
     "outside_vocabulary",
 ]
+
+log = logging.getLogger("transferlab")
 
 BLANK = "<pad>"  # the CTC blank is the tokenizer's padding token, as in wav2vec2
 UNKNOWN = "<unk>"
@@ -178,3 +187,23 @@ def _warn_skipped(skipped: list[Path], source) -> None:
     if skipped:
         files = ", ".join(str(path) for path in skipped)
         warnings.warn(f"skipped {len(skipped)} bad audio file(s) in {source}: {files}", stacklevel=3)
+
+
+def drop_long_clips(data: AudioData, max_seconds: float) -> AudioData:
+    """The clips of ``data`` that last at most ``max_seconds`` (for training: cutting a clip would cut its
+    transcript's alignment too), with one warning when some are left out.
+
+    Raises:
+        TransferlabError: every clip is longer.
+    """
+    import soundfile  # imported here: only audio data needs it
+
+    seconds = np.array([soundfile.info(str(path)).duration for path in data.paths])
+    keep = np.flatnonzero(seconds <= max_seconds)
+    if len(keep) == 0:
+        raise TransferlabError(f"every clip of {data.name} is longer than max_seconds {max_seconds:g} (the shortest "
+                               f"lasts {seconds.min():.1f} s); raise --max-seconds")
+    if len(keep) < len(data):
+        log.warning("training on %d of %d clips of %s: %d are longer than max_seconds %g (longest %.1f s)",
+                    len(keep), len(data), data.name, len(data) - len(keep), max_seconds, seconds.max())
+    return data.subset(keep)
