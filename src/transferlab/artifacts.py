@@ -62,12 +62,10 @@ def write_model_info(run_dir: Path, kind: str, info: dict) -> None:
 
 
 def read_model_info(run_dir: Path) -> dict:
-    """``model.json`` of a finished run, with its ``kind`` (run directories written before kinds were recorded
-    hold a classifier, or a multi-task model when they list tasks).
+    """``model.json`` of a finished run (its ``kind`` is absent in run directories written by transferlab 0.1).
 
     Raises:
-        TransferlabError: no run directory, no ``model.json`` (the fit did not finish), another format, or a run
-            written by an older version in a layout this one no longer reads (the message says what to do).
+        TransferlabError: no run directory, no ``model.json`` (the fit did not finish), or another format.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -77,11 +75,4 @@ def read_model_info(run_dir: Path) -> dict:
     info = read_json(run_dir / MODEL_JSON)
     if info.get("format") != FORMAT:
         raise TransferlabError(f"{run_dir / MODEL_JSON} has format {info.get('format')!r}, expected {FORMAT!r}")
-    if info.get("kind") == "ctc" and "model_dir" in info:
-        raise TransferlabError(
-            f"{run_dir} is a speech-recognition run written by an older version of transferlab (a transformers CTC "
-            f"model in {run_dir / info['model_dir']}), which this version no longer reads; train it again with "
-            "'transferlab fit --method ctc', or load that folder with transformers' AutoModelForCTC"
-        )
-    info.setdefault("kind", "multitask" if "tasks" in info else "classifier")
     return info
