@@ -38,7 +38,8 @@ def test_killed_run_resumes_to_identical_result(tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "_train_one_epoch", original)
 
     torch.manual_seed(12345)  # resuming must not depend on the state the new process starts in
-    resumed = fit(_config(tmp_path / "killed", resume=True), progress=False)
+    # from Python as from the command line, resuming needs only the run directory: its saved settings come back
+    resumed = fit({"out": tmp_path / "killed", "resume": True}, progress=False)
     assert len(resumed.history) == 4
     assert _without_timing(resumed.history) == _without_timing(full.history)
     assert resumed.metrics["val"] == full.metrics["val"]

@@ -67,7 +67,7 @@ def test_an_unknown_kind_and_a_missing_model_are_clear_errors(tmp_path):
 
 def test_every_registered_kind_implements_the_whole_contract():
     contract = [name for name, value in vars(Predictor).items() if callable(value) or isinstance(value, classmethod)]
-    contract = [name for name in contract if not name.startswith("_")]
+    contract = [name for name in contract if not name.startswith("_") and name != "wrote"]  # wrote: 0.1 kinds only
     assert {"evaluate", "predict", "save", "from_run_dir", "load_eval_data", "metric_lines"} <= set(contract)
     for kind, cls in KINDS.items():
         own = cls.__mro__[: cls.__mro__.index(Predictor)]

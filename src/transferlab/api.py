@@ -11,7 +11,7 @@ import platform
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ class FitResult:
     model: Predictor
     metrics: dict
     history: list[dict]
+    notes: list[str] = field(default_factory=list)  # what the method tells the user (e.g. its checkpoint choice)
 
 
 def seed_everything(seed: int) -> None:
@@ -139,7 +140,7 @@ def fit(config: FitConfig | dict, *, splits=None, progress: bool = True) -> FitR
     if is_main_process():
         model.save(run_dir)
         write_json(run_dir / "metrics.json", metrics)
-    return FitResult(run_dir=run_dir, model=model, metrics=metrics, history=result.history)
+    return FitResult(run_dir=run_dir, model=model, metrics=metrics, history=result.history, notes=result.notes)
 
 
 def default_backbone(modality: str) -> str:

@@ -62,13 +62,10 @@ def write_model_info(run_dir: Path, kind: str, info: dict) -> None:
 
 
 def read_model_info(run_dir: Path) -> dict:
-    """``model.json`` of a finished run, with its ``kind`` (run directories written before kinds were recorded
-    hold a classifier, or a multi-task model when they list tasks).
+    """``model.json`` of a finished run (its ``kind`` is absent in run directories written by transferlab 0.1).
 
     Raises:
-        TransferlabError: no run directory, no ``model.json`` (the fit did not finish), or another format. (A run
-            of a known kind written in a layout this version no longer reads is refused by its kind's
-            ``from_run_dir``, which says what to do.)
+        TransferlabError: no run directory, no ``model.json`` (the fit did not finish), or another format.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -78,5 +75,4 @@ def read_model_info(run_dir: Path) -> dict:
     info = read_json(run_dir / MODEL_JSON)
     if info.get("format") != FORMAT:
         raise TransferlabError(f"{run_dir / MODEL_JSON} has format {info.get('format')!r}, expected {FORMAT!r}")
-    info.setdefault("kind", "multitask" if "tasks" in info else "classifier")
     return info

@@ -75,28 +75,11 @@ app.command("fit")(_user_errors(with_settings_as_options(_fit)))
 def _print_fit_summary(result) -> None:
     metrics = result.metrics
     lines = [f"run directory: {result.run_dir}", f"training time: {metrics['train_seconds']:.1f} s"]
-    if "selection" in metrics:
-        lines += _selection_lines(metrics["selection"])
+    lines += result.notes
     for role in ("val", "test"):
         if role in metrics:
             lines += [f"{role} {line}" for line in result.model.metric_lines(metrics[role])]
     typer.echo("\n".join(lines))
-
-
-def _selection_lines(report: dict) -> list[str]:
-    """The checkpoint choice of an adaptation run and, with target labels, its gap to the best in hindsight."""
-    name = f"ORACLE ({report['scorer']}: reads target labels)" if report["oracle"] else report["scorer"]
-    lines = [f"checkpoint chosen by {name}: epoch {report['selected_epoch']}"]
-    if report.get("collapsed_epochs") and "warning" not in report:
-        lines[0] += (f" (passed over collapsed epochs {', '.join(map(str, report['collapsed_epochs']))}: nearly all "
-                     "target predictions in one class)")
-    if "target_accuracy_selected" in report:
-        lines.append(f"target accuracy (labels used for reporting only): chosen {report['target_accuracy_selected']:.4f}, "
-                     f"best in hindsight {report['target_accuracy_best_in_hindsight']:.4f} "
-                     f"(epoch {report['best_epoch_in_hindsight']})")
-    if "warning" in report:
-        lines.append(f"warning: {report['warning']}")
-    return lines
 
 
 @app.command()

@@ -7,7 +7,6 @@ import logging
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from transferlab.data import Examples
 from transferlab.data.torch_dataset import make_dataset
@@ -16,6 +15,7 @@ from transferlab.engine.distributed import make_loader
 from transferlab.engine.inference import predict_logits
 from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.errors import TransferlabError
+from transferlab.metrics import classification_metrics
 
 __all__ = ["predict_proba", "predict_task_outputs", "evaluate_model", "classification_metrics", "confusion_lines",
            "error_rates"]
@@ -70,18 +70,6 @@ def _model_outputs(model, data: Examples, batch_size: int, precision: str, num_w
                          num_workers=workers)
     outputs, _ = predict_logits(model.to(device), loader, precision, device)
     return outputs
-
-
-def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, macro-F1 and the confusion matrix (rows: true class, columns: predicted), over ``classes``."""
-    indices = list(range(len(classes)))
-    return {
-        "n": int(len(labels)),
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "macro_f1": float(f1_score(labels, predictions, labels=indices, average="macro", zero_division=0)),
-        "classes": list(classes),
-        "confusion_matrix": confusion_matrix(labels, predictions, labels=indices).tolist(),
-    }
 
 
 def _labels_in_model_space(model, data: Examples) -> tuple[np.ndarray, np.ndarray]:

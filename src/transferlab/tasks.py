@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, f1_score, mean_absolute_error, mean_squared_error, r2_score
 
 from transferlab.errors import TransferlabError
-from transferlab.evaluate import classification_metrics
+from transferlab.metrics import classification_metrics
 
 __all__ = ["Task", "ClassificationTask", "MultiLabelTask", "RegressionTask", "task_from_dict", "TASK_TYPES"]
 

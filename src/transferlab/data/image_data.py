@@ -5,15 +5,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from transferlab.errors import TransferlabError
 
-if TYPE_CHECKING:  # examples.py imports this module
-    from transferlab.data.examples import Examples
 
 __all__ = ["ImageData", "ImageReadError", "LabeledExamples", "DOMAINS", "align_classes", "keep_classes"]
 
@@ -129,7 +125,7 @@ class ImageData(LabeledExamples):
         return digest
 
 
-def align_classes(data: Examples, classes: list[str]) -> Examples:
+def align_classes(data: LabeledExamples, classes: list[str]) -> LabeledExamples:
     """Express ``data``'s labels in the order of ``classes`` (matched by name)."""
     if data.classes == classes:
         return data
@@ -144,7 +140,7 @@ def align_classes(data: Examples, classes: list[str]) -> Examples:
     return replace(data, classes=list(classes), labels=labels, _digests=dict(data._digests))
 
 
-def keep_classes(data: Examples, classes: list[str] | None) -> Examples:
+def keep_classes(data: LabeledExamples, classes: list[str] | None) -> LabeledExamples:
     """Only the examples of ``classes`` (e.g. polarity without ``neutral``), with the class list reduced to the
     kept classes present; ``None`` keeps everything, and so does unlabeled data.
 

@@ -72,6 +72,7 @@ class MethodResult:
     model: Predictor
     history: list[dict]
     metrics: dict = field(default_factory=dict)  # method-specific results for metrics.json (e.g. model selection)
+    notes: list[str] = field(default_factory=list)  # lines for the user after training (e.g. the checkpoint choice)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,11 @@ class Predictor(nn.Module):
         """Rebuild the model saved in ``run_dir`` whose ``model.json`` is ``info`` (eval mode, CPU)."""
         raise NotImplementedError
 
+    @classmethod
+    def wrote(cls, info: dict) -> bool:
+        """Whether ``model.json`` without a ``kind`` (transferlab 0.1 did not record one) holds this kind."""
+        return False
+
 
 KINDS: dict[str, type[Predictor]] = {}
 
@@ -85,7 +90,7 @@ def load_predictor(run_dir: str | Path) -> Predictor:
     """Rebuild the trained model of a run directory, whatever its kind (eval mode, on the CPU)."""
     run_dir = Path(run_dir)
     info = read_model_info(run_dir)
-    kind = info["kind"]
+    kind = info.get("kind") or next((name for name, cls in KINDS.items() if cls.wrote(info)), "none")
     if kind not in KINDS:
         raise TransferlabError(f"{run_dir} holds a model of kind {kind!r}, which this version of transferlab does not "
                                f"know{suggest(kind, KINDS)}; known kinds: {', '.join(KINDS)}")

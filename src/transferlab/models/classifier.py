@@ -124,6 +124,10 @@ class TransferModel(_FrozenBatchNormMixin, Predictor):
                 "preprocess": self.preprocess.to_dict()}
 
     @classmethod
+    def wrote(cls, info):
+        return "classes" in info and "tasks" not in info
+
+    @classmethod
     def from_run_dir(cls, run_dir, info):
         backbone = rebuild_saved_backbone(run_dir, info)
         head = build_saved_head(info, len(info["classes"]))

@@ -138,6 +138,10 @@ class MultiTaskModel(TransferModel):
                                               "tasks": [task.to_dict() for task in self.tasks]})
 
     @classmethod
+    def wrote(cls, info):
+        return "tasks" in info
+
+    @classmethod
     def from_run_dir(cls, run_dir, info):
         tasks = [task_from_dict(values) for values in info["tasks"]]
         heads = {task.name: build_saved_head(info, task.num_outputs) for task in tasks}

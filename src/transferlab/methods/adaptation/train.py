@@ -43,8 +43,8 @@ from transferlab.methods.splits import (
 )
 from transferlab.models import split_head
 
-__all__ = ["AdaptationObjective", "LossFactory", "collapsed", "prepare_adaptation_splits", "selection_report",
-           "train_adaptation"]
+__all__ = ["AdaptationObjective", "LossFactory", "collapsed", "prepare_adaptation_splits", "selection_lines",
+           "selection_report", "train_adaptation"]
 
 # (settings, feature size, number of classes) -> the method's adaptation loss module, or None (source only)
 LossFactory = Callable[[Any, int, int], nn.Module | None]
@@ -211,7 +211,25 @@ def train_adaptation(config, splits: Splits, context: RunContext, *, make_loss: 
              " (ORACLE: reads target labels)" if config.selection == "oracle" else "")
     trainer = Trainer(model, objective, optimizer, scheduler, train_settings(config, context), [unfreezing])
     history = trainer.fit(pairs, validation, resume=config.resume)
-    metrics = {"selection": selection_report(history, config.selection)}
+    report = selection_report(history, config.selection)
+    metrics = {"selection": report}
     if config.selection == "oracle":
         metrics["method"] = f"{config.method} (ORACLE selection: target labels)"
-    return MethodResult(model=model, history=history, metrics=metrics)
+    return MethodResult(model=model, history=history, metrics=metrics, notes=selection_lines(report))
+
+
+def selection_lines(report: dict) -> list[str]:
+    """The checkpoint choice of an adaptation run and, with target labels, its gap to the best in hindsight."""
+    name = f"ORACLE ({report['scorer']}: reads target labels)" if report["oracle"] else report["scorer"]
+    lines = [f"checkpoint chosen by {name}: epoch {report['selected_epoch']}"]
+    if report.get("collapsed_epochs") and "warning" not in report:
+        lines[0] += (f" (passed over collapsed epochs {', '.join(map(str, report['collapsed_epochs']))}: nearly all "
+                     "target predictions in one class)")
+    if "target_accuracy_selected" in report:
+        lines.append(f"target accuracy (labels used for reporting only): chosen {report['target_accuracy_selected']:.4f}, "
+                     f"best in hindsight {report['target_accuracy_best_in_hindsight']:.4f} "
+                     f"(epoch {report['best_epoch_in_hindsight']})")
+    if "warning" in report:
+        lines.append(f"warning: {report['warning']}")
+    return lines
+
