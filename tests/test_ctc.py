@@ -26,7 +26,7 @@ from transferlab.data import examples_from_paths  # noqa: E402
 from transferlab.data.audio_data import AudioReadError  # noqa: E402
 from transferlab.data.transcripts import build_vocabulary, drop_long_clips, load_transcribed_audio  # noqa: E402
 from transferlab.errors import TransferlabError  # noqa: E402
-from transferlab.evaluate import error_rates  # noqa: E402
+from transferlab.metrics import error_rates  # noqa: E402
 from transferlab.methods.ctc import ctc_loss  # noqa: E402
 from transferlab.methods.finetune import freeze_and_rates  # noqa: E402
 from transferlab.models.ctc import CTCModel, ctc_greedy_decode  # noqa: E402

@@ -1,5 +1,4 @@
-"""Metrics and predictions of trained classifiers (and multi-task heads) on any examples; a confusion matrix as text;
-word and character error rates of transcripts."""
+"""Metrics and predictions of trained classifiers (and multi-task heads) on any examples; a confusion matrix as text."""
 
 from __future__ import annotations
 
@@ -17,8 +16,7 @@ from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.errors import TransferlabError
 from transferlab.metrics import classification_metrics
 
-__all__ = ["predict_proba", "predict_task_outputs", "evaluate_model", "classification_metrics", "confusion_lines",
-           "error_rates"]
+__all__ = ["predict_proba", "predict_task_outputs", "evaluate_model", "classification_metrics", "confusion_lines"]
 
 log = logging.getLogger("transferlab")
 
@@ -108,29 +106,3 @@ def confusion_lines(classes: list[str], matrix: list[list[int]]) -> list[str]:
     for name, row in zip(classes, matrix, strict=True):
         lines.append(name[: width - 1].ljust(width) + "".join(str(v).rjust(width) for v in row))
     return lines
-
-
-def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float]:
-    """Word and character error rates ``{"wer", "cer"}`` of transcripts over a whole corpus, computed with jiwer.
-
-    WER = (S + D + I) / N over words and CER the same over characters, where S, D and I are the substitutions,
-    deletions and insertions of the minimal alignment of hypothesis to reference and N is the number of reference
-    words (characters). Both are totals over the corpus (not means of per-clip rates) and can exceed 1 when the
-    hypotheses insert much.
-
-    Args:
-        references: the true transcripts, non-empty.
-        hypotheses: one transcript per reference, in the same order.
-
-    Raises:
-        ValueError: the lists differ in length, are empty, or a reference is empty.
-    """
-    import jiwer  # imported here: only speech recognition needs it
-
-    if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    if not references:
-        raise ValueError("no transcripts to score")
-    if not all(reference.strip() for reference in references):
-        raise ValueError("a reference transcript is empty; WER and CER need non-empty references")
-    return {"wer": float(jiwer.wer(references, hypotheses)), "cer": float(jiwer.cer(references, hypotheses))}

@@ -28,9 +28,9 @@ from transferlab.data.transcripts import build_vocabulary, drop_long_clips, load
 from transferlab.engine.loop import Trainer, TrainSettings
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.errors import TransferlabError
-from transferlab.evaluate import error_rates
 from transferlab.methods.base import MethodResult, MethodSpec, RunContext, Splits, register_method, train_settings
 from transferlab.methods.finetune import freeze_and_rates
+from transferlab.metrics import error_rates
 from transferlab.models.ctc import IGNORE_INDEX, CTCModel
 
 __all__ = [

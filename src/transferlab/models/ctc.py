@@ -23,7 +23,7 @@ from transferlab.data.transcripts import BLANK, UNKNOWN, WORD_DELIMITER, load_tr
 from transferlab.engine.batches import to_device
 from transferlab.engine.precision import autocast, resolve_precision
 from transferlab.errors import TransferlabError
-from transferlab.evaluate import error_rates
+from transferlab.metrics import error_rates
 from transferlab.models.base import DataOptions, Predictor, register_kind
 from transferlab.models.classifier import rebuild_saved_backbone, refuse_task
 
