@@ -1,6 +1,5 @@
 """SEED.md section 5 as a named recipe: frozen VGG16 body -> Flatten -> Dense(1024, ReLU) -> Dense(classes), Adam."""
 
-import torch
 from torch import nn
 
 from transferlab.api import fit
