@@ -51,9 +51,9 @@ class MultiTaskModel(TransferModel):
         self.tasks = list(tasks)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.forward_features(self.backbone(x))
+        return self.forward_heads(self.backbone(x))
 
-    def forward_features(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every head's outputs from shared features ``(B, num_features)``."""
         return {name: head(features) for name, head in self.heads.items()}
 
