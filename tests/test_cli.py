@@ -164,3 +164,29 @@ def test_run_files_follow_the_umask(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert ((tmp_path / "run" / "model.safetensors").stat().st_mode & 0o777) == 0o666 & ~mask
+
+
+def test_methods_lists_the_registry_and_one_methods_settings():
+    from transferlab.methods import METHODS
+
+    listing = invoke("methods")
+    assert listing.exit_code == 0 and all(name in listing.output for name in METHODS)
+    dann = invoke("methods", "dann")
+    assert "--trade-off [1.0]" in dann.output and "--discriminator-hidden [1024]" in dann.output
+    assert "--lora-r" not in dann.output and "--source [required]" in dann.output
+    assert_user_error(invoke("methods", "dnn"), "unknown method 'dnn'", "did you mean 'dann'")
+
+
+def test_docs_method_list_is_generated_from_the_registry():
+    from pathlib import Path
+
+    from transferlab.cli_options import methods_markdown
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
+    assert docs.read_text() == methods_markdown() + "\n", "regenerate: transferlab methods --markdown > docs/methods.md"
+
+
+def test_fit_refuses_a_flag_the_method_does_not_take(tmp_path):
+    assert_user_error(invoke("fit", "--train", "sklearn-digits", "--method", "finetune", "--trade-off", 0.5,
+                             "--out", tmp_path / "r"), "setting 'trade_off' (--trade-off) applies to dann", "not to finetune")
+    assert not (tmp_path / "r").exists()

@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from transferlab.cli_options import method_settings_lines, with_settings_as_options
+from transferlab.cli_options import method_settings_lines, methods_markdown, with_settings_as_options
 from transferlab.errors import TransferlabError
 
 app = typer.Typer(
@@ -84,10 +84,16 @@ def _print_fit_summary(result) -> None:
 
 @app.command()
 @_user_errors
-def methods(method: Optional[str] = typer.Argument(None, help="A method: list its settings with their defaults.")):
+def methods(
+    method: Optional[str] = typer.Argument(None, help="A method: list its settings with their defaults."),
+    markdown: bool = typer.Option(False, "--markdown", help="Every method and its own settings as Markdown."),
+):
     """The transfer methods, or one method's settings with their defaults and help."""
     from transferlab.methods import METHODS, get_method
 
+    if markdown:
+        typer.echo(methods_markdown())
+        return
     if method is None:
         width = max(map(len, METHODS))
         typer.echo("\n".join(f"{name.ljust(width)}  {spec.summary}" for name, spec in METHODS.items()))

@@ -15,7 +15,7 @@ from pydantic.fields import FieldInfo
 from transferlab.config import flag_name
 from transferlab.methods import METHODS, MethodSpec
 
-__all__ = ["method_settings_lines", "settings_fields", "with_settings_as_options"]
+__all__ = ["method_settings_lines", "methods_markdown", "settings_fields", "with_settings_as_options"]
 
 _SCALARS = (str, int, float, bool, Path)
 
@@ -39,8 +39,8 @@ def _choices(annotation) -> tuple[str, ...] | None:
 def _cli_type(annotation) -> type:
     """The type the command line parses a setting as: its scalar type, or ``str`` for choices and lists (comma
     separated; the settings model parses and checks them)."""
-    parts = [part for part in (typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType)
-                               else (annotation,)) if part is not type(None)]
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    parts = [part for part in (typing.get_args(annotation) if union else (annotation,)) if part is not type(None)]
     if len(parts) == 1 and parts[0] in _SCALARS:
         return parts[0]
     return str
@@ -79,7 +79,8 @@ def with_settings_as_options(command):
     fields = sorted(settings_fields().items(), key=lambda item: -len(item[1][1]))  # shared settings first
     parameters = [_option(name, info, owners) for name, (info, owners) in fields]
     method = next(p for p in parameters if p.name == "method")
-    method.default.help = "the transfer method: " + ", ".join(METHODS) + " (default finetune; 'transferlab methods' says what each does)"
+    method.default.help = (f"the transfer method: {', '.join(METHODS)} (default {method_default()}; 'transferlab "
+                           "methods' says what each does)")
     parameters += [
         inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                           default=typer.Option(None, help="YAML file with any of these settings; flags override it.")),
@@ -99,9 +100,43 @@ def with_settings_as_options(command):
 def method_settings_lines(spec: MethodSpec) -> list[str]:
     """One line per setting of ``spec``: flag, default (the recipe's when it sets one) and help."""
     lines = []
-    for name, info in spec.settings.model_fields.items():
+    for name, info in _own_settings_first(spec):
         if name == "method":
             continue
-        default = spec.recipe.get(name, "required" if info.is_required() else info.get_default(call_default_factory=True))
-        lines.append(f"{flag_name(name, info.alias)} [{default}]: {_help(info)}")
+        lines.append(f"{flag_name(name, info.alias)} [{_default(spec, name, info)}]: {_help(info)}")
     return lines
+
+
+def _own_settings_first(spec: MethodSpec) -> list[tuple[str, FieldInfo]]:
+    """The settings of ``spec``: required ones first, then the method's own (declared last), then shared groups."""
+    items = list(spec.settings.model_fields.items())
+    return sorted(items, key=lambda item: not item[1].is_required())
+
+
+def _default(spec: MethodSpec, name: str, info: FieldInfo):
+    if name in spec.recipe:
+        return spec.recipe[name]
+    return "required" if info.is_required() else info.get_default(call_default_factory=True)
+
+
+def method_default() -> str:
+    from transferlab.config import FitConfig
+
+    return FitConfig.model_fields["method"].default
+
+
+def methods_markdown() -> str:
+    """The methods and their own settings as Markdown (``transferlab methods --markdown``: docs/methods.md)."""
+    shared = set.intersection(*(set(spec.settings.model_fields) for spec in METHODS.values()))
+    fields = next(iter(METHODS.values())).settings.model_fields
+    lines = ["# Methods", "", "Generated from the method registry by `transferlab methods --markdown`; "
+             "`transferlab methods METHOD` prints the same for one method.", "",
+             "Settings every method takes: " + ", ".join(f"`{flag_name(n, fields[n].alias)}`"
+                                                        for n in sorted(shared) if n != "method") + ".", ""]
+    for spec in METHODS.values():
+        lines += [f"## `{spec.name}`", "", spec.summary, "", "| setting | default | what |", "|---|---|---|"]
+        for name, info in _own_settings_first(spec):
+            if name not in shared:
+                lines.append(f"| `{flag_name(name, info.alias)}` | `{_default(spec, name, info)}` | {_help(info)} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -26,12 +26,13 @@ from transferlab.errors import TransferlabError, suggest
 
 __all__ = [
     "AugmentSettings", "FinetuneSettings", "FitConfig", "HEADS", "HeadSettings", "L2SPSettings", "LabelSettings",
-    "PretrainedSettings", "SCHEDULERS", "TaskSpec", "parse_task_list", "SplitSettings", "TrainDataSettings", "TrainingSettings", "flag_name",
-    "format_validation_error", "load_config_file", "parse_list",
+    "PretrainedSettings", "SCHEDULERS", "SplitSettings", "TRAINED_HEADS", "TaskSpec", "TrainDataSettings",
+    "TrainingSettings", "flag_name", "format_validation_error", "load_config_file", "parse_list", "parse_task_list",
 ]
 
 # classification heads (transferlab.models.build_head) and learning-rate schedules (transferlab.engine.optim)
 HEADS = ("logistic", "linear", "mlp", "bottleneck")
+TRAINED_HEADS = HEADS[1:]  # trained by gradient descent; 'logistic' is fitted by scikit-learn on embeddings
 SCHEDULERS = ("cosine", "onecycle", "inverse", "constant")
 
 
@@ -58,8 +59,12 @@ class FitConfig(BaseModel):
         "sentence-transformers/all-MiniLM-L6-v2 (text), resemblyzer (audio), all offline"
     )
     image_size: int | None = Field(None, ge=8, description="input size in pixels; default: the backbone's own")
-    skip_bad_files: bool = Field(False, description="skip unreadable images or audio files with a warning instead of failing")
-    text_column: str | None = Field(None, description="text column of CSV/TSV/JSONL data; default: 'text', else 'sentence'")
+    skip_bad_files: bool = Field(
+        False, description="skip unreadable images or audio files with a warning instead of failing"
+    )
+    text_column: str | None = Field(
+        None, description="text column of CSV/TSV/JSONL data; default: 'text', else 'sentence'"
+    )
     label_column: str = Field("label", description="label column of CSV/TSV/JSONL text data and audio manifests")
     empty_texts: Literal["skip", "error"] = Field(
         "skip", description="empty or whitespace-only texts: skip them with a warning and a count, or fail"
@@ -83,7 +88,9 @@ class FitConfig(BaseModel):
 class SplitSettings(BaseModel):
     """Validation and test data beside the training data."""
 
-    val: str | None = Field(None, description="validation data spec; default: a (stratified) split of the training data")
+    val: str | None = Field(
+        None, description="validation data spec; default: a (stratified) split of the training data"
+    )
     test: str | None = Field(None, description="optional test data spec, evaluated once at the end")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="fraction held out for validation when no val is given")
 
@@ -125,9 +132,9 @@ class HeadSettings(BaseModel):
         "avg", description="'avg' (images: global average; text/audio: mean over real tokens/frames), 'flatten' "
         "(images: flattened feature map), 'cls' (text: the first token)"
     )
-    head: Literal[HEADS] = Field(
-        "linear", description="'linear', 'mlp', 'bottleneck' (linear + batch norm + ReLU to head_hidden[0] "
-        "features, then linear: the usual domain-adaptation head), or 'logistic' (scikit-learn; method features)"
+    head: Literal[TRAINED_HEADS] = Field(
+        "linear", description="'linear', 'mlp', or 'bottleneck' (linear + batch norm + ReLU to head_hidden[0] "
+        "features, then linear: the usual domain-adaptation head); method features also fits 'logistic'"
     )
     head_hidden: list[int] = Field(default_factory=lambda: [512],
                                    description="hidden sizes of the mlp head; the width of the bottleneck head")
@@ -137,12 +144,6 @@ class HeadSettings(BaseModel):
     @classmethod
     def _parse_hidden(cls, value):
         return parse_list(value, int)
-
-    @model_validator(mode="after")
-    def _logistic_is_for_features(self):
-        if self.head == "logistic" and getattr(self, "method", "features") != "features":
-            raise ValueError(f"head 'logistic' works only with method 'features', not '{self.method}'")
-        return self
 
 
 class TrainingSettings(BaseModel):
@@ -154,7 +155,8 @@ class TrainingSettings(BaseModel):
     optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", description="the optimizer")
     weight_decay: float = Field(0.01, ge=0, description="decoupled weight decay (adamw) or L2 (adam, sgd)")
     scheduler: Literal[SCHEDULERS] = Field(
-        "cosine", description="learning-rate schedule: cosine, onecycle, inverse (DANN: lr / (1 + 10 p) ** 0.75), constant"
+        "cosine",
+        description="learning-rate schedule: cosine, onecycle, inverse (DANN: lr / (1 + 10 p) ** 0.75), constant",
     )
     patience: int | None = Field(None, ge=1, description="stop after N epochs without validation improvement")
 
@@ -242,7 +244,8 @@ def format_validation_error(error: ValidationError, settings: type[BaseModel], s
             messages.append(f"unknown setting '{key}' in {source}{suggest(key, [*fields, *owners])}")
         elif item["type"] == "missing":
             description = settings.model_fields[key].description if key in settings.model_fields else None
-            messages.append(f"missing required setting '{key}' in {source}" + (f" ({description})" if description else ""))
+            what = f" ({description})" if description else ""
+            messages.append(f"missing required setting '{key}' in {source}{what}")
         elif not item["loc"]:  # a check across settings
             messages.append(f"{item['msg'].removeprefix('Value error, ')} (in {source})")
         else:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from transferlab.config import (
+    HEADS,
     FitConfig,
     HeadSettings,
     LabelSettings,
@@ -41,6 +44,9 @@ __all__ = ["FeaturesConfig", "train_on_features", "fit_logistic_head", "LOGISTIC
 class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, PretrainedSettings, HeadSettings, TrainingSettings):
     """``features``: a frozen backbone embeds once; the head (logistic by default; the training settings apply to
     the torch heads) learns on the embeddings."""
+
+    head: Literal[HEADS] = Field("logistic", description="'logistic' (scikit-learn, C picked on validation data), or a "
+                                 "torch head trained on the embeddings: 'linear', 'mlp', 'bottleneck'")
 
 log = logging.getLogger("transferlab")
 
@@ -109,4 +115,4 @@ def train_on_features(config: FitConfig, splits: Splits, context: RunContext) ->
 
 
 register_method(MethodSpec("features", "frozen pretrained backbone as a feature extractor + a head on its embeddings",
-                           FeaturesConfig, prepare_labeled_splits, train_on_features, {"head": "logistic"}))
+                           FeaturesConfig, prepare_labeled_splits, train_on_features))
