@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from transferlab.api import fit
 from transferlab.api import build_config
-from transferlab.methods.features import _logistic_as_linear
+from transferlab.methods.features import LOGISTIC_C_GRID, _logistic_as_linear, feature_scale, fit_logistic_head
 from transferlab.methods.losses import L2SP, ClassificationObjective, l2sp_penalty
 from transferlab.models import TransferModel, build_head
 
@@ -19,11 +18,26 @@ def test_logistic_regression_folds_into_one_linear_layer(num_classes):
     x = rng.normal(size=(80, 6)) * rng.uniform(0.5, 5, size=6) + rng.normal(size=6)
     y = np.arange(80) % num_classes
     x[y == 1] += 1.5
-    scaler = StandardScaler().fit(x)
-    classifier = LogisticRegression(max_iter=1000).fit(scaler.transform(x), y)
-    linear = _logistic_as_linear(scaler, classifier, num_classes)
+    scale = feature_scale(x)
+    classifier = LogisticRegression(max_iter=1000).fit(x / scale, y)
+    linear = _logistic_as_linear(scale, classifier, num_classes)
     probabilities = torch.softmax(linear(torch.from_numpy(x).float()), 1).detach().numpy()
-    np.testing.assert_allclose(probabilities, classifier.predict_proba(scaler.transform(x)), atol=1e-4)
+    np.testing.assert_allclose(probabilities, classifier.predict_proba(x / scale), atol=1e-4)
+
+
+def test_logistic_head_picks_c_by_cross_validation_and_refits_on_every_label():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 8)
+    x = rng.normal(size=(24, 10)) + np.eye(3, 10)[y] * 2.5
+    linear, history, summary = fit_logistic_head(x, y, 4, seed=0)
+    assert summary["folds"] == 5 and summary["C"] in LOGISTIC_C_GRID
+    assert [row["C"] for row in history] == list(LOGISTIC_C_GRID) and all("cv_accuracy" in row for row in history)
+    assert summary["cv_accuracy"] == max(row["cv_accuracy"] for row in history)
+    refit = LogisticRegression(C=summary["C"], max_iter=2000, random_state=0).fit(x / feature_scale(x), y)
+    np.testing.assert_allclose(linear.weight.detach().numpy()[:3], refit.coef_ / feature_scale(x), rtol=1e-4, atol=1e-6)
+    assert linear.bias.detach().numpy()[3] < -1e3  # a class absent from training is never predicted
+    _, _, single = fit_logistic_head(x[:9], np.array([0, 0, 0, 0, 1, 1, 1, 1, 2]), 3, seed=0)
+    assert single["folds"] == 0 and single["C"] == 1.0  # one example of class 2: nothing to cross-validate
 
 
 def test_l2sp_is_zero_at_the_start_and_pulls_back():
@@ -125,3 +139,28 @@ def test_training_a_cnn_keeps_its_weights_channels_last_and_saves_plain_tensors(
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     saved = load_file(str(tmp_path / "run" / BEST_WEIGHTS))
     assert torch.equal(saved["backbone.conv2.weight"], conv.detach())
+
+
+def test_a_label_budget_holds_validation_out_of_the_budget_and_says_so(shared_data):
+    from transferlab.api import prepare_splits
+
+    splits = prepare_splits(build_config(overrides={"train": "sklearn-digits", "labels_per_class": 5, "out": "o"}))
+    assert len(splits.train) + len(splits.val) == 50 and np.bincount(splits.val.labels).tolist() == [1] * 10
+    assert splits.label_use == {"train": 40, "selection": 10, "budget_per_class": 5,
+                                "selection_by": "held out of the training labels (seed 0)"}
+    # the data's own validation split holds labels beyond the budget: left aside; 3 per class leave none to hold out
+    with pytest.warns(UserWarning, match="3 labels per class leave none to hold out"):
+        few = prepare_splits(build_config(overrides={"train": str(shared_data / "hymenoptera"), "labels_per_class": 3,
+                                                     "out": "o"}))
+    assert len(few.train) == 6 and few.val is None and few.label_use["selection"] == 0
+    features = prepare_splits(build_config(overrides={"train": "sklearn-digits", "labels_per_class": 5,
+                                                      "method": "features", "out": "o"}))
+    assert len(features.train) == 50 and features.val is None  # C is chosen by cross-validation on all 50
+
+
+def test_features_run_reports_how_many_labels_it_used_for_what(tmp_path):
+    result = fit(_digits(tmp_path / "f", method="features", backbone="lenet", image_size=28), progress=False)
+    assert result.metrics["labels"] == {"train": 60, "selection": 60, "budget_per_class": 6,
+                                        "selection_by": "5-fold cross-validation on the training labels"}
+    assert result.notes[0] == ("labels: 60 for training; 60 for model selection, 5-fold cross-validation on the "
+                               "training labels (budget: 6 per class)")

@@ -136,11 +136,24 @@ def fit(config: FitConfig | dict, *, splits=None, progress: bool = True) -> FitR
     for role, data in (("val", splits.val), ("test", splits.test)):
         if data:
             metrics[role] = model.evaluate(data, precision=context.precision, num_workers=config.num_workers)
+    if splits.label_use:
+        metrics["labels"] = splits.label_use
     metrics.update(result.metrics)
     if is_main_process():
         model.save(run_dir)
         write_json(run_dir / "metrics.json", metrics)
-    return FitResult(run_dir=run_dir, model=model, metrics=metrics, history=result.history, notes=result.notes)
+    notes = [*_label_notes(metrics.get("labels", {})), *result.notes]
+    return FitResult(run_dir=run_dir, model=model, metrics=metrics, history=result.history, notes=notes)
+
+
+def _label_notes(label_use: dict) -> list[str]:
+    """The line that says how many labels a run used for what."""
+    if not label_use:
+        return []
+    budget = f" (budget: {label_use['budget_per_class']} per class)" if "budget_per_class" in label_use else ""
+    selection = (f"{label_use['selection']} for model selection, {label_use['selection_by']}"
+                 if label_use["selection_by"] != "none" else "no model selection")
+    return [f"labels: {label_use['train']} for training; {selection}{budget}"]
 
 
 def default_backbone(modality: str) -> str:

@@ -87,6 +87,10 @@ class MultiTaskSplits:
     test: list[TaskGroup]
 
     @property
+    def label_use(self) -> dict:
+        return {}
+
+    @property
     def num_train(self) -> int:
         return sum(map(len, self.train))
 

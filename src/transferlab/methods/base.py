@@ -39,6 +39,7 @@ class Splits:
     test: Examples | None = None
     source: Examples | None = None
     target: Examples | None = None
+    label_use: dict = field(default_factory=dict)  # how many labels went to training and to model selection
 
     @property
     def classes(self) -> list[str]:

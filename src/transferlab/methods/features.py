@@ -1,7 +1,8 @@
-"""Feature extraction (SEED.md 3.2): a frozen pretrained backbone embeds every image once (cached on disk), then a
-head is trained on the embeddings: scikit-learn logistic regression (default) or a torch linear / MLP head.
+"""Feature extraction (SEED.md 3.2): a frozen pretrained backbone embeds every example once (cached on disk), then a
+head is trained on the embeddings: scikit-learn logistic regression (default; C chosen by cross-validation on the
+training labels, then refit on all of them) or a torch linear / MLP head.
 
-The logistic regression, with its feature standardisation, is folded into one ``nn.Linear`` so the result is an
+The logistic regression, with its feature scaling, is folded into one ``nn.Linear`` so the result is an
 ordinary `TransferModel` that saves, loads and predicts like every other run.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import Field
 from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from torch import nn
 
 from transferlab.config import (
@@ -45,16 +46,17 @@ class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, PretrainedSett
     """``features``: a frozen backbone embeds once; the head (logistic by default; the training settings apply to
     the torch heads) learns on the embeddings."""
 
-    head: Literal[HEADS] = Field("logistic", description="'logistic' (scikit-learn, C picked on validation data), or a "
+    head: Literal[HEADS] = Field("logistic", description="'logistic' (scikit-learn, C by cross-validation on the "
+                                 "training labels, refit on all), or a "
                                  "torch head trained on the embeddings: 'linear', 'mlp', 'bottleneck'")
 
 log = logging.getLogger("transferlab")
 
-LOGISTIC_C_GRID = (0.01, 0.1, 1.0, 10.0)
+LOGISTIC_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
 
 
-def _logistic_as_linear(scaler: StandardScaler, classifier: LogisticRegression, num_classes: int) -> nn.Linear:
-    """``softmax(W (x - mu) / sigma + b)`` as one linear layer; binary models become two logits ``[0, z]``."""
+def _logistic_as_linear(scale: float, classifier: LogisticRegression, num_classes: int) -> nn.Linear:
+    """``softmax(W x / scale + b)`` as one linear layer; binary models become two logits ``[0, z]``."""
     coef, intercept = classifier.coef_, classifier.intercept_
     if coef.shape[0] == 1:  # binary: p(class 1) = sigmoid(z) = softmax([0, z])[1]
         coef = np.vstack([np.zeros_like(coef), coef])
@@ -63,34 +65,72 @@ def _logistic_as_linear(scaler: StandardScaler, classifier: LogisticRegression, 
     full_intercept = np.full(num_classes, -1e4)  # classes absent from training are never predicted
     full_coef[classifier.classes_] = coef
     full_intercept[classifier.classes_] = intercept
-    scale = scaler.scale_
     linear = nn.Linear(coef.shape[1], num_classes)
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(full_coef / scale))
-        linear.bias.copy_(torch.from_numpy(full_intercept - (full_coef / scale) @ scaler.mean_))
+        linear.bias.copy_(torch.from_numpy(full_intercept))
     return linear
 
 
-def fit_logistic_head(train_x, train_y, val_x, val_y, num_classes: int, seed: int) -> tuple[nn.Linear, list[dict]]:
-    """Standardise features, fit multinomial logistic regression for each C in `LOGISTIC_C_GRID`, keep the C with
-    the best validation accuracy (training accuracy when there is no validation data), and return it as a linear
-    layer plus one history row per C."""
-    scaler = StandardScaler().fit(train_x)
-    scaled_train = scaler.transform(train_x)
-    history, best = [], None
-    for c in LOGISTIC_C_GRID:
-        started = time.perf_counter()
-        classifier = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(scaled_train, train_y)
-        row = {"epoch": len(history) + 1, "C": c, "train_accuracy": classifier.score(scaled_train, train_y)}
-        if val_x is not None:
-            row["val_accuracy"] = classifier.score(scaler.transform(val_x), val_y)
-        row["seconds"] = round(time.perf_counter() - started, 3)
-        history.append(row)
-        score = row.get("val_accuracy", row["train_accuracy"])
-        if best is None or score > best[0]:
-            best = (score, classifier)
-    log.info("logistic regression: kept C=%s", best[1].C)
-    return _logistic_as_linear(scaler, best[1], num_classes), history
+def feature_scale(features: np.ndarray) -> float:
+    """The root mean square of the feature values: one number, so that C means the same for every backbone.
+
+    Per-feature standardisation is deliberately not used: estimated from a handful of labeled examples it blows up
+    near-constant features and costs accuracy (5 labels per class on hymenoptera: 0.79 with it, 0.92 without).
+    """
+    rms = float(np.sqrt(np.mean(np.square(features, dtype=np.float64))))
+    return rms if rms > 0 else 1.0
+
+
+def fit_logistic_head(train_x: np.ndarray, train_y: np.ndarray, num_classes: int, seed: int
+                      ) -> tuple[nn.Linear, list[dict], dict]:
+    """Scale the features to unit root mean square (`feature_scale`), choose the C of multinomial logistic
+    regression by stratified k-fold cross-validation on the training labels (scikit-learn's `GridSearchCV` over
+    `LOGISTIC_C_GRID`; ties go to the C nearest 1), refit on all of them, and return it as one linear layer, one
+    history row per C (mean and std of the cross-validated accuracy) and what was done (``{"C", "folds",
+    "cv_accuracy", "seconds"}``).
+
+    No labels are held out: with few labels every one of them trains the final head. ``k`` is 5 (3 above 10,000
+    examples), or the smallest class's count when that is smaller; with a class of a single example there is no
+    cross-validation and C is 1.
+    """
+    started = time.perf_counter()
+    scale = feature_scale(train_x)  # unsupervised: no label of a fold leaks through it
+    scaled = train_x / scale
+    counts = np.bincount(train_y)
+    folds = int(min(5 if len(train_y) <= 10_000 else 3, counts[counts > 0].min()))
+    classifier = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+    if folds < 2:
+        log.warning("a class has a single training example: no cross-validation, logistic regression with C=1")
+        classifier.fit(scaled, train_y)
+        history = [{"epoch": 1, "C": 1.0, "train_accuracy": classifier.score(scaled, train_y)}]
+        summary = {"C": 1.0, "folds": 0}
+    else:
+        search = GridSearchCV(classifier, {"C": list(LOGISTIC_C_GRID)}, scoring="accuracy", refit=_best_c,
+                              cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).fit(scaled, train_y)
+        classifier = search.best_estimator_
+        results = search.cv_results_
+        history = [{"epoch": i + 1, "C": c, "cv_accuracy": float(results["mean_test_score"][i]),
+                    "cv_accuracy_std": float(results["std_test_score"][i])} for i, c in enumerate(LOGISTIC_C_GRID)]
+        summary = {"C": classifier.C, "folds": folds, "cv_accuracy": history[search.best_index_]["cv_accuracy"]}
+        log.info("logistic regression: C=%s by %d-fold cross-validation (accuracy %.3f), refit on all %d labels",
+                 classifier.C, folds, summary["cv_accuracy"], len(train_y))
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    return _logistic_as_linear(scale, classifier, num_classes), history, summary
+
+
+def _best_c(results: dict) -> int:
+    """GridSearchCV's choice: the best mean accuracy; among equals, the C nearest 1 (scikit-learn's default)."""
+    scores = np.round(results["mean_test_score"], 10)
+    tied = np.flatnonzero(scores == scores.max())
+    distance = np.abs(np.log10(np.asarray(results["param_C"], dtype=float)[tied]))
+    return int(tied[np.argmin(distance)])
+
+
+def prepare_features_splits(config: FeaturesConfig) -> Splits:
+    """The labeled splits; the logistic head chooses C by cross-validation on the training labels, so no
+    validation is held out of them (the torch heads hold one out to pick their epoch)."""
+    return prepare_labeled_splits(config, hold_out=config.head != "logistic")
 
 
 def train_on_features(config: FitConfig, splits: Splits, context: RunContext) -> MethodResult:
@@ -98,21 +138,18 @@ def train_on_features(config: FitConfig, splits: Splits, context: RunContext) ->
     model = build_model(config, splits.classes, pretrained=config.pretrained or config.weights is not None)
     model.backbone.requires_grad_(False)
     model.cache_features = True  # a frozen pretrained backbone: its embeddings may come from the cache
-    train_x, val_x = embed_splits(model, config, splits, context)
-    train_y = torch.from_numpy(splits.train.labels)
-    val_y = torch.from_numpy(splits.val.labels) if splits.val is not None else None
-
     if config.head == "logistic":
-        model.head[-1], history = fit_logistic_head(
-            train_x.numpy(), train_y.numpy(),
-            None if val_x is None else val_x.numpy(), None if val_y is None else val_y.numpy(),
-            len(splits.classes), config.seed,
-        )
-        return MethodResult(model=model, history=history)
+        train_x = embed_splits(model, config, splits, context, with_val=False)[0]
+        model.head[-1], history, summary = fit_logistic_head(train_x.numpy(), splits.train.labels,
+                                                             len(splits.classes), config.seed)
+        folds = f"{summary['folds']}-fold cross-validation on the training labels" if summary["folds"] else "none"
+        labels = {**splits.label_use, "selection": len(splits.train) if summary["folds"] else 0, "selection_by": folds}
+        return MethodResult(model=model, history=history, metrics={"logistic": summary, "labels": labels})
+    train_x, val_x = embed_splits(model, config, splits, context)
 
     history = train_head_on_embeddings(model, config, splits, context, embeddings=(train_x, val_x))
     return MethodResult(model=model.to(torch.device("cpu")), history=history)
 
 
 register_method(MethodSpec("features", "frozen pretrained backbone as a feature extractor + a head on its embeddings",
-                           FeaturesConfig, prepare_labeled_splits, train_on_features))
+                           FeaturesConfig, prepare_features_splits, train_on_features))

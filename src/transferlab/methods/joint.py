@@ -81,8 +81,8 @@ def prepare_joint_splits(config: JointConfig) -> Splits:
         raise TransferlabError(
             f"source {config.source} and target {config.train} hold the same examples; the source must be other data"
         )
-    train, val, test = validation_and_test(train, config, own_val)
-    return Splits(train=train, val=val, test=test, source=source)
+    train, val, test, label_use = validation_and_test(train, config, own_val)
+    return Splits(train=train, val=val, test=test, source=source, label_use=label_use)
 
 
 def joint_loss(source_loss: torch.Tensor, target_loss: torch.Tensor, lam: float) -> torch.Tensor:

@@ -4,6 +4,7 @@ data, and labeled source data beside it. Each method's ``prepare`` step composes
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,30 +63,59 @@ def load_labeled(spec: str, config, role: str, domain: str = "target") -> Exampl
     return require_labels(load_spec(spec, config, ("train", "all"), domain), role)
 
 
-def validation_and_test(train: Examples, config, own_val: Examples | None = None, *, align_test: bool = True
-                        ) -> tuple[Examples, Examples, Examples | None]:
-    """``(train, val, test)``: validation data from --val, else ``own_val`` (the data's own split), else a seeded
-    stratified hold-out of ``train`` (`hold_out_indices`); then N labels per class of what is left; --test if
-    given. Validation (and, with ``align_test``, test) labels are put in ``train``'s class order; unknown classes
-    are errors."""
+def validation_and_test(train: Examples, config, own_val: Examples | None = None, *, align_test: bool = True,
+                        hold_out: bool = True) -> tuple[Examples, Examples | None, Examples | None, dict]:
+    """``(train, val, test, label_use)`` of a labeled training set.
+
+    The label budget comes first: with ``labels_per_class`` N, N labeled examples per class are drawn, and any
+    validation data held out for model selection comes out of those N, so a run never selects its model on more
+    labels than it was given. Validation data is --val when given (an explicit choice, reported as extra labels);
+    else the data's own validation split when there is no budget; else, with ``hold_out``, a seeded stratified
+    hold-out of the training labels (`hold_out_indices`); without ``hold_out`` (methods that select by
+    cross-validation on the training labels), none. With too few labels to hold out one per class, training runs
+    without model selection (a warning says so). Validation (and, with ``align_test``, test) labels are put in
+    ``train``'s class order; unknown classes are errors. ``label_use`` says how many labels went where.
+    """
+    budget = config.labels_per_class
+    if budget is not None:
+        train = train.subset(take_per_class(train.labels, budget, config.seed))
+    val, selection_by = None, "none"
     if config.val is not None:
-        val = load_spec(config.val, config, ("val", "test", "all"))
-    elif own_val is not None:
-        val = own_val
-    else:
-        train_index, val_index = hold_out_indices(len(train), config.val_fraction, config.seed, strata=train.labels)
-        train, val = train.subset(train_index), train.subset(val_index)
-        log.info("held out %d of %d training examples for validation (seed %d)", len(val_index),
-                 len(train_index) + len(val_index), config.seed)
-    val = align_classes(require_labels(val, "validation"), train.classes)
-    if config.labels_per_class is not None:
-        train = train.subset(take_per_class(train.labels, config.labels_per_class, config.seed))
+        val, selection_by = load_spec(config.val, config, ("val", "test", "all")), f"--val {config.val}"
+    elif own_val is not None and budget is None:
+        val, selection_by = own_val, f"the validation split of {config.train}"
+    elif hold_out:
+        if own_val is not None:
+            log.info("labels_per_class %d: the validation split of %s is left aside (its labels are beyond the "
+                     "budget); validation is held out of the %d training labels", budget, config.train, len(train))
+        train, val = _held_out(train, config)
+        selection_by = f"held out of the training labels (seed {config.seed})" if val is not None else "none"
+    if val is not None:
+        val = align_classes(require_labels(val, "validation"), train.classes)
     test = None
     if config.test is not None:
         test = require_labels(load_spec(config.test, config, ("test", "val", "all")), "test")
         if align_test:
             test = align_classes(test, train.classes)
-    return train, val, test
+    label_use = {"train": len(train), "selection": len(val) if val is not None else 0, "selection_by": selection_by,
+                 **({"budget_per_class": budget} if budget is not None else {})}
+    return train, val, test, label_use
+
+
+def _held_out(train: Examples, config) -> tuple[Examples, Examples | None]:
+    """``(train, val)``: a seeded stratified ``val_fraction`` of ``train`` held out; with a label budget too small
+    to hold out one example per class, ``(train, None)`` and a warning."""
+    try:
+        train_index, val_index = hold_out_indices(len(train), config.val_fraction, config.seed, strata=train.labels)
+    except TransferlabError as err:
+        if config.labels_per_class is None:
+            raise
+        warnings.warn(f"{config.labels_per_class} labels per class leave none to hold out for validation ({err}); "
+                      "training without model selection: the last epoch is kept", stacklevel=3)
+        return train, None
+    log.info("held out %d of %d training labels for validation (seed %d)", len(val_index),
+             len(train_index) + len(val_index), config.seed)
+    return train.subset(train_index), train.subset(val_index)
 
 
 def load_training_data(config) -> tuple[Examples, Examples | None]:
@@ -96,8 +126,9 @@ def load_training_data(config) -> tuple[Examples, Examples | None]:
     return train, available.get("val")
 
 
-def prepare_labeled_splits(config) -> Splits:
-    """Train/val/test of a single-task classification run from ``config.train`` (and --val, --test)."""
+def prepare_labeled_splits(config, *, hold_out: bool = True) -> Splits:
+    """Train/val/test of a single-task classification run from ``config.train`` (and --val, --test); see
+    `validation_and_test`."""
     train, own_val = load_training_data(config)
-    train, val, test = validation_and_test(train, config, own_val)
-    return Splits(train=train, val=val, test=test)
+    train, val, test, label_use = validation_and_test(train, config, own_val, hold_out=hold_out)
+    return Splits(train=train, val=val, test=test, label_use=label_use)

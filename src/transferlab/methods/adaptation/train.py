@@ -160,11 +160,11 @@ def prepare_adaptation_splits(config) -> Splits:
     if target.labels is not None:
         target = _target_labels_in_source_classes(target, source.classes)
     # the target test set may hold classes the source lacks: evaluation warns and scores the shared ones
-    source, val, test = validation_and_test(source, config, align_test=False)
+    source, val, test, label_use = validation_and_test(source, config, align_test=False)
     if config.selection == "oracle" and (target.labels is None or not (target.labels >= 0).any()):
         raise TransferlabError(f"selection 'oracle' picks the checkpoint by target accuracy, but the target "
                                f"{config.target} has no labels of the source classes")
-    return Splits(train=source, val=val, test=test, target=target)
+    return Splits(train=source, val=val, test=test, target=target, label_use=label_use)
 
 
 def _target_labels_in_source_classes(target, classes: list[str]):
