@@ -143,7 +143,7 @@ def train_on_features(config: FitConfig, splits: Splits, context: RunContext) ->
         model.head[-1], history, summary = fit_logistic_head(train_x.numpy(), splits.train.labels,
                                                              len(splits.classes), config.seed)
         folds = f"{summary['folds']}-fold cross-validation on the training labels" if summary["folds"] else "none"
-        labels = {**splits.label_use, "selection": len(splits.train) if summary["folds"] else 0, "selection_by": folds}
+        labels = {"train": len(splits.train), **splits.label_use, "selection": len(splits.train) if summary["folds"] else 0, "selection_by": folds}
         return MethodResult(model=model, history=history, metrics={"logistic": summary, "labels": labels})
     train_x, val_x = embed_splits(model, config, splits, context)
 
