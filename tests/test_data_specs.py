@@ -291,7 +291,7 @@ def test_corrupt_image_is_named(tmp_path):
     text, _ = corrupt_tree(tmp_path)
     with pytest.raises(ImageReadError, match="fake.png") as error:
         load_splits(str(tmp_path))
-    assert "skip_bad_files" in str(error.value)
+    assert "--skip-bad-files (skip_bad_files: true in YAML)" in str(error.value)  # the flag and the YAML key
 
 
 def test_skip_bad_files_warns_once_with_every_file(tmp_path):
@@ -319,6 +319,7 @@ def test_csv_row_with_missing_file_names_row_and_path(tmp_path):
     with pytest.raises(ImageReadError, match="row 2 \\(line 3\\).*not found") as error:
         load_splits(str(manifest))
     assert str(tmp_path / "gone.png") in str(error.value)
+    assert "--skip-bad-files (skip_bad_files: true in YAML)" in str(error.value)
 
 
 @pytest.mark.parametrize(

@@ -107,6 +107,13 @@ def test_single_class_and_empty_columns_are_refused():
         build_task("kind", None, None, ["", ""], "f.csv")
 
 
+
+def test_the_type_hint_of_a_list_like_column_names_the_flag_and_the_yaml_key():
+    with pytest.raises(TransferlabError, match="unsupported format") as error:
+        infer_task_type("tags", ["cat;dog", "dog"], "f.csv")
+    assert "--tasks tags:classification (in YAML: tasks: [{name: tags, type: classification}])" in str(error.value)
+
+
 def test_targets_mark_missing_labels_and_standardise_regression():
     task = build_task("age", None, None, ["10.5", "", "20.5"], "f.csv")
     assert isinstance(task, RegressionTask) and task.mean == pytest.approx(15.5) and task.std == pytest.approx(5.0)

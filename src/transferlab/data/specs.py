@@ -44,6 +44,7 @@ from transferlab.data.formats.files import (
 from transferlab.data.formats.folders import folder_loaders, visible_subfolders
 from transferlab.data.formats.manifests import csv_loaders, manifest_label_columns, read_label_columns
 from transferlab.data.formats.request import SPLITS, LoadRequest, SplitLoader, run_loaders
+from transferlab.data.hints import setting_hint
 from transferlab.data.image_data import DOMAINS
 from transferlab.data.text_data import TextData
 from transferlab.data.text_tables import (
@@ -223,7 +224,7 @@ def _split_loaders(kind: str | None, location: str, request: LoadRequest) -> dic
     if path.suffix.lower() == ".csv" and "path" not in (header := table_columns(path)) and any(header):
         text = f"'{request.columns.text}'" if request.columns.text else "'text' or 'sentence'"
         raise TransferlabError(f"{path} has no 'path' column (an image or audio manifest) and no text column ({text}; "
-                               f"name it with --text-column); its columns: {', '.join(header)}")
+                               f"name it with {setting_hint('text_column', 'NAME')}); its columns: {', '.join(header)}")
     if kind == "csv" or path.suffix.lower() == ".csv":
         return csv_loaders(path, request)
     raise TransferlabError(

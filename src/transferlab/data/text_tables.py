@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.data.class_names import sort_class_names
+from transferlab.data.hints import setting_hint
 from transferlab.data.text_data import TextData
 from transferlab.errors import TransferlabError
 
@@ -134,7 +135,7 @@ def resolve_text_column(path: Path, header: list[str], columns: TextColumns) -> 
         if name in header:
             return name
     raise TransferlabError(f"{path} has no text column ('text' or 'sentence'); its columns: {', '.join(header)}; "
-                           "name it with --text-column")
+                           f"name it with {setting_hint('text_column', 'NAME')}")
 
 
 def read_text_table(path: Path, columns: TextColumns, label_columns: list[str] | None = None
@@ -175,7 +176,7 @@ def read_text_table(path: Path, columns: TextColumns, label_columns: list[str] |
         lines = ", ".join(str(line) for line in empty[:10]) + (" ..." if len(empty) > 10 else "")
         if columns.empty_texts == "error":
             raise TransferlabError(f"{path} has {len(empty)} empty text(s) in column {text_column!r} (lines {lines}); "
-                                   "fill or remove them, or use --empty-texts skip")
+                                   f"fill or remove them, or skip them with {setting_hint('empty_texts', 'skip')}")
         warnings.warn(f"skipped {len(empty)} empty text(s) of {path} (lines {lines})", stacklevel=2)
     if not texts:
         raise TransferlabError(f"{path} holds no non-empty text in column {text_column!r}")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.data.audio_data import AudioData, AudioReadError, audio_problem
+from transferlab.data.hints import setting_hint
 from transferlab.errors import TransferlabError
 
 __all__ = [
@@ -105,7 +106,8 @@ def load_transcribed_audio(
         problem = audio_problem(path)
         if problem is not None:
             if not skip_bad_files:
-                raise AudioReadError(f"{where}: {problem}; fix or remove it, or set skip_bad_files to skip bad files")
+                raise AudioReadError(f"{where}: {problem}; fix or remove it, or skip bad files with "
+                                      f"{setting_hint('skip_bad_files', 'true')}")
             skipped.append(path)
             continue
         paths.append(path)
@@ -151,7 +153,7 @@ def _column_indices(csv_path: Path, header: list[str], transcript_column: str) -
         raise TransferlabError(
             f"CSV {csv_path} has no column {' or '.join(repr(c) for c in missing)}; its columns: "
             f"{', '.join(repr(c) for c in header) or '(none)'}; speech recognition needs 'path' and the transcript "
-            "column (set it with --transcript-column)"
+            f"column (name it with {setting_hint('transcript_column', 'NAME')})"
         )
     if len(set(header)) != len(header):
         raise TransferlabError(f"CSV {csv_path} repeats a column in its header: {', '.join(header)}")
@@ -202,7 +204,7 @@ def drop_long_clips(data: AudioData, max_seconds: float) -> AudioData:
     keep = np.flatnonzero(seconds <= max_seconds)
     if len(keep) == 0:
         raise TransferlabError(f"every clip of {data.name} is longer than max_seconds {max_seconds:g} (the shortest "
-                               f"lasts {seconds.min():.1f} s); raise --max-seconds")
+                               f"lasts {seconds.min():.1f} s); raise {setting_hint('max_seconds')}")
     if len(keep) < len(data):
         log.warning("training on %d of %d clips of %s: %d are longer than max_seconds %g (longest %.1f s)",
                     len(keep), len(data), data.name, len(data) - len(keep), max_seconds, seconds.max())

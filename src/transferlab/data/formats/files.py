@@ -13,6 +13,7 @@ from PIL import Image
 
 from transferlab.data.audio_data import AUDIO_EXTENSIONS, AudioData, AudioReadError, audio_problem
 from transferlab.data.formats.request import LoadRequest
+from transferlab.data.hints import setting_hint
 from transferlab.data.image_data import ImageData, ImageReadError
 from transferlab.errors import TransferlabError
 
@@ -106,7 +107,8 @@ def readable_items(items: list[tuple[Path, object]], kind: FileKind, request: Lo
         elif request.skip_bad_files:
             request.skipped.append(path)
         else:
-            raise kind.error(f"{problem}; fix or remove it, or set skip_bad_files to skip bad files")
+            raise kind.error(f"{problem}; fix or remove it, or skip bad files with "
+                             f"{setting_hint('skip_bad_files', 'true')}")
     return kept
 
 

@@ -11,6 +11,7 @@ from transferlab.data.audio_data import AudioData
 from transferlab.data.class_names import sort_class_names
 from transferlab.data.formats.files import Items, file_examples, file_kind, kind_of_files, readable_items
 from transferlab.data.formats.request import LoadRequest, SplitLoader
+from transferlab.data.hints import setting_hint
 from transferlab.data.image_data import ImageData
 from transferlab.errors import TransferlabError, suggest
 
@@ -135,7 +136,8 @@ def _manifest_rows(
             request.skipped.append(path)
         else:
             kind = file_kind(path)
-            raise kind.error(f"{where}: {kind.what} file not found: {path}")
+            raise kind.error(f"{where}: {kind.what} file not found: {path}; fix the row or remove it, or skip "
+                             f"missing files with {setting_hint('skip_bad_files', 'true')}")
     if rows == 0:
         raise TransferlabError(f"CSV {csv_path} has a header but no rows")
     if not paths:
