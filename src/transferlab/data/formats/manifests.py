@@ -9,6 +9,7 @@ from pathlib import Path
 
 from transferlab.data.audio_data import AudioData
 from transferlab.data.class_names import sort_class_names
+from transferlab.data.csv_fields import allow_long_csv_fields
 from transferlab.data.formats.files import Items, file_examples, file_kind, kind_of_files, readable_items
 from transferlab.data.formats.request import LoadRequest, SplitLoader
 from transferlab.data.hints import setting_hint
@@ -40,6 +41,7 @@ def csv_loaders(csv_path: Path, request: LoadRequest) -> dict[str, SplitLoader]:
 
 def manifest_label_columns(csv_path: Path) -> list[str]:
     """The label columns of a CSV manifest: its header without ``path``."""
+    allow_long_csv_fields()
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as stream:
             header = next(csv.reader(stream), [])
@@ -82,6 +84,7 @@ def _read_table(
     Returns the existing files and, per label column, one stripped cell per kept row. With ``allowed``, other
     columns are refused; without ``labels_required``, empty label cells are kept as ``""`` (no label).
     """
+    allow_long_csv_fields()
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as stream:
             reader = csv.reader(stream)
