@@ -15,6 +15,10 @@ __all__ = ["ImageData", "ImageReadError", "LabeledExamples", "DOMAINS", "align_c
 
 DOMAINS = ("source", "target")
 
+# how image bytes become pixels (`transferlab.data.image_modes`), part of the feature cache's key: version 2 scales
+# high-bit-depth images and composites transparency on white (version 1 clipped and dropped alpha)
+DECODING = b"transferlab image decoding 2\n"
+
 
 class ImageReadError(TransferlabError):
     """An image file that is missing, unreadable or not an image."""
@@ -109,7 +113,8 @@ class ImageData(LabeledExamples):
             raise ImageReadError(f"cannot read image {path}: {exc}") from None
 
     def content_digest(self, index: int) -> str:
-        """SHA-1 of the example's bytes (file contents or pixel array): the key of the feature cache."""
+        """SHA-1 of the example's bytes (file contents or pixel array) and of `DECODING`: the key of the feature
+        cache, so features of images decoded another way are not reused."""
         digest = self._digests.get(index)
         if digest is None:
             if self.pixels is not None:
@@ -120,7 +125,7 @@ class ImageData(LabeledExamples):
                     payload = Path(self.paths[index]).read_bytes()
                 except OSError as exc:
                     raise ImageReadError(f"cannot read image {self.paths[index]}: {exc}") from None
-            digest = hashlib.sha1(payload).hexdigest()
+            digest = hashlib.sha1(DECODING + payload).hexdigest()
             self._digests[index] = digest
         return digest
 
