@@ -265,6 +265,15 @@ def test_held_out_validation_without_class_labels_is_seeded_random(manifest, tmp
     assert len(held_out(0)) == 40 and held_out(0) == held_out(0) and held_out(0) != held_out(1)
 
 
+
+def test_multitask_data_is_read_with_the_runs_pixel_limit(manifest, tmp_path):
+    config = _config(manifest, tmp_path / "run", tasks="score,digit", max_image_pixels=10)  # the digits are 8x8
+    with pytest.raises(TransferlabError, match="8x8 \\(64 pixels\\), more than the limit of 10 pixels"):
+        prepare_multitask_splits(config)
+    kept = prepare_multitask_splits(config.model_copy(update={"max_image_pixels": 64}))
+    assert kept.train[0].examples.max_image_pixels == 64
+
+
 def test_a_group_too_small_to_hold_out_names_its_examples():
     one = TaskGroup(ImageData(name="one.csv", classes=[], labels=None, pixels=np.zeros((1, 8, 8), np.uint8)),
                     {"score": np.zeros(1, np.float32)})

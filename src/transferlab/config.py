@@ -62,6 +62,10 @@ class FitConfig(BaseModel):
     skip_bad_files: bool = Field(
         False, description="skip unreadable images or audio files with a warning instead of failing"
     )
+    max_image_pixels: int | None = Field(
+        None, ge=1, description="larger images are bad files, refused before decoding; default: the environment "
+        "variable TRANSFERLAB_MAX_IMAGE_PIXELS, else 89478485 (PIL's decompression-bomb limit)"
+    )
     text_column: str | None = Field(
         None, description="text column of CSV/TSV/JSONL data; default: 'text', else 'sentence'"
     )

@@ -53,7 +53,7 @@ def same_examples(a: Examples, b: Examples) -> bool:
 def load_spec(spec: str, config, preference: tuple[str, ...], domain: str = "target") -> Examples:
     """One split of a data spec with the run's reading options (bad files, text columns, kept classes)."""
     data = load_data(spec, split_preference=preference, skip_bad_files=config.skip_bad_files, domain=domain,
-                     columns=text_columns_of(config))
+                     columns=text_columns_of(config), max_image_pixels=config.max_image_pixels)
     return keep_classes(data, config.classes)
 
 
@@ -90,7 +90,8 @@ def validation_and_test(train: Examples, config, own_val: Examples | None = None
 
 def load_training_data(config) -> tuple[Examples, Examples | None]:
     """``(train, own_val)``: the labeled training split of ``config.train`` and its own validation split, if any."""
-    available = load_splits(config.train, skip_bad_files=config.skip_bad_files, columns=text_columns_of(config))
+    available = load_splits(config.train, skip_bad_files=config.skip_bad_files, columns=text_columns_of(config),
+                            max_image_pixels=config.max_image_pixels)
     available = {name: keep_classes(data, config.classes) for name, data in available.items()}
     train = require_labels(available[choose_split(config.train, list(available), ("train", "all"))], "training")
     return train, available.get("val")

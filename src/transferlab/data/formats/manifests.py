@@ -72,7 +72,7 @@ def read_label_columns(
     kept = [row for _, row in readable_items([(path, row) for row, path in enumerate(paths)], kind, request)]
     if not kept:
         raise kind.error(f"no readable {kind.noun} in {request.base}")
-    examples = kind.container(name=request.base, classes=[], labels=None, paths=[paths[row] for row in kept])
+    examples = kind.examples(request, name=request.base, classes=[], labels=None, paths=[paths[row] for row in kept])
     return examples, {column: [cells[column][row] for row in kept] for column in columns}
 
 
