@@ -78,12 +78,19 @@ def test_empty_texts_are_skipped_with_a_count_or_refused(tmp_path):
         (["review", "label"], [["x", "a"], ["y", "b"]], None, "no .path. column.*no text column.*columns: review, label"),
         (["text", "label"], [["x", "a"], ["y", "b"]], TextColumns(text="body"), "no text column .'body'.*columns: text, label"),
         (["text", "label"], [["x", "a"], ["y", ""]], None, "empty 'label' label"),
-        (["text", "label"], [["x", "a"], ["y", "a"]], None, "single class"),
     ],
 )
 def test_bad_tables_name_the_problem(tmp_path, header, rows, columns, message):
     with pytest.raises(TransferlabError, match=message):
         load_all(write_table(tmp_path / "t.csv", header, rows), columns=columns)
+
+
+
+def test_a_single_class_table_loads_for_evaluation_but_does_not_train(tmp_path):
+    table = write_table(tmp_path / "t.csv", ["text", "label"], [["x", "a"], ["y", "a"]])
+    assert load_all(table).classes == ["a"]
+    result = runner.invoke(app, ["fit", "--train", str(table), "--method", "features", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "has examples of a single class ('a')" in result.output, result.output
 
 
 def test_a_file_that_is_not_utf8_is_refused_with_its_name(tmp_path):

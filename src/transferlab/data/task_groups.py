@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from transferlab.config import FitConfig, TaskSpec
+from transferlab.data.class_names import require_two_classes
 from transferlab.data.examples import Examples
 from transferlab.data.specs import load_data, manifest_columns, read_manifest_columns
 from transferlab.data.splits import hold_out_indices, take_per_class
@@ -199,6 +200,7 @@ def _own_data_group(spec: TaskSpec, config: FitConfig) -> tuple[Task, TaskGroup]
                      columns=text_columns_of(config), max_image_pixels=config.max_image_pixels)
     if data.labels is None:
         raise TransferlabError(f"data {data.name} of task '{spec.name}' has no labels")
+    require_two_classes(data, f"task '{spec.name}':")
     task = ClassificationTask(spec.name, None, classes=list(data.classes))
     return task, TaskGroup(data, {task.name: data.labels})
 

@@ -187,7 +187,8 @@ def read_text_table(path: Path, columns: TextColumns, label_columns: list[str] |
 
 
 def text_table_data(path: Path, columns: TextColumns, *, name: str, domain: str) -> TextData:
-    """A text table as `TextData`: labeled when it has the label column (every row must then have a label).
+    """A text table as `TextData`: labeled when it has the label column (every row must then have a label); a
+    single class is fine (evaluation data; training refuses it).
 
     Args:
         path: a ``.csv``, ``.tsv`` or ``.jsonl`` file.
@@ -196,7 +197,7 @@ def text_table_data(path: Path, columns: TextColumns, *, name: str, domain: str)
         domain: ``"source"`` or ``"target"``.
 
     Raises:
-        TransferlabError: as `read_text_table`, or a label column with an empty cell or a single class.
+        TransferlabError: as `read_text_table`, or a label column with an empty cell.
     """
     texts, cells, header = read_text_table(path, columns)
     labels = cells.get(columns.label)
@@ -208,9 +209,6 @@ def text_table_data(path: Path, columns: TextColumns, *, name: str, domain: str)
         raise TransferlabError(f"{path} has {empty} text(s) with an empty {columns.label!r} label; "
                                "label every row, or drop the label column for unlabeled data")
     classes = sort_class_names(labels)
-    if len(classes) < 2:
-        raise TransferlabError(f"{path} has a single class ({classes[0]!r}) in column {columns.label!r}; "
-                               "labeled data needs at least two classes")
     index = {class_name: position for position, class_name in enumerate(classes)}
     return TextData(name=name, classes=classes, labels=np.array([index[label] for label in labels]), texts=texts,
                     domain=domain)

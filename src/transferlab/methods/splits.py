@@ -15,6 +15,7 @@ from transferlab.data import (
     keep_classes,
     load_data,
     load_splits,
+    require_two_classes,
     take_per_class,
 )
 from transferlab.data.splits import hold_out_indices
@@ -58,8 +59,8 @@ def load_spec(spec: str, config, preference: tuple[str, ...], domain: str = "tar
 
 
 def load_labeled(spec: str, config, role: str, domain: str = "target") -> Examples:
-    """The training split of ``spec`` (its ``train`` part, or all of it), which must be labeled."""
-    return require_labels(load_spec(spec, config, ("train", "all"), domain), role)
+    """The training split of ``spec`` (its ``train`` part, or all of it), which must be labeled, with two classes."""
+    return require_two_classes(require_labels(load_spec(spec, config, ("train", "all"), domain), role), role)
 
 
 def validation_and_test(train: Examples, config, own_val: Examples | None = None, *, align_test: bool = True
@@ -94,6 +95,7 @@ def load_training_data(config) -> tuple[Examples, Examples | None]:
                             max_image_pixels=config.max_image_pixels)
     available = {name: keep_classes(data, config.classes) for name, data in available.items()}
     train = require_labels(available[choose_split(config.train, list(available), ("train", "all"))], "training")
+    train = require_two_classes(train, "training")
     return train, available.get("val")
 
 

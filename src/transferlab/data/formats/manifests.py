@@ -24,18 +24,16 @@ _CSV_COLUMNS = ("path", "label")
 def csv_loaders(csv_path: Path, request: LoadRequest) -> dict[str, SplitLoader]:
     """The one split, ``"all"``, of a ``path[,label]`` manifest; every listed file must exist (or be skipped).
 
+    Labels of a single class are fine (evaluation data; training refuses them).
+
     Raises:
-        TransferlabError: a bad header or row, or a single class (the message names the CSV); a missing file
-            raises `ImageReadError` or `AudioReadError` naming it, unless ``request.skip_bad_files``.
+        TransferlabError: a bad header or row (the message names the CSV); a missing file raises `ImageReadError`
+            or `AudioReadError` naming it, unless ``request.skip_bad_files``.
     """
     paths, cells = _read_table(csv_path, request, allowed=_CSV_COLUMNS, labels_required=True)
     labels = cells.get("label")
     items: Items = [(path, None if labels is None else labels[i]) for i, path in enumerate(paths)]
     classes = sort_class_names(labels) if labels is not None else []
-    if labels is not None and len(classes) < 2:
-        raise TransferlabError(
-            f"{csv_path} has a single class ({classes[0]!r}); labeled data needs at least two classes"
-        )
     return {"all": partial(file_examples, items, classes, "all", request)}
 
 
