@@ -266,7 +266,7 @@ def load_config_file(path: Path) -> dict:
         raise TransferlabError(f"config file not found: {path}")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # a date like 2001-13-45, deep [[[
         raise TransferlabError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(values, dict):
         raise TransferlabError(f"config file {path} must hold a mapping of settings, got {type(values).__name__}")
