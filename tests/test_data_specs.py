@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferlab.data import ImageData, ImageReadError, load_data, load_splits
+from typer.testing import CliRunner
+
+from transferlab.cli import app
+from transferlab.data import ImageData, ImageReadError, load_data, load_splits, require_two_classes
 from transferlab.errors import TransferlabError
 
 DIGITS = [str(digit) for digit in range(10)]
@@ -235,17 +238,18 @@ def test_empty_class_folder_is_named(tmp_path):
         load_splits(str(tmp_path))
 
 
-def test_single_class_folder_is_rejected(tmp_path):
+def test_single_class_data_loads_for_evaluation_and_training_refuses_it(tmp_path):
     write_class_tree(tmp_path / "data", {"only": 2})
-    with pytest.raises(TransferlabError, match="data has a single class folder \\('only'\\).*at least two"):
-        load_splits(str(tmp_path / "data"))
-
-
-def test_single_class_csv_is_rejected(tmp_path):
+    folder = load_splits(str(tmp_path / "data"))["all"]
+    assert folder.classes == ["only"] and list(folder.labels) == [0, 0]
     write_image(tmp_path / "x.png")
-    manifest = write_csv(tmp_path / "one.csv", "path,label\nx.png,cat\n")
-    with pytest.raises(TransferlabError, match="one.csv has a single class \\('cat'\\)"):
-        load_splits(str(manifest))
+    manifest = load_splits(str(write_csv(tmp_path / "one.csv", "path,label\nx.png,cat\n")))["all"]
+    assert manifest.classes == ["cat"] and list(manifest.labels) == [0]
+    with pytest.raises(TransferlabError, match="training data .*one.csv has examples of a single class \\('cat'\\)"):
+        require_two_classes(manifest, "training")
+    result = CliRunner().invoke(app, ["fit", "--train", str(tmp_path / "data"), "--method", "scratch", "--backbone",
+                                      "lenet", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "single class ('only'); training a classifier needs at least two" in result.output
 
 
 def test_images_mixed_with_folders_are_rejected(tmp_path):
@@ -291,7 +295,7 @@ def test_corrupt_image_is_named(tmp_path):
     text, _ = corrupt_tree(tmp_path)
     with pytest.raises(ImageReadError, match="fake.png") as error:
         load_splits(str(tmp_path))
-    assert "skip_bad_files" in str(error.value)
+    assert "--skip-bad-files (skip_bad_files: true in YAML)" in str(error.value)  # the flag and the YAML key
 
 
 def test_skip_bad_files_warns_once_with_every_file(tmp_path):
@@ -319,6 +323,7 @@ def test_csv_row_with_missing_file_names_row_and_path(tmp_path):
     with pytest.raises(ImageReadError, match="row 2 \\(line 3\\).*not found") as error:
         load_splits(str(manifest))
     assert str(tmp_path / "gone.png") in str(error.value)
+    assert "--skip-bad-files (skip_bad_files: true in YAML)" in str(error.value)
 
 
 @pytest.mark.parametrize(

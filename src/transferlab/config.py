@@ -62,6 +62,10 @@ class FitConfig(BaseModel):
     skip_bad_files: bool = Field(
         False, description="skip unreadable images or audio files with a warning instead of failing"
     )
+    max_image_pixels: int | None = Field(
+        None, ge=1, description="larger images are bad files, refused before decoding; default: the environment "
+        "variable TRANSFERLAB_MAX_IMAGE_PIXELS, else 89478485 (PIL's decompression-bomb limit)"
+    )
     text_column: str | None = Field(
         None, description="text column of CSV/TSV/JSONL data; default: 'text', else 'sentence'"
     )
@@ -262,7 +266,7 @@ def load_config_file(path: Path) -> dict:
         raise TransferlabError(f"config file not found: {path}")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # a date like 2001-13-45, deep [[[
         raise TransferlabError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(values, dict):
         raise TransferlabError(f"config file {path} must hold a mapping of settings, got {type(values).__name__}")

@@ -90,13 +90,23 @@ def _labels_in_model_space(model, data: Examples) -> tuple[np.ndarray, np.ndarra
 
 
 def evaluate_model(model, data: Examples, **predict_options) -> dict:
-    """Accuracy, macro-F1 and confusion matrix of ``model`` on labeled ``data``."""
+    """Accuracy, macro-F1 and confusion matrix of ``model`` on labeled ``data`` (`classification_metrics`).
+
+    Data may lack some of the model's classes (even all but one): macro-F1 then averages over the classes it has,
+    named in ``macro_f1_classes``, and a warning names the missing ones.
+    """
     kept, labels = _labels_in_model_space(model, data)
     if len(kept) == 0:
         raise TransferlabError(f"{data.name} has no examples of the model's classes")
     subset = data if len(kept) == len(data) else data.subset(kept)
     probabilities = predict_proba(model, subset, **predict_options)
-    return classification_metrics(labels, probabilities.argmax(1), model.classes)
+    metrics = classification_metrics(labels, probabilities.argmax(1), model.classes)
+    missing = [name for name in model.classes if name not in metrics["macro_f1_classes"]]
+    if missing:
+        log.warning("%s has no examples of class(es) %s: macro-F1 is the mean over the %d class(es) it has (%s)",
+                    data.name, ", ".join(missing), len(metrics["macro_f1_classes"]),
+                    ", ".join(metrics["macro_f1_classes"]))
+    return metrics
 
 
 def confusion_lines(classes: list[str], matrix: list[list[int]]) -> list[str]:

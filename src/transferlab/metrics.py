@@ -9,14 +9,26 @@ __all__ = ["classification_metrics", "error_rates"]
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, macro-F1 and the confusion matrix (rows: true class, columns: predicted), over ``classes``."""
-    indices = list(range(len(classes)))
+    """Accuracy, macro-F1 and the confusion matrix (rows: true class, columns: predicted, over all ``classes``).
+
+    Macro-F1 is the mean F1 of the classes that have examples in ``labels``, named in ``macro_f1_classes``: a class
+    the model knows but the data lacks has no F1 to average (counting it as 0 would give perfect predictions on
+    one-class data a macro-F1 of 1/len(classes)). Predictions of such a class still lower the precision of the
+    class they were made for.
+
+    Args:
+        labels: ``(N,)`` true class indices into ``classes``.
+        predictions: ``(N,)`` predicted class indices.
+        classes: the class names (the model's).
+    """
+    present = np.unique(labels).tolist()
     return {
         "n": int(len(labels)),
         "accuracy": float(accuracy_score(labels, predictions)),
-        "macro_f1": float(f1_score(labels, predictions, labels=indices, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(labels, predictions, labels=present, average="macro", zero_division=0)),
+        "macro_f1_classes": [classes[index] for index in present],
         "classes": list(classes),
-        "confusion_matrix": confusion_matrix(labels, predictions, labels=indices).tolist(),
+        "confusion_matrix": confusion_matrix(labels, predictions, labels=list(range(len(classes)))).tolist(),
     }
 
 

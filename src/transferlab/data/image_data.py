@@ -3,21 +3,97 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from transferlab.data.hints import setting_hint
 from transferlab.errors import TransferlabError
 
-
-__all__ = ["ImageData", "ImageReadError", "LabeledExamples", "DOMAINS", "align_classes", "keep_classes"]
+__all__ = ["ImageData", "ImageReadError", "LabeledExamples", "DOMAINS", "align_classes", "keep_classes",
+           "DEFAULT_MAX_IMAGE_PIXELS", "MAX_IMAGE_PIXELS_VARIABLE", "max_image_pixels", "open_image"]
 
 DOMAINS = ("source", "target")
 
+# images with more pixels are refused before decoding (a guard against decompression bombs): PIL's default limit,
+# 1 GiB of 32-bit pixels / 3; the environment variable, then the max_image_pixels setting, override it
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+MAX_IMAGE_PIXELS_VARIABLE = "TRANSFERLAB_MAX_IMAGE_PIXELS"
+
+# how image bytes become pixels (`transferlab.data.image_modes`), part of the feature cache's key: version 2 scales
+# high-bit-depth images and composites transparency on white (version 1 clipped and dropped alpha)
+DECODING = b"transferlab image decoding 2\n"
+
+
+def max_image_pixels(setting: int | None = None) -> int:
+    """The image size limit in force: ``setting`` when given, else the ``TRANSFERLAB_MAX_IMAGE_PIXELS`` environment
+    variable, else `DEFAULT_MAX_IMAGE_PIXELS`.
+
+    Raises:
+        TransferlabError: the environment variable is not a positive whole number (the message names it).
+    """
+    if setting is not None:
+        return int(setting)
+    value = os.environ.get(MAX_IMAGE_PIXELS_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    digits = value.replace("_", "").replace(",", "")
+    if not digits.isdigit() or int(digits) < 1:
+        raise TransferlabError(f"environment variable {MAX_IMAGE_PIXELS_VARIABLE}={value!r} is not a positive number "
+                               f"of pixels (e.g. {MAX_IMAGE_PIXELS_VARIABLE}=200000000)")
+    return int(digits)
+
 
 class ImageReadError(TransferlabError):
-    """An image file that is missing, unreadable or not an image."""
+    """An image file that is missing, unreadable, not an image, or larger than the pixel limit."""
+
+
+_pil_limit_lock = threading.Lock()
+_pil_limit_users = 0
+_pil_limit_saved: int | None = None
+
+
+@contextmanager
+def _pil_pixel_limit_lifted() -> Iterator[None]:
+    """Turn off PIL's own decompression-bomb check (a warning above its fixed limit, an error above twice that),
+    which `open_image` replaces; PIL's limit is process-wide, so it is restored when the last user is done."""
+    global _pil_limit_users, _pil_limit_saved
+    with _pil_limit_lock:
+        if _pil_limit_users == 0:
+            _pil_limit_saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        _pil_limit_users += 1
+    try:
+        yield
+    finally:
+        with _pil_limit_lock:
+            _pil_limit_users -= 1
+            if _pil_limit_users == 0:
+                Image.MAX_IMAGE_PIXELS = _pil_limit_saved
+
+
+@contextmanager
+def open_image(path: Path, limit: int) -> Iterator[Image.Image]:
+    """``path`` opened with PIL (its header read, its pixels not yet), once its size is checked against ``limit``.
+
+    Raises:
+        ImageReadError: the image has more than ``limit`` pixels; the message names the file, its size and the
+            limit, and how to raise it. PIL's errors for a missing or unreadable file pass through.
+    """
+    with _pil_pixel_limit_lifted(), Image.open(path) as image:
+        width, height = image.size
+        if width * height > limit:
+            raise ImageReadError(
+                f"image {path} is {width}x{height} ({width * height:,} pixels), more than the limit of {limit:,} "
+                "pixels that guards against decompression bombs; raise it with "
+                f"{setting_hint('max_image_pixels', 'N')} or the environment variable {MAX_IMAGE_PIXELS_VARIABLE}"
+            )
+        yield image
 
 
 class LabeledExamples:
@@ -68,6 +144,7 @@ class ImageData(LabeledExamples):
         paths: image files, one per example (file-backed data).
         pixels: ``(N, H, W)`` or ``(N, H, W, C)`` uint8 array (in-memory data).
         domain: ``"source"`` or ``"target"``.
+        max_image_pixels: files with more pixels are refused before decoding; ``None``: `max_image_pixels()`.
     """
 
     name: str
@@ -76,6 +153,7 @@ class ImageData(LabeledExamples):
     paths: list[Path] | None = None
     pixels: np.ndarray | None = None
     domain: str = "target"
+    max_image_pixels: int | None = None
     _digests: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
     noun = "images"
     per_example = ("paths", "pixels")
@@ -89,7 +167,8 @@ class ImageData(LabeledExamples):
         return len(self.paths) if self.paths is not None else len(self.pixels)
 
     def load_image(self, index: int, draft: tuple[str, int] | None = None) -> Image.Image:
-        """Return image ``index`` as a PIL image in its stored mode; raise `ImageReadError` naming the file.
+        """Return image ``index`` as a PIL image in its stored mode; raise `ImageReadError` naming the file (also for
+        a file above the pixel limit, before it is decoded).
 
         ``draft=(mode, size)`` lets JPEG decoding skip resolution it does not need: the decoded image keeps both
         sides at least ``size`` pixels (PIL draft mode; other formats ignore it).
@@ -98,18 +177,21 @@ class ImageData(LabeledExamples):
             return Image.fromarray(self.pixels[index])
         path = self.paths[index]
         try:
-            with Image.open(path) as image:
+            with open_image(path, max_image_pixels(self.max_image_pixels)) as image:
                 if draft is not None and image.format == "JPEG":
                     image.draft(draft[0], (draft[1], draft[1]))
                 image.load()
                 return image
+        except ImageReadError:
+            raise
         except FileNotFoundError:
             raise ImageReadError(f"image file not found: {path}") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageReadError(f"cannot read image {path}: {exc}") from None
 
     def content_digest(self, index: int) -> str:
-        """SHA-1 of the example's bytes (file contents or pixel array): the key of the feature cache."""
+        """SHA-1 of the example's bytes (file contents or pixel array) and of `DECODING`: the key of the feature
+        cache, so features of images decoded another way are not reused."""
         digest = self._digests.get(index)
         if digest is None:
             if self.pixels is not None:
@@ -120,7 +202,7 @@ class ImageData(LabeledExamples):
                     payload = Path(self.paths[index]).read_bytes()
                 except OSError as exc:
                     raise ImageReadError(f"cannot read image {self.paths[index]}: {exc}") from None
-            digest = hashlib.sha1(payload).hexdigest()
+            digest = hashlib.sha1(DECODING + payload).hexdigest()
             self._digests[index] = digest
         return digest
 

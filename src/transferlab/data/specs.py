@@ -44,6 +44,7 @@ from transferlab.data.formats.files import (
 from transferlab.data.formats.folders import folder_loaders, visible_subfolders
 from transferlab.data.formats.manifests import csv_loaders, manifest_label_columns, read_label_columns
 from transferlab.data.formats.request import SPLITS, LoadRequest, SplitLoader, run_loaders
+from transferlab.data.hints import setting_hint
 from transferlab.data.image_data import DOMAINS
 from transferlab.data.text_data import TextData
 from transferlab.data.text_tables import (
@@ -71,7 +72,7 @@ log = logging.getLogger("transferlab")
 
 
 def load_splits(spec: str, *, skip_bad_files: bool = False, domain: str = "target",
-                columns: TextColumns | None = None) -> dict[str, Examples]:
+                columns: TextColumns | None = None, max_image_pixels: int | None = None) -> dict[str, Examples]:
     """Load every split a data spec names (or the one its ``@split`` suffix picks).
 
     Args:
@@ -80,6 +81,9 @@ def load_splits(spec: str, *, skip_bad_files: bool = False, domain: str = "targe
             them, instead of raising.
         domain: ``"source"`` or ``"target"``, stored on every returned container.
         columns: the text and label columns of text tables (default: ``text``/``sentence`` and ``label``).
+        max_image_pixels: image files with more pixels are bad files (an error naming the file and the limit, or
+            skipped with ``skip_bad_files``); ``None``: the ``TRANSFERLAB_MAX_IMAGE_PIXELS`` environment variable,
+            else `transferlab.data.image_data.DEFAULT_MAX_IMAGE_PIXELS`.
 
     Returns:
         Split name (``"train"``, ``"val"``, ``"test"`` or ``"all"``) -> `ImageData`, `TextData` or `AudioData`,
@@ -89,7 +93,7 @@ def load_splits(spec: str, *, skip_bad_files: bool = False, domain: str = "targe
         TransferlabError: the spec, a path or a file is wrong; `ImageReadError` or `AudioReadError` for an
             unreadable file.
     """
-    split, request, loaders = _open(spec, skip_bad_files, domain, columns)
+    split, request, loaders = _open(spec, skip_bad_files, domain, columns, max_image_pixels)
     return run_loaders(loaders, [split] if split else list(loaders), request)
 
 
@@ -100,6 +104,7 @@ def load_data(
     skip_bad_files: bool = False,
     domain: str = "target",
     columns: TextColumns | None = None,
+    max_image_pixels: int | None = None,
 ) -> Examples:
     """Load one split of a data spec: the ``@split`` it names, else the first of ``split_preference`` it has.
 
@@ -112,6 +117,7 @@ def load_data(
         skip_bad_files: see `load_splits`.
         domain: see `load_splits`.
         columns: see `load_splits`.
+        max_image_pixels: see `load_splits`.
 
     Raises:
         TransferlabError: as `load_splits`, or when the data has several splits and none is preferred (the message
@@ -119,7 +125,7 @@ def load_data(
     """
     if isinstance(split_preference, str):
         split_preference = (split_preference,)
-    split, request, loaders = _open(spec, skip_bad_files, domain, columns)
+    split, request, loaders = _open(spec, skip_bad_files, domain, columns, max_image_pixels)
     if split is None:
         split = choose_split(request.base, list(loaders), split_preference)
     return run_loaders(loaders, [split], request)[split]
@@ -148,12 +154,12 @@ def choose_split(base: str, available: list[str], preference: Iterable[str]) -> 
     )
 
 
-def _open(spec: str, skip_bad_files: bool, domain: str, columns: TextColumns | None = None
-          ) -> tuple[str | None, LoadRequest, dict[str, SplitLoader]]:
+def _open(spec: str, skip_bad_files: bool, domain: str, columns: TextColumns | None = None,
+          max_image_pixels: int | None = None) -> tuple[str | None, LoadRequest, dict[str, SplitLoader]]:
     if domain not in DOMAINS:
         raise TransferlabError(f"unknown domain {domain!r}; expected one of: {', '.join(DOMAINS)}")
     base, kind, location, split = _parse_spec(spec)
-    request = LoadRequest(base, domain, skip_bad_files, columns or TextColumns())
+    request = LoadRequest(base, domain, skip_bad_files, columns or TextColumns(), max_image_pixels)
     loaders = _split_loaders(kind, location, request)
     if split is not None and split not in loaders:
         raise TransferlabError(f"split {split!r} not found in {base!r}; it has: {', '.join(loaders)}")
@@ -223,7 +229,7 @@ def _split_loaders(kind: str | None, location: str, request: LoadRequest) -> dic
     if path.suffix.lower() == ".csv" and "path" not in (header := table_columns(path)) and any(header):
         text = f"'{request.columns.text}'" if request.columns.text else "'text' or 'sentence'"
         raise TransferlabError(f"{path} has no 'path' column (an image or audio manifest) and no text column ({text}; "
-                               f"name it with --text-column); its columns: {', '.join(header)}")
+                               f"name it with {setting_hint('text_column', 'NAME')}); its columns: {', '.join(header)}")
     if kind == "csv" or path.suffix.lower() == ".csv":
         return csv_loaders(path, request)
     raise TransferlabError(
@@ -256,13 +262,15 @@ def manifest_columns(spec: str, text_columns: TextColumns | None = None) -> list
 
 
 def read_manifest_columns(
-    spec: str, columns: list[str], *, skip_bad_files: bool = False, text_columns: TextColumns | None = None
+    spec: str, columns: list[str], *, skip_bad_files: bool = False, text_columns: TextColumns | None = None,
+    max_image_pixels: int | None = None,
 ) -> tuple[Examples, dict[str, list[str]]]:
     """Examples of a CSV manifest or text table (unlabeled `ImageData`, `AudioData` or `TextData`) and the cells of
     the named label columns, row-aligned.
 
     Empty cells stay ``""`` (no label). Rows whose file is missing or unreadable are dropped with a warning when
-    ``skip_bad_files`` is set, else raise `ImageReadError` or `AudioReadError` naming the file.
+    ``skip_bad_files`` is set, else raise `ImageReadError` or `AudioReadError` naming the file (images above
+    ``max_image_pixels`` too, see `load_splits`).
 
     Raises:
         TransferlabError: ``spec`` is not a CSV manifest or text table, or lacks one of ``columns`` (the message
@@ -277,7 +285,7 @@ def read_manifest_columns(
     base, path, split = manifest
     if split not in (None, "all"):
         raise TransferlabError(f"a CSV manifest has one split ('all'), not {split!r} (in {spec!r})")
-    request = LoadRequest(base, "target", skip_bad_files, text_columns or TextColumns())
+    request = LoadRequest(base, "target", skip_bad_files, text_columns or TextColumns(), max_image_pixels)
     if is_text_table(path, request.columns):
         texts, cells, _ = read_text_table(path, request.columns, label_columns=list(columns))
         return TextData(name=base, classes=[], labels=None, texts=texts), cells
@@ -286,12 +294,13 @@ def read_manifest_columns(
 
 
 def examples_from_paths(paths: Iterable[Path | str], *, skip_bad_files: bool = False,
-                        columns: TextColumns | None = None) -> Examples:
+                        columns: TextColumns | None = None, max_image_pixels: int | None = None) -> Examples:
     """Unlabeled data from image or audio files and folders (searched recursively), in the order given, or from one
     text table (CSV/TSV/JSONL with a text column; its label column, if any, is ignored).
 
     Used by ``transferlab predict``. Unreadable files raise an error naming the file, or are skipped with one
-    warning listing them when ``skip_bad_files`` is set.
+    warning listing them when ``skip_bad_files`` is set; so are images above ``max_image_pixels`` (see
+    `load_splits`).
 
     Raises:
         TransferlabError: no inputs, an input that does not exist, or a folder without image or audio files (the
@@ -304,7 +313,7 @@ def examples_from_paths(paths: Iterable[Path | str], *, skip_bad_files: bool = F
         texts, _, _ = read_text_table(paths[0], columns or TextColumns(), label_columns=[])
         return TextData(name=str(paths[0]), classes=[], labels=None, texts=texts)
     request = LoadRequest(base=str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more",
-                          domain="target", skip_bad_files=skip_bad_files)
+                          domain="target", skip_bad_files=skip_bad_files, max_image_pixels=max_image_pixels)
     items: Items = []
     for path in paths:
         if path.is_dir():

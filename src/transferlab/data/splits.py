@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from transferlab.data.hints import setting_hint
 from transferlab.errors import TransferlabError
 
 __all__ = ["hold_out_indices", "stratified_split", "take_per_class"]
@@ -88,7 +89,8 @@ def hold_out_indices(count: int, fraction: float, seed: int, strata: np.ndarray 
         return stratified_split(strata, fraction, seed)
     _check_fraction(fraction)
     if count < 2:
-        raise TransferlabError(f"{count} {what}: too few to hold out validation data; give validation data with --val")
+        raise TransferlabError(f"{count} {what}: too few to hold out validation data; give validation data with "
+                               f"{setting_hint('val', 'SPEC')}")
     n_val = min(count - 1, max(1, round(count * fraction)))
     order = np.random.default_rng(seed).permutation(count)
     return np.sort(order[n_val:]).astype(np.int64), np.sort(order[:n_val]).astype(np.int64)

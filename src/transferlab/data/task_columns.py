@@ -48,6 +48,11 @@ def _first_list_like(cells: list[str]) -> tuple[int, str] | None:
     return None
 
 
+def _type_hint(name: str, kind: str) -> str:
+    """How to give task ``name`` the type ``kind``: on the command line and in YAML."""
+    return f"--tasks {name}:{kind} (in YAML: tasks: [{{name: {name}, type: {kind}}}])"
+
+
 def infer_task_type(name: str, cells: list[str], where: str) -> str:
     """``"classification"``, ``"multilabel"`` or ``"regression"`` from a column's non-empty cells."""
     filled = [cell for cell in cells if cell]
@@ -57,8 +62,8 @@ def infer_task_type(name: str, cells: list[str], where: str) -> str:
     if all(value is not None for value in numbers):
         integers = all(value == round(value) for value in numbers)
         if integers and len(set(numbers)) <= MAX_INTEGER_CLASSES:
-            log.info("task '%s': integer values with %d distinct codes, read as classes (set its type to regression "
-                     "to predict numbers)", name, len(set(numbers)))
+            log.info("task '%s': integer values with %d distinct codes, read as classes (to predict numbers, make "
+                     "it a regression task: %s)", name, len(set(numbers)), _type_hint(name, "regression"))
             return "classification"
         return "regression"
     list_like = _first_list_like(cells)
@@ -66,8 +71,8 @@ def infer_task_type(name: str, cells: list[str], where: str) -> str:
         row, cell = list_like
         raise TransferlabError(
             f"column '{name}' of {where} looks like a multi-label list in an unsupported format (row {row}: {cell!r}); "
-            f"write the labels separated by '{MULTILABEL_SEPARATOR}' (e.g. cat|dog), or set the task's type to "
-            "classification if the commas/semicolons belong to the class names"
+            f"write the labels separated by '{MULTILABEL_SEPARATOR}' (e.g. cat|dog), or, if the commas/semicolons "
+            f"belong to the class names, make it a classification task: {_type_hint(name, 'classification')}"
         )
     return "classification"
 

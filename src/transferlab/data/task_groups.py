@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from transferlab.config import FitConfig, TaskSpec
+from transferlab.data.class_names import require_two_classes
 from transferlab.data.examples import Examples
 from transferlab.data.specs import load_data, manifest_columns, read_manifest_columns
 from transferlab.data.splits import hold_out_indices, take_per_class
@@ -109,8 +110,7 @@ def prepare_multitask_splits(config: FitConfig) -> MultiTaskSplits:
     column_specs = [spec for spec in config.tasks if spec.data is None]
     if column_specs:
         examples, cells = read_manifest_columns(config.train, [spec.label_column for spec in column_specs],
-                                                skip_bad_files=config.skip_bad_files,
-                                                text_columns=text_columns_of(config))
+                                                **_reading(config))
         examples, cells = _keep_class_rows(examples, cells, config.classes)
         for spec in column_specs:
             tasks[spec.name] = build_task(spec.name, spec.column, spec.type, cells[spec.label_column], config.train)
@@ -118,27 +118,23 @@ def prepare_multitask_splits(config: FitConfig) -> MultiTaskSplits:
         group = TaskGroup(examples, {task.name: encode_targets(task, cells[task.label_column], config.train)
                                    for task in group_tasks})
         if config.val is not None:
-            val.append(load_task_group(config.val, group_tasks, skip_bad_files=config.skip_bad_files,
-                                       text_columns=text_columns_of(config)))
+            val.append(load_task_group(config.val, group_tasks, **_reading(config)))
         else:
             group, held_out = _hold_out(group, group_tasks, config.val_fraction, config.seed)
             val.append(held_out)
         if config.test is not None:
-            test.append(load_task_group(config.test, group_tasks, skip_bad_files=config.skip_bad_files,
-                                       text_columns=text_columns_of(config)))
+            test.append(load_task_group(config.test, group_tasks, **_reading(config)))
         train.append(_keep_per_class(group, group_tasks, column_specs, config))
     for spec in (spec for spec in config.tasks if spec.data is not None):
         task, group = _own_data_group(spec, config)
         tasks[spec.name] = task
         if spec.val is not None:
-            val.append(load_task_group(spec.val, [task], skip_bad_files=config.skip_bad_files,
-                                       split=("val", "test", "all"), text_columns=text_columns_of(config)))
+            val.append(load_task_group(spec.val, [task], split=("val", "test", "all"), **_reading(config)))
         else:
             group, held_out = _hold_out(group, [task], config.val_fraction, config.seed)
             val.append(held_out)
         if spec.test is not None:
-            test.append(load_task_group(spec.test, [task], skip_bad_files=config.skip_bad_files,
-                                        split=("test", "val", "all"), text_columns=text_columns_of(config)))
+            test.append(load_task_group(spec.test, [task], split=("test", "val", "all"), **_reading(config)))
         train.append(_keep_per_class(group, [task], [spec], config))
     ordered = [tasks[spec.name] for spec in config.tasks]
     for group in train:
@@ -161,20 +157,28 @@ def _keep_class_rows(examples: Examples, cells: dict[str, list[str]], classes: l
     return examples.subset(rows), {name: [values[i] for i in rows] for name, values in cells.items()}
 
 
+def _reading(config: FitConfig) -> dict:
+    """How a run reads its data files: the keyword arguments of `load_task_group` and `read_manifest_columns`."""
+    return {"skip_bad_files": config.skip_bad_files, "text_columns": text_columns_of(config),
+            "max_image_pixels": config.max_image_pixels}
+
+
 def load_task_group(spec: str, tasks: list[Task], *, skip_bad_files: bool = False,
                     split: tuple[str, ...] = ("test", "val", "all"),
-                    text_columns: TextColumns | None = None) -> TaskGroup:
+                    text_columns: TextColumns | None = None, max_image_pixels: int | None = None) -> TaskGroup:
     """Labeled data for already-built ``tasks``: a CSV manifest holding their label columns, or, for one
-    classification task, any class-labeled data spec (class names matched to the task's; unknown ones ignored)."""
+    classification task, any class-labeled data spec (class names matched to the task's; unknown ones ignored).
+    Bad files and ``max_image_pixels`` as in `transferlab.data.load_splits`."""
     columns = manifest_columns(spec, text_columns)
     wanted = [task.label_column for task in tasks]
     if columns is not None and all(column in columns for column in wanted) or not _single_classification(tasks):
         examples, cells = read_manifest_columns(spec, wanted, skip_bad_files=skip_bad_files,
-                                                text_columns=text_columns)
+                                                text_columns=text_columns, max_image_pixels=max_image_pixels)
         return TaskGroup(examples, {task.name: encode_targets(task, cells[column], spec)
                                   for task, column in zip(tasks, wanted, strict=True)})
     task = tasks[0]
-    data = load_data(spec, split_preference=split, skip_bad_files=skip_bad_files, columns=text_columns)
+    data = load_data(spec, split_preference=split, skip_bad_files=skip_bad_files, columns=text_columns,
+                     max_image_pixels=max_image_pixels)
     if data.labels is None:
         raise TransferlabError(f"data {data.name} for task '{task.name}' has no labels")
     names = [data.classes[label] for label in data.labels]
@@ -188,8 +192,7 @@ def _single_classification(tasks: list[Task]) -> bool:
 def _own_data_group(spec: TaskSpec, config: FitConfig) -> tuple[Task, TaskGroup]:
     """A task with its own data: a class-labeled data spec, or (with ``column``) a manifest column of any type."""
     if spec.column is not None:
-        examples, cells = read_manifest_columns(spec.data, [spec.column], skip_bad_files=config.skip_bad_files,
-                                                text_columns=text_columns_of(config))
+        examples, cells = read_manifest_columns(spec.data, [spec.column], **_reading(config))
         task = build_task(spec.name, spec.column, spec.type, cells[spec.column], spec.data)
         return task, TaskGroup(examples, {task.name: encode_targets(task, cells[spec.column], spec.data)})
     if spec.type not in (None, "classification"):
@@ -198,9 +201,10 @@ def _own_data_group(spec: TaskSpec, config: FitConfig) -> tuple[Task, TaskGroup]
             "of a CSV manifest with 'column'"
         )
     data = load_data(spec.data, split_preference=("train", "all"), skip_bad_files=config.skip_bad_files,
-                     columns=text_columns_of(config))
+                     columns=text_columns_of(config), max_image_pixels=config.max_image_pixels)
     if data.labels is None:
         raise TransferlabError(f"data {data.name} of task '{spec.name}' has no labels")
+    require_two_classes(data, f"task '{spec.name}':")
     task = ClassificationTask(spec.name, None, classes=list(data.classes))
     return task, TaskGroup(data, {task.name: data.labels})
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.data.class_names import sort_class_names
+from transferlab.data.csv_fields import allow_long_csv_fields
+from transferlab.data.hints import setting_hint
 from transferlab.data.text_data import TextData
 from transferlab.errors import TransferlabError
 
@@ -50,6 +52,7 @@ def _delimiter(path: Path) -> str:
 
 def _rows(path: Path):
     """``(line_number, {column: cell})`` of every non-blank row, and the header, of a CSV/TSV/JSONL file."""
+    allow_long_csv_fields()
     try:
         with path.open(encoding="utf-8-sig", newline="") as stream:
             if path.suffix.lower() == ".jsonl":
@@ -113,6 +116,7 @@ def is_text_table(path: Path, columns: TextColumns | None = None) -> bool:
 
 def table_columns(path: Path) -> list[str]:
     """The header of a CSV/TSV file, or the keys of a JSONL file's first record."""
+    allow_long_csv_fields()
     try:
         with path.open(encoding="utf-8-sig", newline="") as stream:
             if path.suffix.lower() == ".jsonl":
@@ -134,7 +138,7 @@ def resolve_text_column(path: Path, header: list[str], columns: TextColumns) -> 
         if name in header:
             return name
     raise TransferlabError(f"{path} has no text column ('text' or 'sentence'); its columns: {', '.join(header)}; "
-                           "name it with --text-column")
+                           f"name it with {setting_hint('text_column', 'NAME')}")
 
 
 def read_text_table(path: Path, columns: TextColumns, label_columns: list[str] | None = None
@@ -175,7 +179,7 @@ def read_text_table(path: Path, columns: TextColumns, label_columns: list[str] |
         lines = ", ".join(str(line) for line in empty[:10]) + (" ..." if len(empty) > 10 else "")
         if columns.empty_texts == "error":
             raise TransferlabError(f"{path} has {len(empty)} empty text(s) in column {text_column!r} (lines {lines}); "
-                                   "fill or remove them, or use --empty-texts skip")
+                                   f"fill or remove them, or skip them with {setting_hint('empty_texts', 'skip')}")
         warnings.warn(f"skipped {len(empty)} empty text(s) of {path} (lines {lines})", stacklevel=2)
     if not texts:
         raise TransferlabError(f"{path} holds no non-empty text in column {text_column!r}")
@@ -183,7 +187,8 @@ def read_text_table(path: Path, columns: TextColumns, label_columns: list[str] |
 
 
 def text_table_data(path: Path, columns: TextColumns, *, name: str, domain: str) -> TextData:
-    """A text table as `TextData`: labeled when it has the label column (every row must then have a label).
+    """A text table as `TextData`: labeled when it has the label column (every row must then have a label); a
+    single class is fine (evaluation data; training refuses it).
 
     Args:
         path: a ``.csv``, ``.tsv`` or ``.jsonl`` file.
@@ -192,7 +197,7 @@ def text_table_data(path: Path, columns: TextColumns, *, name: str, domain: str)
         domain: ``"source"`` or ``"target"``.
 
     Raises:
-        TransferlabError: as `read_text_table`, or a label column with an empty cell or a single class.
+        TransferlabError: as `read_text_table`, or a label column with an empty cell.
     """
     texts, cells, header = read_text_table(path, columns)
     labels = cells.get(columns.label)
@@ -204,9 +209,6 @@ def text_table_data(path: Path, columns: TextColumns, *, name: str, domain: str)
         raise TransferlabError(f"{path} has {empty} text(s) with an empty {columns.label!r} label; "
                                "label every row, or drop the label column for unlabeled data")
     classes = sort_class_names(labels)
-    if len(classes) < 2:
-        raise TransferlabError(f"{path} has a single class ({classes[0]!r}) in column {columns.label!r}; "
-                               "labeled data needs at least two classes")
     index = {class_name: position for position, class_name in enumerate(classes)}
     return TextData(name=name, classes=classes, labels=np.array([index[label] for label in labels]), texts=texts,
                     domain=domain)

@@ -17,6 +17,7 @@ from transferlab.backbones.registry import DEFAULT_BACKBONES
 from transferlab.data.audio_data import AudioData
 from transferlab.data.examples import Examples
 from transferlab.data.image_data import ImageData
+from transferlab.data.image_modes import to_model_mode
 from transferlab.data.text_data import TextData
 from transferlab.errors import TransferlabError
 
@@ -75,9 +76,9 @@ class ImageDataset(Dataset):
         return len(self.data)
 
     def image(self, index: int):
-        """Example ``index`` as a PIL image in the backbone's mode, decoded no larger than the transform needs."""
-        image = self.data.load_image(index, draft=(self.mode, self.draft_size))
-        return image if image.mode == self.mode else image.convert(self.mode)
+        """Example ``index`` as an 8-bit PIL image in the backbone's mode, decoded no larger than the transform needs
+        (high-bit-depth images scaled, transparency composited on white: `transferlab.data.image_modes`)."""
+        return to_model_mode(self.data.load_image(index, draft=(self.mode, self.draft_size)), self.mode)
 
     def label(self, index: int) -> torch.Tensor:
         """The class index of example ``index``, or -1 for unlabeled data."""

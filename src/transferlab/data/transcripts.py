@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.data.audio_data import AudioData, AudioReadError, audio_problem
+from transferlab.data.csv_fields import allow_long_csv_fields
+from transferlab.data.hints import setting_hint
 from transferlab.errors import TransferlabError
 
 __all__ = [
@@ -105,7 +107,8 @@ def load_transcribed_audio(
         problem = audio_problem(path)
         if problem is not None:
             if not skip_bad_files:
-                raise AudioReadError(f"{where}: {problem}; fix or remove it, or set skip_bad_files to skip bad files")
+                raise AudioReadError(f"{where}: {problem}; fix or remove it, or skip bad files with "
+                                      f"{setting_hint('skip_bad_files', 'true')}")
             skipped.append(path)
             continue
         paths.append(path)
@@ -130,6 +133,7 @@ def _manifest_path(spec: str | Path) -> Path:
 
 def _read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, int, list[str]]]]:
     """The stripped header and the non-blank rows as ``(row number, line number, cells)``."""
+    allow_long_csv_fields()
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as stream:
             reader = csv.reader(stream)
@@ -151,7 +155,7 @@ def _column_indices(csv_path: Path, header: list[str], transcript_column: str) -
         raise TransferlabError(
             f"CSV {csv_path} has no column {' or '.join(repr(c) for c in missing)}; its columns: "
             f"{', '.join(repr(c) for c in header) or '(none)'}; speech recognition needs 'path' and the transcript "
-            "column (set it with --transcript-column)"
+            f"column (name it with {setting_hint('transcript_column', 'NAME')})"
         )
     if len(set(header)) != len(header):
         raise TransferlabError(f"CSV {csv_path} repeats a column in its header: {', '.join(header)}")
@@ -202,7 +206,7 @@ def drop_long_clips(data: AudioData, max_seconds: float) -> AudioData:
     keep = np.flatnonzero(seconds <= max_seconds)
     if len(keep) == 0:
         raise TransferlabError(f"every clip of {data.name} is longer than max_seconds {max_seconds:g} (the shortest "
-                               f"lasts {seconds.min():.1f} s); raise --max-seconds")
+                               f"lasts {seconds.min():.1f} s); raise {setting_hint('max_seconds')}")
     if len(keep) < len(data):
         log.warning("training on %d of %d clips of %s: %d are longer than max_seconds %g (longest %.1f s)",
                     len(keep), len(data), data.name, len(data) - len(keep), max_seconds, seconds.max())

@@ -101,8 +101,9 @@ def register_method(spec: MethodSpec) -> MethodSpec:
 
 
 def get_method(name: str) -> MethodSpec:
-    if name not in METHODS:
-        raise TransferlabError(f"unknown method '{name}'{suggest(name, METHODS)}; choose one of {', '.join(METHODS)}")
+    if not isinstance(name, str) or name not in METHODS:  # a YAML file may give a list, a number or nothing
+        hint = suggest(name, METHODS) if isinstance(name, str) else ""
+        raise TransferlabError(f"unknown method '{name}'{hint}; choose one of {', '.join(METHODS)}")
     return METHODS[name]
 
 

@@ -169,7 +169,7 @@ class TaskValidation:
         row = {}
         for name, metrics in result["tasks"].items():
             for key, value in metrics.items():
-                if key not in ("n", "score", "classes", "confusion_matrix"):
+                if key not in ("n", "score") and isinstance(value, (int, float)):  # not class lists, matrices
                     row[f"val_{name}_{key}"] = value
         row["val_score"] = result["score"]
         return row

@@ -16,6 +16,7 @@ from transferlab.data import (
     keep_classes,
     load_data,
     load_splits,
+    require_two_classes,
     take_per_class,
 )
 from transferlab.data.splits import hold_out_indices
@@ -54,13 +55,13 @@ def same_examples(a: Examples, b: Examples) -> bool:
 def load_spec(spec: str, config, preference: tuple[str, ...], domain: str = "target") -> Examples:
     """One split of a data spec with the run's reading options (bad files, text columns, kept classes)."""
     data = load_data(spec, split_preference=preference, skip_bad_files=config.skip_bad_files, domain=domain,
-                     columns=text_columns_of(config))
+                     columns=text_columns_of(config), max_image_pixels=config.max_image_pixels)
     return keep_classes(data, config.classes)
 
 
 def load_labeled(spec: str, config, role: str, domain: str = "target") -> Examples:
-    """The training split of ``spec`` (its ``train`` part, or all of it), which must be labeled."""
-    return require_labels(load_spec(spec, config, ("train", "all"), domain), role)
+    """The training split of ``spec`` (its ``train`` part, or all of it), which must be labeled, with two classes."""
+    return require_two_classes(require_labels(load_spec(spec, config, ("train", "all"), domain), role), role)
 
 
 def validation_and_test(train: Examples, config, own_val: Examples | None = None, *, align_test: bool = True,
@@ -120,9 +121,11 @@ def _held_out(train: Examples, config) -> tuple[Examples, Examples | None]:
 
 def load_training_data(config) -> tuple[Examples, Examples | None]:
     """``(train, own_val)``: the labeled training split of ``config.train`` and its own validation split, if any."""
-    available = load_splits(config.train, skip_bad_files=config.skip_bad_files, columns=text_columns_of(config))
+    available = load_splits(config.train, skip_bad_files=config.skip_bad_files, columns=text_columns_of(config),
+                            max_image_pixels=config.max_image_pixels)
     available = {name: keep_classes(data, config.classes) for name, data in available.items()}
     train = require_labels(available[choose_split(config.train, list(available), ("train", "all"))], "training")
+    train = require_two_classes(train, "training")
     return train, available.get("val")
 
 

@@ -106,10 +106,13 @@ class TransferModel(_FrozenBatchNormMixin, Predictor):
         return columns, [[row["label"], *[f"{row['probabilities'][c]:.6f}" for c in self.classes]] for row in rows]
 
     def metric_lines(self, metrics, *, detail=False):
+        averaged = metrics.get("macro_f1_classes", metrics["classes"])
+        over = f" (over the {len(averaged)} of {len(metrics['classes'])} classes the data has)" \
+            if len(averaged) < len(metrics["classes"]) else ""
         if not detail:
-            return [f"accuracy: {metrics['accuracy']:.4f}  macro-F1: {metrics['macro_f1']:.4f}"]
+            return [f"accuracy: {metrics['accuracy']:.4f}  macro-F1: {metrics['macro_f1']:.4f}{over}"]
         return [f"examples: {metrics['n']}", f"accuracy: {metrics['accuracy']:.4f}",
-                f"macro-F1: {metrics['macro_f1']:.4f}", "confusion matrix (rows: true, columns: predicted):",
+                f"macro-F1: {metrics['macro_f1']:.4f}{over}", "confusion matrix (rows: true, columns: predicted):",
                 *confusion_lines(metrics["classes"], metrics["confusion_matrix"])]
 
     def save(self, run_dir: Path) -> None:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from transferlab.data.audio_data import AUDIO_EXTENSIONS, AudioData, AudioReadError, audio_problem
 from transferlab.data.formats.request import LoadRequest
-from transferlab.data.image_data import ImageData, ImageReadError
+from transferlab.data.hints import setting_hint
+from transferlab.data.image_data import ImageData, ImageReadError, max_image_pixels, open_image
 from transferlab.errors import TransferlabError
 
 __all__ = ["IMAGE_EXTENSIONS", "EXAMPLE_EXTENSIONS", "FileKind", "IMAGE_FILES", "AUDIO_FILES", "Items",
@@ -27,11 +27,15 @@ EXAMPLE_EXTENSIONS = IMAGE_EXTENSIONS + AUDIO_EXTENSIONS
 Items = list[tuple[Path, str | None]]
 
 
-def image_problem(path: Path) -> str | None:
-    """Why ``path`` is not a readable image (a cheap header-level check with PIL's ``verify``), or ``None``."""
+def image_problem(path: Path, request: LoadRequest | None = None) -> str | None:
+    """Why ``path`` is not a readable image (a cheap header-level check with PIL's ``verify``; an image above
+    ``request.max_image_pixels`` is refused before that), or ``None``."""
+    limit = max_image_pixels(request.max_image_pixels if request is not None else None)
     try:
-        with Image.open(path) as image:
+        with open_image(path, limit) as image:
             image.verify()
+    except ImageReadError as exc:
+        return str(exc)
     except FileNotFoundError:
         return f"cannot read image {path}: file not found"
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, struct.error, ...) for a bad file
@@ -48,18 +52,25 @@ class FileKind:
         noun: several of them in a message, ``"images"`` or ``"audio files"``.
         container: the data class holding such files.
         error: the error raised for a missing or unreadable file.
-        problem: why a file cannot be read (a message naming it), or ``None`` when it can.
+        problem: why a file cannot be read under a load request's settings (a message naming it), or ``None``.
+        settings: the container's fields that come from the load request (e.g. the image pixel limit).
     """
 
     what: str
     noun: str
     container: type[ImageData | AudioData]
     error: type[TransferlabError]
-    problem: Callable[[Path], str | None]
+    problem: Callable[[Path, LoadRequest], str | None]
+    settings: Callable[[LoadRequest], dict] = lambda request: {}
+
+    def examples(self, request: LoadRequest, **fields) -> ImageData | AudioData:
+        """The container of these files: ``fields`` plus the request's `settings`."""
+        return self.container(**fields, **self.settings(request))
 
 
-IMAGE_FILES = FileKind("image", "images", ImageData, ImageReadError, image_problem)
-AUDIO_FILES = FileKind("audio", "audio files", AudioData, AudioReadError, audio_problem)
+IMAGE_FILES = FileKind("image", "images", ImageData, ImageReadError, image_problem,
+                       lambda request: {"max_image_pixels": request.max_image_pixels})
+AUDIO_FILES = FileKind("audio", "audio files", AudioData, AudioReadError, lambda path, request: audio_problem(path))
 
 
 def file_kind(path: Path) -> FileKind:
@@ -100,13 +111,14 @@ def readable_items(items: list[tuple[Path, object]], kind: FileKind, request: Lo
     ``request.skipped`` when ``request.skip_bad_files`` is set."""
     kept = []
     for path, tag in items:
-        problem = kind.problem(path)
+        problem = kind.problem(path, request)
         if problem is None:
             kept.append((path, tag))
         elif request.skip_bad_files:
             request.skipped.append(path)
         else:
-            raise kind.error(f"{problem}; fix or remove it, or set skip_bad_files to skip bad files")
+            raise kind.error(f"{problem}; fix or remove it, or skip bad files with "
+                             f"{setting_hint('skip_bad_files', 'true')}")
     return kept
 
 
@@ -132,7 +144,8 @@ def file_examples(items: Items, classes: list[str], split: str, request: LoadReq
     if lost:
         raise kind.error(f"no readable {kind.noun} left for class(es) {sorted(lost)} in {name}")
     index = {class_name: position for position, class_name in enumerate(classes)}
-    return kind.container(
+    return kind.examples(
+        request,
         name=name,
         classes=list(classes),
         labels=np.array([index[label] for _, label in kept], dtype=np.int64) if classes else None,

@@ -25,9 +25,11 @@ def folder_loaders(root: Path, request: LoadRequest) -> dict[str, SplitLoader]:
     """One loader per split of folder ``root``: its ``train``/``val``/``test`` sub-folders if it has ``train/``,
     else ``"all"``. Class names are shared by the splits (sorted over all of them).
 
+    A single class folder is labeled data of one class (fine to evaluate on; training refuses it).
+
     Raises:
-        TransferlabError: a folder without example files, with a single class, or mixing loose files with class
-            sub-folders (the message names the folder).
+        TransferlabError: a folder without example files, or mixing loose files with class sub-folders (the message
+            names the folder).
     """
     names = [folder.name for folder in visible_subfolders(root)]
     if "train" in names:
@@ -65,10 +67,6 @@ def _scan_folder(folder: Path) -> Items:
         raise TransferlabError(
             f"{folder} holds both example files (e.g. {loose[0].name!r}) and sub-folders; put every file in a "
             "class sub-folder, or remove the sub-folders for unlabeled data"
-        )
-    if len(subfolders) < 2:
-        raise TransferlabError(
-            f"{folder} has a single class folder ({subfolders[0].name!r}); labeled data needs at least two classes"
         )
     items: Items = []
     for subfolder in subfolders:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from transferlab.data.audio_data import AudioData
 from transferlab.data.class_names import sort_class_names
+from transferlab.data.csv_fields import allow_long_csv_fields
 from transferlab.data.formats.files import Items, file_examples, file_kind, kind_of_files, readable_items
 from transferlab.data.formats.request import LoadRequest, SplitLoader
+from transferlab.data.hints import setting_hint
 from transferlab.data.image_data import ImageData
 from transferlab.errors import TransferlabError, suggest
 
@@ -22,23 +24,22 @@ _CSV_COLUMNS = ("path", "label")
 def csv_loaders(csv_path: Path, request: LoadRequest) -> dict[str, SplitLoader]:
     """The one split, ``"all"``, of a ``path[,label]`` manifest; every listed file must exist (or be skipped).
 
+    Labels of a single class are fine (evaluation data; training refuses them).
+
     Raises:
-        TransferlabError: a bad header or row, or a single class (the message names the CSV); a missing file
-            raises `ImageReadError` or `AudioReadError` naming it, unless ``request.skip_bad_files``.
+        TransferlabError: a bad header or row (the message names the CSV); a missing file raises `ImageReadError`
+            or `AudioReadError` naming it, unless ``request.skip_bad_files``.
     """
     paths, cells = _read_table(csv_path, request, allowed=_CSV_COLUMNS, labels_required=True)
     labels = cells.get("label")
     items: Items = [(path, None if labels is None else labels[i]) for i, path in enumerate(paths)]
     classes = sort_class_names(labels) if labels is not None else []
-    if labels is not None and len(classes) < 2:
-        raise TransferlabError(
-            f"{csv_path} has a single class ({classes[0]!r}); labeled data needs at least two classes"
-        )
     return {"all": partial(file_examples, items, classes, "all", request)}
 
 
 def manifest_label_columns(csv_path: Path) -> list[str]:
     """The label columns of a CSV manifest: its header without ``path``."""
+    allow_long_csv_fields()
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as stream:
             header = next(csv.reader(stream), [])
@@ -69,7 +70,7 @@ def read_label_columns(
     kept = [row for _, row in readable_items([(path, row) for row, path in enumerate(paths)], kind, request)]
     if not kept:
         raise kind.error(f"no readable {kind.noun} in {request.base}")
-    examples = kind.container(name=request.base, classes=[], labels=None, paths=[paths[row] for row in kept])
+    examples = kind.examples(request, name=request.base, classes=[], labels=None, paths=[paths[row] for row in kept])
     return examples, {column: [cells[column][row] for row in kept] for column in columns}
 
 
@@ -81,6 +82,7 @@ def _read_table(
     Returns the existing files and, per label column, one stripped cell per kept row. With ``allowed``, other
     columns are refused; without ``labels_required``, empty label cells are kept as ``""`` (no label).
     """
+    allow_long_csv_fields()
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as stream:
             reader = csv.reader(stream)
@@ -135,7 +137,8 @@ def _manifest_rows(
             request.skipped.append(path)
         else:
             kind = file_kind(path)
-            raise kind.error(f"{where}: {kind.what} file not found: {path}")
+            raise kind.error(f"{where}: {kind.what} file not found: {path}; fix the row or remove it, or skip "
+                             f"missing files with {setting_hint('skip_bad_files', 'true')}")
     if rows == 0:
         raise TransferlabError(f"CSV {csv_path} has a header but no rows")
     if not paths:

@@ -27,6 +27,8 @@ class LoadRequest:
         domain: ``"source"`` or ``"target"``, stored on the loaded data.
         skip_bad_files: drop unreadable (or missing) files and warn once, instead of raising.
         columns: the text and label columns of text tables.
+        max_image_pixels: image files with more pixels are bad files; ``None``: the environment's limit or the
+            default (`transferlab.data.image_data.max_image_pixels`).
         skipped: the bad files skipped so far, filled in by the loaders.
     """
 
@@ -34,6 +36,7 @@ class LoadRequest:
     domain: str
     skip_bad_files: bool
     columns: TextColumns = field(default_factory=TextColumns)
+    max_image_pixels: int | None = None
     skipped: list[Path] = field(default_factory=list)
 
     def name(self, split: str) -> str:
