@@ -4,8 +4,10 @@ file), dropped and recomputed."""
 
 import json
 import logging
+import os
 import random
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -159,3 +161,17 @@ def test_unwritable_cache_only_costs_speed(backbone, digits, reference, tmp_path
     with caplog.at_level(logging.WARNING, logger="transferlab"):
         torch.testing.assert_close(extract_features(backbone, digits, progress=False), reference)
     assert any(str(blocker) in r.getMessage() for r in caplog.records)
+
+
+def test_a_killed_writers_temporary_file_is_never_read_and_swept_once_stale(tmp_path, caplog):
+    cache = FeatureCache("key", root=tmp_path)
+    cache.directory.mkdir(parents=True)
+    fresh, stale = (cache.directory / f".shard-{name}.safetensors.x1y2z3.tmp" for name in ("fresh", "stale"))
+    for leftover in (fresh, stale):
+        leftover.write_bytes(b"half a shard")
+    os.utime(stale, (time.time() - 2 * 3600,) * 2)
+    with caplog.at_level(logging.WARNING, logger="transferlab"):
+        cache.add(["aa" * 20], torch.tensor([[1.0, 2.0]]))
+        assert torch.equal(FeatureCache("key", root=tmp_path).lookup(["aa" * 20])[0], torch.tensor([1.0, 2.0]))
+    assert not caplog.records
+    assert fresh.exists() and not stale.exists()  # a fresh one may be another process's write in progress

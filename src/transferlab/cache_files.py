@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -71,30 +72,34 @@ def read_cache_file(
     """
     path = Path(path)
     try:
+        seen = path.stat()
         with safe_open(str(path), framework="pt") as handle:
             expected = (handle.metadata() or {}).get(DIGEST_KEY)
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except FileNotFoundError:  # never written, or dropped by another process a moment ago
         return None
     except Exception as exc:  # safetensors raises several types for a damaged header
-        return _drop(path, f"it is unreadable ({exc})")
+        return _drop(path, seen, f"it is unreadable ({exc})")
     if expected is None:
-        return _drop(path, "it has no content digest (an older transferlab wrote it)")
+        return _drop(path, seen, "it has no content digest (an older transferlab wrote it)")
     if tensors_digest(tensors) != expected:
-        return _drop(path, "its contents do not match their digest (the file was damaged)")
+        return _drop(path, seen, "its contents do not match their digest (the file was damaged)")
     problem = check(tensors) if check is not None else None
     if problem:
-        return _drop(path, problem)
+        return _drop(path, seen, problem)
     return tensors
 
 
-def _drop(path: Path, reason: str) -> None:
+def _drop(path: Path, seen: os.stat_result, reason: str) -> None:
+    """Warn once about ``path``, then delete it unless another process has replaced it since it was read."""
     if str(path) not in _reported:
         _reported.add(str(path))
         log.warning("ignoring the cache file %s and computing its contents again: %s", path, reason)
     try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:
+        now = path.stat()
+        if (now.st_ino, now.st_size, now.st_mtime_ns) == (seen.st_ino, seen.st_size, seen.st_mtime_ns):
+            path.unlink()
+    except OSError as exc:  # gone already, or a read-only cache
         log.debug("could not delete the untrusted cache file %s: %s", path, exc)
     return None
 
