@@ -75,7 +75,8 @@ def read_cache_file(
         seen = path.stat()
         with safe_open(str(path), framework="pt") as handle:
             expected = (handle.metadata() or {}).get(DIGEST_KEY)
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            tensors = handle.get_tensors() if hasattr(handle, "get_tensors") else {  # get_tensors: safetensors 0.6+
+                name: handle.get_tensor(name) for name in handle.keys()}
     except FileNotFoundError:  # never written, or dropped by another process a moment ago
         return None
     except Exception as exc:  # safetensors raises several types for a damaged header

@@ -14,6 +14,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
@@ -108,10 +109,10 @@ class FeatureCache:
             raise ValueError(f"{len(digests)} digests for {len(features)} feature rows")
         if not digests or not is_main_process():
             return
-        finite = torch.isfinite(features.flatten(1)).all(dim=1)
+        finite = _finite_rows(features)
         if not finite.all():
             digests = [digest for digest, ok in zip(digests, finite.tolist(), strict=True) if ok]
-            features = features[finite]
+            features = features[torch.from_numpy(finite)]
             if not digests:
                 return
         keys = [bytes.fromhex(d) for d in digests]
@@ -136,9 +137,15 @@ def _shard_problem(tensors: dict[str, torch.Tensor]) -> str | None:
         return f"its tensors have shapes digests {tuple(keys.shape)}, features {tuple(features.shape)}"
     if len(keys) != len(features):
         return f"it has {len(features)} feature rows for {len(keys)} keys"
-    if not torch.isfinite(features).all():
+    if not _finite_rows(features).all():
         return "its features contain NaN or infinite values"
     return None
+
+
+def _finite_rows(features: torch.Tensor) -> np.ndarray:
+    """Which rows hold only finite values. In numpy: a small torch op waits for torch's worker threads, which on a
+    busy machine took 40-90 ms here instead of 0.2 ms."""
+    return np.isfinite(features.detach().cpu().float().flatten(1).numpy()).all(axis=1)
 
 
 CPU_CHUNK = 8
