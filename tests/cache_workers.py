@@ -53,24 +53,25 @@ def run(cache_dir: Path, out: Path, barrier=None, kill_at: int | None = None, se
         torn: bool = False) -> None:
     """Child entry point: wait at ``barrier`` (to start with the others), embed, save the features to ``out``.
 
-    Without ``kill_at`` the number of events seen is saved too (a dry run counts the points a kill can hit)."""
+    The kinds of the events seen are saved too (a dry run lists the points a kill can hit): "embed", "write",
+    "rename"."""
     torch.set_num_threads(1)
     events = _Events(kill_at, random.Random(seed), torn)
     events.install()
     if barrier is not None:
         barrier.wait()
     features = embed(cache_dir)
-    torch.save({"features": features, "events": events.count}, out)
+    torch.save({"features": features, "events": events.kinds}, out)
 
 
 class _Events:
     def __init__(self, kill_at: int | None, rng: random.Random, torn: bool):
-        self.kill_at, self.rng, self.torn, self.count = kill_at, rng, torn, 0
+        self.kill_at, self.rng, self.torn, self.kinds = kill_at, rng, torn, []
 
-    def tick(self) -> bool:
-        """Count an event; True when this is the one to die at."""
-        self.count += 1
-        return self.kill_at is not None and self.count - 1 == self.kill_at
+    def tick(self, kind: str) -> bool:
+        """Record an event; True when this is the one to die at."""
+        self.kinds.append(kind)
+        return self.kill_at is not None and len(self.kinds) - 1 == self.kill_at
 
     def install(self) -> None:
         from transferlab.backbones.base import Backbone
@@ -78,13 +79,13 @@ class _Events:
         forward, save_file, replace = Backbone.__call__, cache_files.save_file, os.replace
 
         def counted_forward(backbone, *args, **kwargs):
-            if self.tick():
+            if self.tick("embed"):
                 _die()
             return forward(backbone, *args, **kwargs)
 
         def counted_save(tensors, filename, metadata=None):
             save_file(tensors, filename, metadata=metadata)
-            if self.tick():
+            if self.tick("write"):
                 data = Path(filename).read_bytes()
                 torn = data[: self.rng.randrange(len(data))]
                 if self.torn:  # the final name: the temporary file is ".NAME.XXXX.tmp"
@@ -95,7 +96,7 @@ class _Events:
                 _die()
 
         def counted_replace(source, target):
-            if self.tick():
+            if self.tick("rename"):
                 _die()
             replace(source, target)
 
