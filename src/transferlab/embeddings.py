@@ -31,7 +31,7 @@ from transferlab.engine.distributed import (
 )
 from transferlab.engine.inference import predict_logits
 from transferlab.engine.precision import autocast
-from transferlab.fileio import atomic_path, cache_root
+from transferlab.fileio import cache_root
 
 __all__ = ["extract_features", "FeatureCache", "backbone_fingerprint", "default_num_workers", "cache_root"]
 
