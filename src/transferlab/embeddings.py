@@ -10,18 +10,17 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from transferlab.backbones.base import Backbone
+from transferlab.cache_files import read_cache_file, write_cache_file
 from transferlab.data.torch_dataset import make_dataset
 from transferlab.engine.batches import to_device
 from transferlab.engine.distributed import (
@@ -32,7 +31,7 @@ from transferlab.engine.distributed import (
 )
 from transferlab.engine.inference import predict_logits
 from transferlab.engine.precision import autocast
-from transferlab.fileio import atomic_path, cache_root
+from transferlab.fileio import cache_root
 
 __all__ = ["extract_features", "FeatureCache", "backbone_fingerprint", "default_num_workers", "cache_root"]
 
@@ -78,7 +77,13 @@ def _hash_backbone(backbone: Backbone) -> str:
 
 
 class FeatureCache:
-    """Embeddings of one backbone fingerprint, stored as safetensors shards (``digests`` + ``features``)."""
+    """Embeddings of one backbone fingerprint, stored as safetensors shards (``digests`` + ``features``).
+
+    Each shard is a `cache_files` file: written atomically and checked against its content digest on read. A shard
+    that fails the digest, cannot be read, or holds non-finite features or a different number of rows than keys is
+    reported once, deleted and its examples embedded again. A shard is named after the keys it holds, so processes
+    embedding the same examples at once write one shard, not copies of it.
+    """
 
     def __init__(self, key: str, root: Path | None = None):
         self.directory = (root or cache_root()) / "features" / key
@@ -88,13 +93,10 @@ class FeatureCache:
         if self._rows is None:
             self._rows = {}
             for shard in sorted(self.directory.glob("shard-*.safetensors")):
-                try:
-                    tensors = load_file(str(shard))
-                except Exception as exc:  # a damaged shard is only a cache miss
-                    log.warning("ignoring unreadable feature cache shard %s: %s", shard, exc)
-                    continue
-                for key, row in zip(tensors["digests"].numpy(), tensors["features"], strict=True):
-                    self._rows[key.tobytes()] = row
+                tensors = read_cache_file(shard, check=_shard_problem)
+                if tensors is not None:
+                    for key, row in zip(tensors["digests"].numpy(), tensors["features"], strict=True):
+                        self._rows[key.tobytes()] = row
         return self._rows
 
     def lookup(self, digests: list[str]) -> list[torch.Tensor | None]:
@@ -102,14 +104,48 @@ class FeatureCache:
         return [rows.get(bytes.fromhex(d)) for d in digests]
 
     def add(self, digests: list[str], features: torch.Tensor) -> None:
+        """Store the rows of ``features`` under ``digests`` (one per row); rows with NaN or inf are not stored."""
+        if len(digests) != len(features):
+            raise ValueError(f"{len(digests)} digests for {len(features)} feature rows")
         if not digests or not is_main_process():
             return
-        keys = torch.from_numpy(np.frombuffer(b"".join(bytes.fromhex(d) for d in digests), dtype=np.uint8).copy())
-        with atomic_path(self.directory / f"shard-{uuid.uuid4().hex}.safetensors") as tmp:
-            save_file({"digests": keys.view(len(digests), -1), "features": features.contiguous()}, str(tmp))
+        finite = _finite_rows(features)
+        if not finite.all():
+            digests = [digest for digest, ok in zip(digests, finite.tolist(), strict=True) if ok]
+            features = features[torch.from_numpy(finite)]
+            if not digests:
+                return
+        keys = [bytes.fromhex(d) for d in digests]
+        shard = self.directory / f"shard-{hashlib.sha256(b''.join(sorted(keys))).hexdigest()[:32]}.safetensors"
+        try:
+            write_cache_file(shard, {"digests": torch.frombuffer(bytearray(b"".join(keys)), dtype=torch.uint8)
+                                     .view(len(digests), -1), "features": features})
+        except OSError as exc:
+            log.warning("could not write the feature cache shard %s (the features are not cached): %s", shard, exc)
+            return
         rows = self._load()
-        for digest, row in zip(digests, features, strict=True):
-            rows[bytes.fromhex(digest)] = row
+        for key, row in zip(keys, features, strict=True):
+            rows[key] = row
+
+
+def _shard_problem(tensors: dict[str, torch.Tensor]) -> str | None:
+    """Why a shard's tensors cannot be feature rows, or None when they can."""
+    keys, features = tensors.get("digests"), tensors.get("features")
+    if keys is None or features is None:
+        return f"it holds tensors {sorted(tensors)}, not 'digests' and 'features'"
+    if keys.dtype != torch.uint8 or keys.dim() != 2 or features.dim() < 2:
+        return f"its tensors have shapes digests {tuple(keys.shape)}, features {tuple(features.shape)}"
+    if len(keys) != len(features):
+        return f"it has {len(features)} feature rows for {len(keys)} keys"
+    if not _finite_rows(features).all():
+        return "its features contain NaN or infinite values"
+    return None
+
+
+def _finite_rows(features: torch.Tensor) -> np.ndarray:
+    """Which rows hold only finite values. In numpy: a small torch op waits for torch's worker threads, which on a
+    busy machine took 40-90 ms here instead of 0.2 ms."""
+    return np.isfinite(features.detach().cpu().float().flatten(1).numpy()).all(axis=1)
 
 
 CPU_CHUNK = 8

@@ -9,20 +9,16 @@ load strictly.
 from __future__ import annotations
 
 import importlib
-import logging
 from pathlib import Path
 
 import timm
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from transferlab.backbones.timm_backbone import TimmBackbone, timm_preprocess
+from transferlab.backbones.weights import cached_conversion
 from transferlab.errors import TransferlabError
-from transferlab.fileio import atomic_path, cache_root
-
-logger = logging.getLogger("transferlab")
+from transferlab.fileio import cache_root
 
 __all__ = [
     "EFFICIENTNET_LITE",
@@ -133,21 +129,15 @@ def _remap_key(key: str, positions: list[tuple[int, int]], expanded: set[int]) -
 
 def _load_packaged_weights(model: nn.Module, name: str) -> None:
     """Load the packaged ImageNet weights, remapped to timm's layout. The remapped tensors are kept as safetensors
-    in the cache (keyed by the package file's size and modification time), which loads several times faster than
-    the legacy ``.pth``; an unwritable or damaged cache only costs that speed."""
+    in the cache (keyed by the package file's size and modification time; `cached_conversion` checks them on
+    read), which loads several times faster than the legacy ``.pth``; an unwritable or damaged cache only costs
+    that speed."""
     path = efficientnet_lite_weights_path(name)
     stat = path.stat()
     converted = cache_root() / "weights" / f"{name}-{stat.st_size}-{stat.st_mtime_ns}.safetensors"
-    if converted.is_file():
-        try:
-            model.load_state_dict(load_file(str(converted)), strict=True)
-            return
-        except (SafetensorError, OSError, RuntimeError) as exc:
-            logger.warning("ignoring the damaged converted weights %s: %s", converted, exc)
-    state = remap_lukemelas_state_dict(torch.load(path, map_location="cpu", weights_only=True), model)
+    state = cached_conversion(
+        converted,
+        lambda: remap_lukemelas_state_dict(torch.load(path, map_location="cpu", weights_only=True), model),
+        model.state_dict(),
+    )
     model.load_state_dict(state, strict=True)
-    try:
-        with atomic_path(converted) as tmp:
-            save_file({key: value.contiguous() for key, value in state.items()}, str(tmp))
-    except OSError as exc:
-        logger.debug("could not cache converted weights at %s: %s", converted, exc)

@@ -1,10 +1,11 @@
-"""Load a local weights file (safetensors or a plain torch state dict) into a module, safely and loudly."""
+"""Load a local weights file (safetensors or a plain torch state dict) into a module, safely and loudly; keep
+converted weights in the cache."""
 
 from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -12,9 +13,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from transferlab.cache_files import read_cache_file, write_cache_file
 from transferlab.errors import TransferlabError
 
-__all__ = ["load_weights_file", "read_state_dict"]
+__all__ = ["cached_conversion", "load_weights_file", "read_state_dict"]
 
 logger = logging.getLogger("transferlab")
 
@@ -108,6 +110,31 @@ def load_weights_file(module: nn.Module, path: str | Path) -> None:
     if missing:
         logger.warning("%s lacks %d model keys (kept as initialised): %s", path, len(missing), _few(missing))
     module.load_state_dict({key: state[names[key]] for key in matched}, strict=False)
+
+
+def cached_conversion(
+    path: Path, convert: Callable[[], dict[str, torch.Tensor]], expected: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Weights converted once by ``convert()`` and kept at ``path`` (in the cache) for the next time.
+
+    The cached file is a `cache_files` file: its content digest is checked on read, and one that fails it, cannot be
+    read, or whose tensors differ in names or shapes from ``expected`` (the model's state dict) is reported with a
+    warning naming it and converted again. A cache that cannot be written only costs the conversion next time.
+    """
+    def problem(state: dict[str, torch.Tensor]) -> str | None:
+        if {k: v.shape for k, v in state.items()} != {k: v.shape for k, v in expected.items()}:
+            return "its tensors do not match the model's names and shapes"
+        return None
+
+    state = read_cache_file(path, check=problem)
+    if state is not None:
+        return state
+    state = convert()
+    try:
+        write_cache_file(path, state)
+    except OSError as exc:
+        logger.debug("could not cache converted weights at %s: %s", path, exc)
+    return state
 
 
 def _torch_load(path: Path) -> object:
