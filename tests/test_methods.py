@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from transferlab.api import fit
 from transferlab.api import build_config
@@ -18,11 +20,11 @@ def test_logistic_regression_folds_into_one_linear_layer(num_classes):
     x = rng.normal(size=(80, 6)) * rng.uniform(0.5, 5, size=6) + rng.normal(size=6)
     y = np.arange(80) % num_classes
     x[y == 1] += 1.5
-    scale = feature_scale(x)
-    classifier = LogisticRegression(max_iter=1000).fit(x / scale, y)
-    linear = _logistic_as_linear(scale, classifier, num_classes)
+    scaler = StandardScaler().fit(x)
+    classifier = LogisticRegression(max_iter=1000).fit(scaler.transform(x), y)
+    linear = _logistic_as_linear(scaler.mean_, scaler.scale_, classifier, num_classes)
     probabilities = torch.softmax(linear(torch.from_numpy(x).float()), 1).detach().numpy()
-    np.testing.assert_allclose(probabilities, classifier.predict_proba(x / scale), atol=1e-4)
+    np.testing.assert_allclose(probabilities, classifier.predict_proba(scaler.transform(x)), atol=1e-4)
 
 
 def test_logistic_head_picks_c_by_cross_validation_and_refits_on_every_label():
@@ -31,10 +33,13 @@ def test_logistic_head_picks_c_by_cross_validation_and_refits_on_every_label():
     x = rng.normal(size=(24, 10)) + np.eye(3, 10)[y] * 2.5
     linear, history, summary = fit_logistic_head(x, y, 4, seed=0)
     assert summary["folds"] == 5 and summary["C"] in LOGISTIC_C_GRID
-    assert [row["C"] for row in history] == list(LOGISTIC_C_GRID) and all("cv_accuracy" in row for row in history)
+    assert len(history) == 2 * len(LOGISTIC_C_GRID) and all("cv_accuracy" in row for row in history)
     assert summary["cv_accuracy"] == max(row["cv_accuracy"] for row in history)
-    refit = LogisticRegression(C=summary["C"], max_iter=2000, random_state=0).fit(x / feature_scale(x), y)
-    np.testing.assert_allclose(linear.weight.detach().numpy()[:3], refit.coef_ / feature_scale(x), rtol=1e-4, atol=1e-6)
+    steps = [StandardScaler()] if summary["standardize"] else []
+    refit = make_pipeline(*steps, LogisticRegression(C=summary["C"], max_iter=2000, random_state=0))
+    refit.fit(x / feature_scale(x), y)  # the chosen candidate, refit on all 24 labels
+    probabilities = torch.softmax(linear(torch.from_numpy(x).float()), 1).detach().numpy()[:, :3]
+    np.testing.assert_allclose(probabilities, refit.predict_proba(x / feature_scale(x)), atol=1e-4)
     assert linear.bias.detach().numpy()[3] < -1e3  # a class absent from training is never predicted
     _, _, single = fit_logistic_head(x[:9], np.array([0, 0, 0, 0, 1, 1, 1, 1, 2]), 3, seed=0)
     assert single["folds"] == 0 and single["C"] == 1.0  # one example of class 2: nothing to cross-validate
