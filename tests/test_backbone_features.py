@@ -12,13 +12,8 @@ from transferlab.backbones.pooling import pool_feature_map
 
 transformers = pytest.importorskip("transformers")
 
-TINY_WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                     conv_dim=(16, 16), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=16,
-                     num_conv_pos_embedding_groups=2)
-TINY_WHISPER = dict(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-                    decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=80,
-                    max_source_positions=1500, max_target_positions=32, vocab_size=64, pad_token_id=0,
-                    bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+from test_audio_backbones import TINY_WAV2VEC2_STYLE as TINY_WAV2VEC2, TINY_WHISPER  # noqa: E402
+
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "man", "is", "eating", "food", "the", "new", "movie", "."]
 
 

@@ -8,11 +8,11 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from transferlab.cli import app
 from transferlab.metrics import classification_metrics
+from test_cli import make_folder
 
 runner = CliRunner()
 
@@ -29,14 +29,6 @@ def test_macro_f1_averages_over_the_classes_the_labels_have_and_names_them():
     assert mistaken["macro_f1"] == pytest.approx((2 / 3 + 1) / 2) and mistaken["macro_f1_classes"] == ["a", "b"]
 
 
-def make_folder(root, classes=("cats", "dogs"), per_class=6, size=24):
-    rng = np.random.default_rng(0)
-    for index, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8) + index * 150
-            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
-    return root
 
 
 def test_evaluate_on_a_single_class_folder_reports_what_macro_f1_averages(tmp_path, caplog):
