@@ -258,6 +258,8 @@ def format_validation_error(error: ValidationError, settings: type[BaseModel], s
 def load_config_file(path: Path) -> dict:
     """Read a YAML config file into a dict of settings; errors name the file."""
     path = Path(path)
+    if path.is_dir():
+        raise TransferlabError(f"config file {path} is a directory; --config takes a YAML file of settings")
     if not path.is_file():
         raise TransferlabError(f"config file not found: {path}")
     try:

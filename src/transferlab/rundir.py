@@ -120,6 +120,18 @@ class RunDirLock:
         self._fd = None
 
 
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two directories atomically (``renameat2(RENAME_EXCHANGE)``); False where the system cannot."""
+    try:
+        import ctypes
+
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a C library without renameat2
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0
+
+
 def _read_pid(fd: int) -> str:
     """The PID a lock holder wrote (it writes right after locking: wait a moment for it)."""
     for _ in range(20):
@@ -158,14 +170,21 @@ class RunDir:
             self._started = True
 
     def commit(self) -> None:
-        """The run has finished in `work`: put it in place of the run it replaces (if any)."""
+        """The run has finished in `work`: put it in place of the run it replaces (if any).
+
+        Where the file system can exchange two directories in one step (Linux ``renameat2``), the run directory
+        holds the old run or the new one at every instant; elsewhere the old run is moved aside first, and a kill
+        between the two renames is repaired by the next ``fit`` on it (`_clean_after_killed_run`)."""
         if not (self.main and self.replacing):
             return
-        replaced = _beside(self.path.absolute(), "replaced")
-        if self.path.exists():
-            os.replace(self.path, replaced)
-        os.replace(self.work, self.path)
-        shutil.rmtree(replaced, ignore_errors=True)
+        if self.path.exists() and _exchange(self.work, self.path):
+            shutil.rmtree(self.work, ignore_errors=True)  # now the old run
+        else:
+            replaced = _beside(self.path.absolute(), "replaced")
+            if self.path.exists():
+                os.replace(self.path, replaced)
+            os.replace(self.work, self.path)
+            shutil.rmtree(replaced, ignore_errors=True)
         self.work = self.path
 
     def abandon(self) -> None:
@@ -206,7 +225,7 @@ def claim_run_dir(path: Path, *, overwrite: bool, resume: bool, main: bool = Tru
         lock.acquire()
     try:
         if main:
-            _recover_interrupted_replacement(path)
+            _clean_after_killed_run(path)
         run = _plan(path, overwrite=overwrite, resume=resume, main=main)
     except BaseException:
         if lock is not None:
@@ -231,8 +250,9 @@ def _plan(path: Path, *, overwrite: bool, resume: bool, main: bool) -> RunDir:
     return RunDir(path, path, resume=False, main=main)
 
 
-def _recover_interrupted_replacement(path: Path) -> None:
-    """Clean what a killed ``--overwrite`` left beside ``path`` (we hold the lock: nobody else is using it)."""
+def _clean_after_killed_run(path: Path) -> None:
+    """Clean what a killed run left: a replacement's directories beside ``path``, temporary files of atomic
+    writes inside it (we hold the lock: nobody else is using them)."""
     pending, replaced = _beside(path.absolute(), "overwrite"), _beside(path.absolute(), "replaced")
     if replaced.is_dir():
         if path.exists():
@@ -243,3 +263,7 @@ def _recover_interrupted_replacement(path: Path) -> None:
     if pending.exists():
         log.info("removing %s, left by a replacement of %s that did not finish", pending, path)
         shutil.rmtree(pending, ignore_errors=True)
+    if path.is_dir():  # temporary files of atomic writes a killed run did not get to rename
+        for stale in path.glob(".*.tmp"):
+            if stale.is_file():
+                stale.unlink()
