@@ -27,7 +27,14 @@ from transferlab.errors import TransferlabError
 from transferlab.fileio import read_json, write_json
 from transferlab.methods import RunContext, build_config, get_method
 from transferlab.models import DataOptions, Predictor, load_predictor
-from transferlab.rundir import CHECKPOINT, CONFIG, HISTORY, METRICS, claim_run_dir, require_resumable
+from transferlab.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    HISTORY,
+    METRICS,
+    claim_run_dir,
+    require_resumable,
+)
 
 __all__ = ["FitResult", "build_config", "evaluate", "fit", "load", "predict", "prepare_splits", "resolve_config",
            "seed_everything"]

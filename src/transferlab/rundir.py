@@ -191,9 +191,8 @@ class RunDir:
         """The run failed: drop what it wrote unless it can be resumed (see the module docstring)."""
         if not self.main:
             return
-        if self.replacing:
-            shutil.rmtree(self.work, ignore_errors=True)
-        elif self._started and not self.has_checkpoint:  # a new run with nothing worth resuming
+        # a failed replacement, or a new run with nothing worth resuming
+        if self.replacing or (self._started and not self.has_checkpoint):
             shutil.rmtree(self.work, ignore_errors=True)
 
     def release(self) -> None:
