@@ -75,8 +75,9 @@ class FitConfig(BaseModel):
     seed: int = Field(0, description="random seed (splits, initialisation, batch order)")
     num_workers: int | None = Field(None, ge=0, description="data decoding processes; default: automatic")
     out: Path = Field(description="run directory to create")
-    overwrite: bool = Field(False, description="replace an existing run directory")
-    resume: bool = Field(False, description="continue the run in out from its last checkpoint")
+    overwrite: bool = Field(False, description="replace an existing run directory (once the new run has finished)")
+    resume: bool = Field(False, description="continue the run in out from its last checkpoint (a finished run: "
+                         "report its result)")
 
     @model_validator(mode="after")
     def _resume_or_overwrite(self):
