@@ -21,20 +21,13 @@ from transferlab.backbones.registry import DEFAULT_BACKBONES
 from transferlab.config import FitConfig, load_config_file
 from transferlab.data.text_tables import TextColumns
 from transferlab.engine.checkpoint import saved_train_seconds
-from transferlab.engine.distributed import is_main_process
+from transferlab.engine.distributed import is_main_process, share_from_main
 from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.errors import TransferlabError
 from transferlab.fileio import read_json, write_json
 from transferlab.methods import RunContext, build_config, get_method
 from transferlab.models import DataOptions, Predictor, load_predictor
-from transferlab.rundir import (
-    CHECKPOINT,
-    CONFIG,
-    HISTORY,
-    METRICS,
-    claim_run_dir,
-    require_resumable,
-)
+from transferlab.rundir import CHECKPOINT, CONFIG, HISTORY, METRICS, RunDir, claim_run_dir, require_resumable
 
 __all__ = ["FitResult", "build_config", "evaluate", "fit", "load", "predict", "prepare_splits", "resolve_config",
            "seed_everything"]
@@ -121,7 +114,7 @@ def fit(config: FitConfig | dict, *, splits=None, progress: bool = True) -> FitR
         config = resolve_config(config)
     method = get_method(config.method)
     main = is_main_process()
-    with claim_run_dir(config.out, overwrite=config.overwrite, resume=config.resume, main=main) as run:
+    with _claim_run_dir(config) as run:
         if config.resume:
             _check_resume_settings(run.path, config)
             if run.finished:
@@ -156,6 +149,24 @@ def fit(config: FitConfig | dict, *, splits=None, progress: bool = True) -> FitR
             write_json(run.work / METRICS, metrics)  # last: a run directory with metrics.json is finished
         run.commit()
     return FitResult(run_dir=run.path, model=model, metrics=metrics, history=result.history, notes=result.notes)
+
+
+def _claim_run_dir(config: FitConfig) -> RunDir:
+    """The run directory, claimed by the main process (`claim_run_dir`); the other processes of a distributed run
+    follow its decision (where the run writes, whether it has finished) and its refusal."""
+    claimed, refusal = None, None
+    if is_main_process():
+        try:
+            claimed = claim_run_dir(config.out, overwrite=config.overwrite, resume=config.resume)
+        except TransferlabError as exc:
+            refusal = exc
+    decision = share_from_main((claimed.work, claimed.finished) if claimed else str(refusal) if refusal else None)
+    if refusal is not None:
+        raise refusal
+    if isinstance(decision, str):
+        raise TransferlabError(decision)
+    work, finished = decision
+    return claimed or RunDir(Path(config.out), work, resume=config.resume, main=False, finished=finished)
 
 
 def _final_metrics(config: FitConfig, splits, model: Predictor, context: RunContext, train_seconds: float) -> dict:

@@ -15,7 +15,8 @@
 
 A run directory is therefore always finished (``metrics.json``, written last, beside ``model.json``), resumable (its
 ``config.json``, and ``checkpoint.pt`` once an epoch has ended), or absent. Only the main process of a distributed
-run locks, creates, removes or renames; the others read the same paths.
+run claims, creates, removes or renames (`RunDir.main`); the others follow its decision
+(`transferlab.api.fit`) and read the same paths.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def require_resumable(run_dir: Path) -> None:
 
 
 def _beside(run_dir: Path, suffix: str) -> Path:
-    return run_dir.parent / f".{run_dir.name}.{suffix}"
+    """``.NAME.suffix`` next to the run directory (the real one, when ``run_dir`` is a symbolic link to it)."""
+    real = Path(run_dir).resolve()
+    return real.parent / f".{real.name}.{suffix}"
 
 
 class RunDirLock:
@@ -78,7 +81,7 @@ class RunDirLock:
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.path = _beside(self.run_dir.absolute(), "lock")
+        self.path = _beside(self.run_dir, "lock")
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -177,13 +180,14 @@ class RunDir:
         between the two renames is repaired by the next ``fit`` on it (`_clean_after_killed_run`)."""
         if not (self.main and self.replacing):
             return
-        if self.path.exists() and _exchange(self.work, self.path):
+        target = self.path.resolve()  # a symbolic link to a run directory keeps pointing at the new run
+        if target.exists() and _exchange(self.work, target):
             shutil.rmtree(self.work, ignore_errors=True)  # now the old run
         else:
-            replaced = _beside(self.path.absolute(), "replaced")
-            if self.path.exists():
-                os.replace(self.path, replaced)
-            os.replace(self.work, self.path)
+            replaced = _beside(target, "replaced")
+            if target.exists():
+                os.replace(target, replaced)
+            os.replace(self.work, target)
             shutil.rmtree(replaced, ignore_errors=True)
         self.work = self.path
 
@@ -211,53 +215,51 @@ class RunDir:
             self.release()
 
 
-def claim_run_dir(path: Path, *, overwrite: bool, resume: bool, main: bool = True) -> RunDir:
-    """Lock ``path`` for this process and decide where the run writes (see the module docstring).
+def claim_run_dir(path: Path, *, overwrite: bool, resume: bool) -> RunDir:
+    """Lock ``path`` for this process and decide where the run writes (see the module docstring). The main process
+    of a distributed run claims; the others follow its decision.
 
     Raises:
         TransferlabError: another process holds the run directory; ``path`` is a file; it holds something and
             neither ``overwrite`` nor ``resume`` is given; ``resume`` finds no run to continue.
     """
     path = Path(path)
-    lock = RunDirLock(path) if main else None
-    if lock is not None:
-        lock.acquire()
+    lock = RunDirLock(path)
+    lock.acquire()
     try:
-        if main:
-            _clean_after_killed_run(path)
-        run = _plan(path, overwrite=overwrite, resume=resume, main=main)
+        _clean_after_killed_run(path)
+        run = _plan(path, overwrite=overwrite, resume=resume)
     except BaseException:
-        if lock is not None:
-            lock.release()
+        lock.release()
         raise
     run._lock = lock
     return run
 
 
-def _plan(path: Path, *, overwrite: bool, resume: bool, main: bool) -> RunDir:
+def _plan(path: Path, *, overwrite: bool, resume: bool) -> RunDir:
     if path.exists() and not path.is_dir():
         raise TransferlabError(f"run directory {path} exists and is a file; choose another --out")
     occupied = path.is_dir() and any(path.iterdir())
     if resume:
         require_resumable(path)
-        return RunDir(path, path, resume=True, main=main, finished=is_finished(path))
+        return RunDir(path, path, resume=True, finished=is_finished(path))
     if occupied and not overwrite:
         raise TransferlabError(f"run directory {path} already exists and is not empty; pass --overwrite to replace it "
                                "or --resume to continue it")
     if occupied:
-        return RunDir(path, _beside(path.absolute(), "overwrite"), resume=False, main=main)
-    return RunDir(path, path, resume=False, main=main)
+        return RunDir(path, _beside(path, "overwrite"), resume=False)
+    return RunDir(path, path, resume=False)
 
 
 def _clean_after_killed_run(path: Path) -> None:
     """Clean what a killed run left: a replacement's directories beside ``path``, temporary files of atomic
     writes inside it (we hold the lock: nobody else is using them)."""
-    pending, replaced = _beside(path.absolute(), "overwrite"), _beside(path.absolute(), "replaced")
+    pending, replaced = _beside(path, "overwrite"), _beside(path, "replaced")
     if replaced.is_dir():
         if path.exists():
             shutil.rmtree(replaced, ignore_errors=True)
         else:  # killed between moving the old run aside and moving the new one in: bring the old one back
-            os.replace(replaced, path)
+            os.replace(replaced, path.resolve())
             log.warning("a replacement of %s was interrupted; the previous run is back in place", path)
     if pending.exists():
         log.info("removing %s, left by a replacement of %s that did not finish", pending, path)
