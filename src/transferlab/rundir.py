@@ -85,8 +85,12 @@ class RunDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        import fcntl  # POSIX; imported here so that the module imports everywhere
-
+        try:
+            import fcntl  # POSIX
+        except ImportError:
+            log.warning("run directories are not locked on this platform (no fcntl): do not run two fits on %s",
+                        self.run_dir)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -9,6 +9,7 @@ the kind of model they hold. A run directory's ``model.json`` names its kind; `l
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,9 @@ def rebuild_saved(run_dir: Path, info: ModelInfo, build: Callable[[Backbone], Pr
     """
     spec = info.backbone.model_dump(exclude_unset=True)
     try:
-        with torch.device("meta"):
+        # a dry run: what a backbone does with memory it does not have (e.g. copy packaged weights) is moot
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             skeleton = build(_saved_backbone(run_dir, info, spec))
     except TransferlabError:
         raise
