@@ -133,11 +133,12 @@ def test_resume_from_the_run_directory_alone(tmp_path):
     run = tmp_path / "run"
     assert fit_scratch_lenet(data, run, epochs=2).exit_code == 0
     first = (run / "history.csv").read_text()
-    (run / "model.safetensors").unlink()  # as if killed before the end
+    for name in ("metrics.json", "model.json", "model.safetensors"):  # as if killed before the end
+        (run / name).unlink()
     result = invoke("fit", "--out", run, "--resume", "-q")
     assert result.exit_code == 0, result.output
     assert (run / "model.safetensors").is_file() and (run / "history.csv").read_text() == first
-    assert_user_error(invoke("fit", "--out", tmp_path / "never", "--resume"), "no checkpoint")
+    assert_user_error(invoke("fit", "--out", tmp_path / "never", "--resume"), "never does not exist", "without --resume")
 
 
 def test_resume_refuses_changed_settings_and_failed_runs_leave_nothing(tmp_path):

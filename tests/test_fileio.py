@@ -1,23 +1,7 @@
 import pytest
 
 from transferlab.errors import TransferlabError
-from transferlab.fileio import atomic_path, prepare_run_dir, read_json, write_json
-
-
-def test_existing_run_dir_is_untouched_without_overwrite(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "keep.txt").write_text("precious")
-    with pytest.raises(TransferlabError, match="already exists.*--overwrite"):
-        prepare_run_dir(run, overwrite=False, resume=False)
-    assert (run / "keep.txt").read_text() == "precious"
-    prepare_run_dir(run, overwrite=True, resume=False)
-    assert not (run / "keep.txt").exists()
-
-
-def test_resume_needs_a_checkpoint(tmp_path):
-    with pytest.raises(TransferlabError, match="no checkpoint"):
-        prepare_run_dir(tmp_path, overwrite=False, resume=True)
+from transferlab.fileio import atomic_path, read_json, write_json
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):

@@ -6,10 +6,10 @@ Nothing here knows which method trained a model or which kind of model it is: me
 
 from __future__ import annotations
 
+import csv
 import logging
 import platform
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +20,14 @@ import torch
 from transferlab.backbones.registry import DEFAULT_BACKBONES
 from transferlab.config import FitConfig, load_config_file
 from transferlab.data.text_tables import TextColumns
-from transferlab.engine.distributed import is_main_process
+from transferlab.engine.checkpoint import saved_train_seconds
+from transferlab.engine.distributed import is_main_process, share_from_main
 from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.errors import TransferlabError
-from transferlab.fileio import (
-    prepare_run_dir,
-    read_json,
-    require_checkpoint,
-    write_json,
-)
+from transferlab.fileio import read_json, write_json
 from transferlab.methods import RunContext, build_config, get_method
 from transferlab.models import DataOptions, Predictor, load_predictor
+from transferlab.rundir import CHECKPOINT, CONFIG, HISTORY, METRICS, RunDir, claim_run_dir, require_resumable
 
 __all__ = ["FitResult", "build_config", "evaluate", "fit", "load", "predict", "prepare_splits", "resolve_config",
            "seed_everything"]
@@ -68,13 +65,23 @@ def resolve_config(values: dict | None = None, *, config_file: Path | None = Non
     source = str(config_file) if config_file is not None else source
     out = values.get("out", file_values.get("out"))
     if values.get("resume", file_values.get("resume")) and out is not None:
-        require_checkpoint(Path(out))  # before validating settings: a missing checkpoint is the real problem
-        saved_path = Path(out) / "config.json"
+        require_resumable(Path(out))  # before validating settings: a missing run is the real problem
+        saved_path = Path(out) / CONFIG
         if saved_path.is_file():
-            saved = {key: value for key, value in read_json(saved_path).items() if key not in ("resume", "overwrite")}
+            saved = {key: value for key, value in _saved_settings(saved_path).items()
+                     if key not in ("resume", "overwrite")}
             file_values = {**_applicable(saved, {**saved, **file_values, **values}), **file_values}
             source = f"{saved_path}" + (f" and {config_file}" if config_file is not None else "")
     return build_config(file_values, values, source=source)
+
+
+def _saved_settings(path: Path) -> dict:
+    """A run's ``config.json``: its settings, an object."""
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise TransferlabError(f"{path} must hold an object of settings, got {type(saved).__name__}; it was not "
+                               "written by transferlab, or was edited")
+    return saved
 
 
 def _applicable(saved: dict, merged: dict) -> dict:
@@ -92,6 +99,10 @@ def prepare_splits(config: FitConfig):
 def fit(config: FitConfig | dict, *, splits=None, progress: bool = True) -> FitResult:
     """Train a model as ``config`` says and write its run directory.
 
+    The run directory belongs to this process until the run ends (`transferlab.rundir.claim_run_dir`): what is
+    there is checked before any data loads, ``overwrite`` replaces the old run only once the new one has finished,
+    and ``resume`` of a finished run trains nothing and returns its saved result.
+
     Args:
         config: a method's settings (see `build_config`), or a dict of them (`resolve_config` reads it, so
             ``{"out": RUN, "resume": True}`` continues a run).
@@ -102,29 +113,65 @@ def fit(config: FitConfig | dict, *, splits=None, progress: bool = True) -> FitR
     if isinstance(config, dict):
         config = resolve_config(config)
     method = get_method(config.method)
-    seed_everything(config.seed)
-    splits = splits or method.prepare(config)
-    if config.backbone is None:
-        config = config.model_copy(update={"backbone": default_backbone(splits.modality)})
-    run_dir = prepare_run_dir(config.out, overwrite=config.overwrite, resume=config.resume)
-    if config.resume:
-        _check_resume_settings(run_dir, config)
-    elif is_main_process():
-        write_json(run_dir / "config.json", config.model_dump(mode="json", by_alias=True))
-    device = default_device()
-    context = RunContext(run_dir, device, resolve_precision(config.precision, device), config.num_workers, progress)
-    log.info("training %s with %s on %s", config.method, config.backbone, splits.describe())
+    main = is_main_process()
+    with _claim_run_dir(config) as run:
+        if config.resume:
+            _check_resume_settings(run.path, config)
+            if run.finished:
+                return _finished_run(run.path)
+        seed_everything(config.seed)
+        splits = splits or method.prepare(config)
+        if config.backbone is None:
+            config = config.model_copy(update={"backbone": default_backbone(splits.modality)})
+        run.start()
+        if not config.resume and main:
+            write_json(run.work / CONFIG, config.model_dump(mode="json", by_alias=True))
+        train_config, seconds_before = config, 0.0
+        if config.resume and run.has_checkpoint:
+            seconds_before = saved_train_seconds(run.work / CHECKPOINT)
+        elif config.resume:
+            log.info("%s has no checkpoint (its run stopped in its first epoch): training it again from the start "
+                     "with its saved settings", run.path)
+            train_config = config.model_copy(update={"resume": False})
+        device = default_device()
+        context = RunContext(run.work, device, resolve_precision(config.precision, device), config.num_workers,
+                             progress)
+        log.info("training %s with %s on %s", config.method, config.backbone, splits.describe())
 
-    started = time.perf_counter()
-    try:
-        result = method.train(config, splits, context)
-    except BaseException:
-        if not config.resume and not (run_dir / "checkpoint.pt").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: a retry needs no --overwrite
-        raise
-    train_seconds = time.perf_counter() - started
-    model = result.model.cpu().eval()
+        started = time.perf_counter()
+        result = method.train(train_config, splits, context)
+        train_seconds = seconds_before + time.perf_counter() - started
+        model = result.model.cpu().eval()
+        metrics = _final_metrics(config, splits, model, context, train_seconds)
+        metrics.update(result.metrics)
+        if main:
+            model.save(run.work)
+            write_json(run.work / METRICS, metrics)  # last: a run directory with metrics.json is finished
+        run.commit()
+    notes = [*_label_notes(metrics.get("labels", {})), *result.notes]
+    return FitResult(run_dir=run.path, model=model, metrics=metrics, history=result.history, notes=notes)
 
+
+def _claim_run_dir(config: FitConfig) -> RunDir:
+    """The run directory, claimed by the main process (`claim_run_dir`); the other processes of a distributed run
+    follow its decision (where the run writes, whether it has finished) and its refusal."""
+    claimed, refusal = None, None
+    if is_main_process():
+        try:
+            claimed = claim_run_dir(config.out, overwrite=config.overwrite, resume=config.resume)
+        except TransferlabError as exc:
+            refusal = exc
+    decision = share_from_main((claimed.work, claimed.finished) if claimed else str(refusal) if refusal else None)
+    if refusal is not None:
+        raise refusal
+    if isinstance(decision, str):
+        raise TransferlabError(decision)
+    work, finished = decision
+    return claimed or RunDir(Path(config.out), work, resume=config.resume, main=False, finished=finished)
+
+
+def _final_metrics(config: FitConfig, splits, model: Predictor, context: RunContext, train_seconds: float) -> dict:
+    """What every run reports in ``metrics.json``: how it trained, and its validation and test metrics."""
     metrics = {
         "method": config.method,
         "backbone": config.backbone,
@@ -138,12 +185,29 @@ def fit(config: FitConfig | dict, *, splits=None, progress: bool = True) -> FitR
             metrics[role] = model.evaluate(data, precision=context.precision, num_workers=config.num_workers)
     if splits.label_use:
         metrics["labels"] = splits.label_use
-    metrics.update(result.metrics)
-    if is_main_process():
-        model.save(run_dir)
-        write_json(run_dir / "metrics.json", metrics)
-    notes = [*_label_notes(metrics.get("labels", {})), *result.notes]
-    return FitResult(run_dir=run_dir, model=model, metrics=metrics, history=result.history, notes=notes)
+    return metrics
+
+
+def _finished_run(run_dir: Path) -> FitResult:
+    """``--resume`` of a run that finished: nothing to train; its saved model, metrics and history."""
+    history_path = run_dir / HISTORY
+    history = []
+    if history_path.is_file():
+        with open(history_path, newline="", encoding="utf-8") as handle:
+            history = [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+    note = f"{run_dir} has finished already: nothing to resume (its saved result follows; --overwrite trains it anew)"
+    log.info(note)
+    return FitResult(run_dir=run_dir, model=load(run_dir), metrics=read_json(run_dir / METRICS), history=history,
+                     notes=[note])
+
+
+def _number(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _label_notes(label_use: dict) -> list[str]:
@@ -165,11 +229,12 @@ def default_backbone(modality: str) -> str:
 
 def _check_resume_settings(run_dir: Path, config: FitConfig) -> None:
     """A resumed run continues the saved settings; refuse ones that differ (they would silently mix two runs)."""
-    saved_path = run_dir / "config.json"
+    saved_path = run_dir / CONFIG
     if not saved_path.is_file():
         return
-    saved, given = read_json(saved_path), config.model_dump(mode="json", by_alias=True)
-    changed = [key for key in given if key not in _RESUME_MAY_CHANGE and key in saved and saved[key] != given[key]]
+    saved, given = _saved_settings(saved_path), config.model_dump(mode="json", by_alias=True)
+    changed = [key for key in given if key not in _RESUME_MAY_CHANGE and key in saved and saved[key] != given[key]
+               and not (key == "backbone" and given[key] is None)]  # None: the default, which the saved one is
     if changed:
         details = ", ".join(f"{key} (saved {saved[key]!r}, given {given[key]!r})" for key in changed[:4])
         raise TransferlabError(

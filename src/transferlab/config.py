@@ -79,8 +79,9 @@ class FitConfig(BaseModel):
     seed: int = Field(0, description="random seed (splits, initialisation, batch order)")
     num_workers: int | None = Field(None, ge=0, description="data decoding processes; default: automatic")
     out: Path = Field(description="run directory to create")
-    overwrite: bool = Field(False, description="replace an existing run directory")
-    resume: bool = Field(False, description="continue the run in out from its last checkpoint")
+    overwrite: bool = Field(False, description="replace an existing run directory (once the new run has finished)")
+    resume: bool = Field(False, description="continue the run in out from its last checkpoint (a finished run: "
+                         "report its result)")
 
     @model_validator(mode="after")
     def _resume_or_overwrite(self):
@@ -262,6 +263,8 @@ def format_validation_error(error: ValidationError, settings: type[BaseModel], s
 def load_config_file(path: Path) -> dict:
     """Read a YAML config file into a dict of settings; errors name the file."""
     path = Path(path)
+    if path.is_dir():
+        raise TransferlabError(f"config file {path} is a directory; --config takes a YAML file of settings")
     if not path.is_file():
         raise TransferlabError(f"config file not found: {path}")
     try:

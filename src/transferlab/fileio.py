@@ -1,17 +1,16 @@
-"""Atomic file writes and run-directory creation: a crash never leaves a half-written file behind."""
+"""Atomic file writes: a crash never leaves a half-written file behind. Run directories: `transferlab.rundir`."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from transferlab.errors import TransferlabError
 
-__all__ = ["atomic_path", "cache_root", "write_json", "read_json", "prepare_run_dir", "require_checkpoint"]
+__all__ = ["atomic_path", "cache_root", "write_json", "read_json"]
 
 
 def cache_root() -> Path:
@@ -55,31 +54,3 @@ def read_json(path: Path):
         raise TransferlabError(f"file not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TransferlabError(f"{path} is not valid JSON: {exc}") from None
-
-
-def require_checkpoint(run_dir: Path) -> None:
-    """Raise unless ``run_dir`` holds a training checkpoint to resume from."""
-    if not (Path(run_dir) / "checkpoint.pt").is_file():
-        raise TransferlabError(f"cannot resume: no checkpoint found in {run_dir}")
-
-
-def prepare_run_dir(path: Path, *, overwrite: bool, resume: bool) -> Path:
-    """Create the run directory; refuse to touch an existing non-empty one unless asked.
-
-    With ``resume`` the directory must exist and hold a checkpoint; with ``overwrite`` its old contents are removed.
-    """
-    path = Path(path)
-    exists = path.exists() and (not path.is_dir() or any(path.iterdir()))
-    if path.exists() and not path.is_dir():
-        raise TransferlabError(f"run directory {path} exists and is a file; choose another --out")
-    if resume:
-        require_checkpoint(path)
-        return path
-    if exists and not overwrite:
-        raise TransferlabError(
-            f"run directory {path} already exists and is not empty; pass --overwrite to replace it or --resume to continue it"
-        )
-    if exists:
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path

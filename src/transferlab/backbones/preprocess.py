@@ -108,7 +108,11 @@ class AudioPreprocess:
         if values.get("feature_extractor"):
             from transformers import AutoFeatureExtractor
 
-            extractor = AutoFeatureExtractor.from_pretrained(str(Path(run_dir) / values["feature_extractor"]))
+            path = Path(run_dir) / values["feature_extractor"]
+            if not path.is_dir():
+                raise TransferlabError(f"{run_dir} has no feature extractor folder {path.name!r}: was it saved by "
+                                       "transferlab?")
+            extractor = AutoFeatureExtractor.from_pretrained(str(path))
         return cls(int(values["sampling_rate"]), float(values["max_seconds"]), extractor, dict(values.get("extra", {})))
 
 

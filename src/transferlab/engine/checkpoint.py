@@ -11,7 +11,7 @@ import torch
 from transferlab.errors import TransferlabError
 from transferlab.fileio import atomic_path
 
-__all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state", "saved_train_seconds"]
 
 
 def _numpy_state_to_tensors(state: tuple) -> tuple:
@@ -53,3 +53,15 @@ def load_checkpoint(path: Path) -> dict:
         raise TransferlabError(f"checkpoint not found: {path}") from None
     except Exception as exc:  # a truncated or foreign file
         raise TransferlabError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def saved_train_seconds(path: Path) -> float:
+    """The training time a checkpoint records (of every process that trained up to it; for checkpoints of older versions, the sum of its epochs' times).
+
+    Memory-mapped: the weights it holds are not read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise TransferlabError(f"cannot read checkpoint {path}: {exc}") from None
+    history = state.get("history", [])
+    return float(state.get("train_seconds", sum(row.get("seconds", 0.0) for row in history)))

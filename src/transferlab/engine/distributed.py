@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler, Subset
 
-__all__ = ["rank", "world_size", "is_main_process", "make_loader", "collate_fn_of"]
+__all__ = ["rank", "world_size", "is_main_process", "make_loader", "collate_fn_of", "share_from_main"]
 
 
 def world_size() -> int:
@@ -24,6 +24,15 @@ def rank() -> int:
 def is_main_process() -> bool:
     """True on the process that writes run files, logs and progress bars."""
     return rank() == 0
+
+
+def share_from_main(value):
+    """The main process's ``value`` on every process (a picklable object; ``value`` itself when not distributed)."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def make_loader(

@@ -28,14 +28,13 @@ from transferlab.engine.distributed import is_main_process, make_loader
 from transferlab.engine.inference import predict_logits
 from transferlab.engine.precision import autocast
 from transferlab.fileio import atomic_path
+from transferlab.rundir import CHECKPOINT, HISTORY
 
 __all__ = ["Trainer", "TrainSettings"]
 
 log = logging.getLogger("transferlab")
 
-CHECKPOINT = "checkpoint.pt"
 BEST_WEIGHTS = "best.safetensors"
-HISTORY = "history.csv"
 
 
 @dataclass
@@ -102,6 +101,8 @@ class Trainer:
         self.history: list[dict] = []
         self.best_score = -math.inf
         self.best_epoch = -1
+        self._seconds_before = 0.0  # training time of the processes that trained before a --resume
+        self._fit_started = time.perf_counter()
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def fit(self, train_data, val_data: Dataset | None, resume: bool = False) -> list[dict]:
@@ -113,6 +114,7 @@ class Trainer:
         ``evaluate(model, settings)`` returns the ``val_*`` metrics, ``val_score`` among them (higher is better).
         """
         s = self.settings
+        self._fit_started = time.perf_counter()
         start_epoch = self._resume() if resume else 0
         val_loader = None
         if val_data is not None and not hasattr(val_data, "evaluate"):
@@ -206,6 +208,7 @@ class Trainer:
                 "best_epoch": self.best_epoch,
                 "rng": capture_rng_state(),
                 "objective": self.objective.state_dict() if isinstance(self.objective, nn.Module) else {},
+                "train_seconds": self._seconds_before + time.perf_counter() - self._fit_started,
             },
         )
 
@@ -227,6 +230,8 @@ class Trainer:
             self.objective.load_state_dict(state["objective"])
         self.history = state["history"]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        # checkpoints written before train_seconds was kept: the epochs' own times
+        self._seconds_before = state.get("train_seconds", sum(row.get("seconds", 0.0) for row in self.history))
         restore_rng_state(state["rng"])
         log.info("resumed after epoch %d", state["epoch"] + 1)
         return state["epoch"] + 1

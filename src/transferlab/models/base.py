@@ -8,17 +8,32 @@ the kind of model they hold. A run directory's ``model.json`` names its kind; `l
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
-from transferlab.artifacts import read_model_info
+from transferlab.artifacts import (
+    MODEL_JSON,
+    check_weight_shapes,
+    load_weights,
+    read_model_info,
+)
+from transferlab.backbones import rebuild_backbone
+from transferlab.backbones.base import Backbone
+from transferlab.backbones.preprocess import preprocess_from_dict
 from transferlab.data.text_tables import TextColumns
 from transferlab.errors import TransferlabError, suggest
+from transferlab.models.info import ModelInfo
 
-__all__ = ["DataOptions", "KINDS", "Predictor", "load_predictor", "register_kind"]
+__all__ = ["DataOptions", "KINDS", "Predictor", "load_predictor", "rebuild_saved", "register_kind"]
+
+log = logging.getLogger("transferlab")
 
 
 @dataclass(frozen=True)
@@ -95,3 +110,40 @@ def load_predictor(run_dir: str | Path) -> Predictor:
         raise TransferlabError(f"{run_dir} holds a model of kind {kind!r}, which this version of transferlab does not "
                                f"know{suggest(kind, KINDS)}; known kinds: {', '.join(KINDS)}")
     return KINDS[kind].from_run_dir(run_dir, info).eval()
+
+
+def rebuild_saved(run_dir: Path, info: ModelInfo, build: Callable[[Backbone], Predictor]) -> Predictor:
+    """The model of a run directory: ``build(backbone)`` on the backbone ``info`` describes, with the saved weights
+    and preprocessing.
+
+    The architecture is first built on the meta device (no memory) and compared with the tensors the weights file
+    holds, so a ``model.json`` that does not describe its weights is an error naming both, never an allocation of
+    whatever sizes it claims. (A backbone that cannot be built on the meta device skips this comparison; loading
+    the weights still checks every name and shape.)
+    """
+    spec = info.backbone.model_dump(exclude_unset=True)
+    try:
+        # a dry run: what a backbone does with memory it does not have (e.g. copy packaged weights) is moot
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            skeleton = build(_saved_backbone(run_dir, info, spec))
+    except TransferlabError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - only the early comparison is skipped; the real build follows
+        log.debug("cannot build %s on the meta device (%s): weights are compared when loaded", spec["name"], exc)
+        skeleton = None
+    if skeleton is not None:
+        check_weight_shapes(run_dir, {name: tuple(t.shape) for name, t in skeleton.state_dict().items()})
+    backbone = _saved_backbone(run_dir, info, spec)
+    backbone.preprocess = preprocess_from_dict(info.preprocess, run_dir)
+    model = build(backbone)
+    load_weights(run_dir, model)
+    return model
+
+
+def _saved_backbone(run_dir: Path, info: ModelInfo, spec: dict) -> Backbone:
+    backbone = rebuild_backbone(spec)
+    if backbone.num_features != info.num_features:
+        raise TransferlabError(f"{Path(run_dir) / MODEL_JSON} says num_features {info.num_features}, but its backbone "
+                               f"{spec['name']!r} gives {backbone.num_features}")
+    return backbone

@@ -5,19 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from transferlab.artifacts import load_weights, save_weights, write_model_info
-from transferlab.backbones import rebuild_backbone
+from transferlab.artifacts import save_weights, write_model_info
 from transferlab.backbones.base import Backbone
-from transferlab.backbones.preprocess import preprocess_from_dict
 from transferlab.data import load_data
 from transferlab.errors import TransferlabError
 from transferlab.evaluate import confusion_lines, evaluate_model, predict_proba
-from transferlab.models.base import DataOptions, Predictor, register_kind
+from transferlab.models.base import DataOptions, Predictor, rebuild_saved, register_kind
 from transferlab.models.heads import build_head
+from transferlab.models.info import HeadInfo, ModelInfo, read_info
 
-__all__ = ["TransferModel", "HeadSettings", "refuse_task"]
+__all__ = ["ClassifierInfo", "TransferModel", "HeadSettings", "build_saved_head", "refuse_task"]
 
 HeadSettings = dict  # {"kind": head kind, "hidden": hidden sizes, "dropout": p}: what `build_head` takes
 
@@ -132,25 +132,28 @@ class TransferModel(_FrozenBatchNormMixin, Predictor):
 
     @classmethod
     def from_run_dir(cls, run_dir, info):
-        backbone = rebuild_saved_backbone(run_dir, info)
-        head = build_saved_head(info, len(info["classes"]))
-        model = cls(backbone, head, info["classes"], info["head"],
-                    cache_features=info.get("cache_features", _legacy_features_run(run_dir)))
-        load_weights(run_dir, model)
-        return model
+        saved = read_info(ClassifierInfo, run_dir, info)
+        cache_features = saved.cache_features if saved.cache_features is not None else _legacy_features_run(run_dir)
+
+        def build(backbone):
+            return cls(backbone, build_saved_head(saved, len(saved.classes)), saved.classes, saved.head.model_dump(),
+                       cache_features=cache_features)
+
+        return rebuild_saved(run_dir, saved, build)
 
 
-def rebuild_saved_backbone(run_dir: Path, info: dict) -> Backbone:
-    """The backbone architecture of a run's ``model.json`` with its saved preprocessing (weights come after)."""
-    backbone = rebuild_backbone(info["backbone"])
-    backbone.preprocess = preprocess_from_dict(info["preprocess"], run_dir)
-    return backbone
+class ClassifierInfo(ModelInfo):
+    """``model.json`` of a ``classifier`` run."""
+
+    head: HeadInfo = Field(description="how the head was built")
+    classes: list[str] = Field(min_length=1, description="the class names, in logit order")
+    cache_features: bool | None = None
 
 
-def build_saved_head(info: dict, outputs: int) -> nn.Module:
+def build_saved_head(info: ModelInfo, outputs: int) -> nn.Module:
     """A head as ``model.json``'s ``head`` settings describe it, with ``outputs`` outputs."""
-    head = info["head"]
-    return build_head(head["kind"], info["num_features"], outputs, head.get("hidden", []), head.get("dropout", 0.0))
+    head = info.head
+    return build_head(head.kind, info.num_features, outputs, list(head.hidden), head.dropout)
 
 
 def _legacy_features_run(run_dir: Path) -> bool:
@@ -158,4 +161,7 @@ def _legacy_features_run(run_dir: Path) -> bool:
     from transferlab.fileio import read_json
 
     config = Path(run_dir) / "config.json"
-    return config.is_file() and read_json(config).get("method") == "features"
+    if not config.is_file():
+        return False
+    saved = read_json(config)
+    return isinstance(saved, dict) and saved.get("method") == "features"

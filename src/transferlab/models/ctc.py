@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
-from transferlab.artifacts import load_weights, save_weights, write_model_info
+from transferlab.artifacts import save_weights, write_model_info
 from transferlab.backbones import Backbone, FeatureMap
 from transferlab.data.audio_data import AUDIO_EXTENSIONS, AudioData
 from transferlab.data.transcripts import BLANK, UNKNOWN, WORD_DELIMITER, load_transcribed_audio, normalize_transcript
@@ -24,8 +25,9 @@ from transferlab.engine.batches import to_device
 from transferlab.engine.precision import autocast, resolve_precision
 from transferlab.errors import TransferlabError
 from transferlab.metrics import error_rates
-from transferlab.models.base import DataOptions, Predictor, register_kind
-from transferlab.models.classifier import rebuild_saved_backbone, refuse_task
+from transferlab.models.base import DataOptions, Predictor, rebuild_saved, register_kind
+from transferlab.models.classifier import refuse_task
+from transferlab.models.info import ModelInfo, read_info
 
 __all__ = ["IGNORE_INDEX", "CTCHead", "CTCModel", "ctc_greedy_decode"]
 
@@ -234,12 +236,18 @@ class CTCModel(Predictor):
                 f"CTC model in {Path(run_dir) / info['model_dir']}), which this version no longer reads; train it "
                 "again with 'transferlab fit --method ctc', or load that folder with transformers' AutoModelForCTC"
             )
-        backbone = rebuild_saved_backbone(run_dir, info)
-        vocabulary = {token: index for index, token in enumerate(info["vocabulary"])}
-        model = cls(backbone, vocabulary, transcript_column=info.get("transcript_column", "transcript"))
-        load_weights(run_dir, model)
-        return model
+        saved = read_info(CTCInfo, run_dir, info)
+        vocabulary = {token: index for index, token in enumerate(saved.vocabulary)}
+        return rebuild_saved(run_dir, saved, lambda backbone: cls(backbone, vocabulary,
+                                                                  transcript_column=saved.transcript_column))
 
     def _inference(self, precision: str) -> dict:
         device = next(self.parameters()).device
         return {"precision": resolve_precision(precision, device), "device": device}
+
+
+class CTCInfo(ModelInfo):
+    """``model.json`` of a ``ctc`` run: its vocabulary (token of id 0, 1, ...) and transcript column."""
+
+    vocabulary: list[str] = Field(min_length=2, description="the tokens, in id order (the blank first)")
+    transcript_column: str = Field("transcript", min_length=1)

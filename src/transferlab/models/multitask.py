@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from transferlab.artifacts import load_weights, save_weights, write_model_info
+from transferlab.artifacts import save_weights, write_model_info
 from transferlab.backbones.base import Backbone
 from transferlab.data.specs import manifest_columns
 from transferlab.data.task_groups import TaskGroup, TaskGroupDataset, load_task_group
@@ -15,12 +16,9 @@ from transferlab.engine.inference import predict_logits
 from transferlab.engine.precision import resolve_precision
 from transferlab.errors import TransferlabError, suggest
 from transferlab.evaluate import confusion_lines, predict_task_outputs
-from transferlab.models.base import register_kind
-from transferlab.models.classifier import (
-    TransferModel,
-    build_saved_head,
-    rebuild_saved_backbone,
-)
+from transferlab.models.base import rebuild_saved, register_kind
+from transferlab.models.classifier import TransferModel, build_saved_head
+from transferlab.models.info import TASKS, HeadInfo, ModelInfo, read_info
 from transferlab.tasks import ClassificationTask, task_from_dict
 
 __all__ = ["MultiTaskModel", "evaluate_task_groups"]
@@ -143,11 +141,35 @@ class MultiTaskModel(TransferModel):
 
     @classmethod
     def from_run_dir(cls, run_dir, info):
-        tasks = [task_from_dict(values) for values in info["tasks"]]
-        heads = {task.name: build_saved_head(info, task.num_outputs) for task in tasks}
-        model = cls(rebuild_saved_backbone(run_dir, info), heads, tasks, info["head"])
-        load_weights(run_dir, model)
-        return model
+        saved = read_info(MultiTaskInfo, run_dir, info)
+        tasks = [task_from_dict(values) for values in saved.tasks]
+
+        def build(backbone):
+            heads = {task.name: build_saved_head(saved, task.num_outputs) for task in tasks}
+            return cls(backbone, heads, tasks, saved.head.model_dump())
+
+        return rebuild_saved(run_dir, saved, build)
+
+
+class MultiTaskInfo(ModelInfo):
+    """``model.json`` of a ``multitask`` run: its heads and tasks (each checked by its type's schema)."""
+
+    head: HeadInfo = Field(description="how the heads were built")
+    tasks: list[dict] = Field(min_length=1, description="the tasks, one per head")
+
+    def parts(self):
+        return [*super().parts(), *((f"tasks.{index}", TASKS[task["type"]], task)
+                                    for index, task in enumerate(self.tasks))]
+
+    @model_validator(mode="after")
+    def _tasks_have_types_and_names(self):
+        for index, task in enumerate(self.tasks):
+            if not isinstance(task.get("type"), str) or task["type"] not in TASKS:
+                raise ValueError(f"'tasks.{index}.type' must be one of {', '.join(TASKS)}, got {task.get('type')!r}")
+        names = [task.get("name") for task in self.tasks]
+        if len(set(map(str, names))) != len(names):
+            raise ValueError(f"task names must differ, got {names}")
+        return self
 
 
 def evaluate_task_groups(model: MultiTaskModel, groups: list[TaskGroup], *, batch_size: int = 64,
