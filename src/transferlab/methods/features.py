@@ -90,9 +90,9 @@ def fit_logistic_head(train_x: np.ndarray, train_y: np.ndarray, num_classes: int
 
     The candidates (scikit-learn's `GridSearchCV` over a pipeline): features divided by their root mean square
     (`feature_scale`, one number), with or without per-feature standardisation fitted inside each fold, times
-    `LOGISTIC_C_GRID`. Per-feature standardisation helps sentence embeddings and hurts images with a handful of
-    labels (its estimates from 10 examples blow up near-constant features), so the labels decide; ties go to no
-    standardisation and the C nearest 1. No labels are held out: with few labels every one of them trains the
+    `LOGISTIC_C_GRID`. Per-feature standardisation can help sentence embeddings and hurts images with a handful of
+    labels (its estimates from 10 examples blow up near-constant features), so the labels decide, by the
+    one-standard-error rule (`_best_candidate`). No labels are held out: with few labels every one of them trains the
     final head. ``k`` is 5 (3 above 10,000 examples), or the smallest class's count when smaller; with a class of
     a single example there is no cross-validation: no standardisation, C 1.
     """
@@ -128,12 +128,18 @@ def fit_logistic_head(train_x: np.ndarray, train_y: np.ndarray, num_classes: int
 
 
 def _best_candidate(results: dict) -> int:
-    """GridSearchCV's choice: the best mean accuracy; among equals, no standardisation, then the C nearest 1."""
-    scores = np.round(results["mean_test_score"], 10)
-    tied = np.flatnonzero(scores == scores.max())
-    standardized = np.array([params["standardize"] != "passthrough" for params in results["params"]])[tied]
-    distance = np.abs(np.log10([results["params"][i]["logistic__C"] for i in tied]))
-    return int(tied[np.lexsort((distance, standardized))[0]])
+    """GridSearchCV's choice by the one-standard-error rule (Hastie, Tibshirani & Friedman, ESL 7.10): among the
+    candidates whose mean accuracy is within one standard error of the best one's, the simplest: no per-feature
+    standardisation before standardisation, then the C nearest 1 (scikit-learn's default). With few labels the
+    cross-validated accuracies of neighbouring candidates differ by noise; this keeps such noise from picking an
+    extreme C."""
+    folds = sum(1 for key in results if key.startswith("split") and key.endswith("_test_score"))
+    means, stds = np.asarray(results["mean_test_score"]), np.asarray(results["std_test_score"])
+    best = int(np.argmax(means))
+    close = np.flatnonzero(means >= means[best] - stds[best] / np.sqrt(folds) - 1e-12)
+    standardized = np.array([results["params"][i]["standardize"] != "passthrough" for i in close])
+    distance = np.abs(np.log10([results["params"][i]["logistic__C"] for i in close]))
+    return int(close[np.lexsort((distance, standardized))[0]])
 
 
 def prepare_features_splits(config: FeaturesConfig) -> Splits:
