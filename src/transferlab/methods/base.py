@@ -132,7 +132,8 @@ def build_config(file_values: dict | None = None, overrides: dict | None = None,
     try:
         return spec.settings(**merged)
     except ValidationError as exc:
-        raise TransferlabError(format_validation_error(exc, spec.settings, source, spec.name, setting_owners())) from None
+        message = format_validation_error(exc, spec.settings, source, spec.name, setting_owners())
+        raise TransferlabError(message) from None
 
 
 def train_settings(config, context: RunContext) -> TrainSettings:

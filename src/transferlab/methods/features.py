@@ -115,9 +115,11 @@ def fit_logistic_head(train_x: np.ndarray, train_y: np.ndarray, num_classes: int
         pipeline, results = search.best_estimator_, search.cv_results_
         history = [{"epoch": i + 1, "C": params["logistic__C"], "standardize": params["standardize"] != "passthrough",
                     "cv_accuracy": float(results["mean_test_score"][i]),
-                    "cv_accuracy_std": float(results["std_test_score"][i])} for i, params in enumerate(results["params"])]
+                    "cv_accuracy_std": float(results["std_test_score"][i])}
+                   for i, params in enumerate(results["params"])]
         best = history[search.best_index_]
-        summary = {"C": best["C"], "standardize": best["standardize"], "folds": folds, "cv_accuracy": best["cv_accuracy"]}
+        summary = {"C": best["C"], "standardize": best["standardize"], "folds": folds,
+                   "cv_accuracy": best["cv_accuracy"]}
         log.info("logistic regression: C=%s%s by %d-fold cross-validation (accuracy %.3f), refit on all %d labels",
                  best["C"], ", standardised" if best["standardize"] else "", folds, best["cv_accuracy"], len(train_y))
     summary["seconds"] = round(time.perf_counter() - started, 3)
@@ -158,7 +160,8 @@ def train_on_features(config: FitConfig, splits: Splits, context: RunContext) ->
         model.head[-1], history, summary = fit_logistic_head(train_x.numpy(), splits.train.labels,
                                                              len(splits.classes), config.seed)
         folds = f"{summary['folds']}-fold cross-validation on the training labels" if summary["folds"] else "none"
-        labels = {"train": len(splits.train), **splits.label_use, "selection": len(splits.train) if summary["folds"] else 0, "selection_by": folds}
+        labels = {"train": len(splits.train), **splits.label_use, "selection_by": folds,
+                  "selection": len(splits.train) if summary["folds"] else 0}
         return MethodResult(model=model, history=history, metrics={"logistic": summary, "labels": labels})
     train_x, val_x = embed_splits(model, config, splits, context)
 

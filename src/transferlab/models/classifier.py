@@ -58,7 +58,8 @@ class TransferModel(_FrozenBatchNormMixin, Predictor):
 
     kind = "classifier"
 
-    def __init__(self, backbone: Backbone, head: nn.Module, classes: list[str], head_settings: HeadSettings | None = None,
+    def __init__(self, backbone: Backbone, head: nn.Module, classes: list[str],
+                 head_settings: HeadSettings | None = None,
                  *, cache_features: bool = False):
         super().__init__()
         self.backbone = backbone
@@ -79,7 +80,8 @@ class TransferModel(_FrozenBatchNormMixin, Predictor):
         return [*self._backbone_groups(), ("head", [f"head.{name}" for name, _ in self.head.named_parameters()])]
 
     def _backbone_groups(self) -> list[tuple[str, list[str]]]:
-        return [(f"backbone.{name}", [f"backbone.{p}" for p in params]) for name, params in self.backbone.parameter_groups()]
+        return [(f"backbone.{name}", [f"backbone.{p}" for p in params])
+                for name, params in self.backbone.parameter_groups()]
 
     # --- the predictor contract ------------------------------------------------------------------------------
 

@@ -67,7 +67,8 @@ class MultiTaskModel(TransferModel):
         names = [t.name for t in self.tasks]
         task = options.task
         if task is not None and task not in names:
-            raise TransferlabError(f"the model has no task '{task}'{suggest(task, names)}; its tasks: {', '.join(names)}")
+            raise TransferlabError(f"the model has no task '{task}'{suggest(task, names)}; "
+                                   f"its tasks: {', '.join(names)}")
         found = manifest_columns(spec, options.columns) or []
         chosen = [t for t in self.tasks if (task is None or t.name == task) and t.label_column in found]
         if not chosen:
@@ -93,7 +94,7 @@ class MultiTaskModel(TransferModel):
         return metrics
 
     def predict(self, data, *, precision="auto", num_workers=None):
-        """``{"tasks": {name: prediction}}`` per example, each task in its own form (`transferlab.tasks.Task.decode`)."""
+        """``{"tasks": {name: prediction}}`` per example, each task in its own form (`Task.decode`)."""
         outputs = predict_task_outputs(self, data, precision=precision, num_workers=num_workers)
         decoded = {task.name: task.decode(outputs[task.name]) for task in self.tasks}
         return [{"tasks": {name: rows[i] for name, rows in decoded.items()}} for i in range(len(data))]

@@ -57,7 +57,8 @@ class AdaptationConfig(FitConfig, SplitSettings, LabelSettings, PretrainedSettin
         "reads target labels (reported as an oracle run)"
     )
     selection_samples: int = Field(2000, ge=10, description="target examples the scorers use each epoch (a sample)")
-    steps_per_epoch: int | None = Field(None, ge=1, description="steps per epoch; default: one pass over the larger domain")
+    steps_per_epoch: int | None = Field(None, ge=1,
+                                        description="steps per epoch; default: one pass over the larger domain")
 
 
 class _TradeOff(BaseModel):
