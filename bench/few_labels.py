@@ -51,11 +51,11 @@ def build(overrides: dict):
     return build_config(overrides=overrides)
 
 
-def run_transferlab(setting: dict, n: int, seed: int, out: Path) -> dict:
+def run_transferlab(setting: dict, n: int, seed: int, out: Path, precision: str = "auto") -> dict:
     from transferlab.api import fit
 
     config = build({**setting, "method": "features", "labels_per_class": n, "seed": seed,
-                    "out": out, "overwrite": True})
+                    "out": out, "overwrite": True, "precision": precision})
     result = fit(config, progress=False)
     metrics = result.metrics
     labels = metrics.get("labels", {})
@@ -107,6 +107,8 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["hymenoptera:5", "hymenoptera:20", "usps:10", "usps:20",
                                                           "sst2:16", "sst2:200"])
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="transferlab's precision (the plain side always embeds in fp32)")
     parser.add_argument("--crop-check", action="store_true",
                         help="image datasets only: the plain baseline with the backbone's center crop and without it")
     args = parser.parse_args()
@@ -121,7 +123,7 @@ def main() -> None:
         for item in args.settings:
             name, n = item.split(":")
             for seed in args.seeds:
-                ours = run_transferlab(specs[name], int(n), seed, Path(scratch) / "run")
+                ours = run_transferlab(specs[name], int(n), seed, Path(scratch) / "run", args.precision)
                 plain = run_plain(specs[name], int(n), seed)
                 results.append({"dataset": name, "n": int(n), "seed": seed, "transferlab": ours, "plain": plain})
                 print(json.dumps(results[-1]), flush=True)
