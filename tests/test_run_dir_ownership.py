@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 import transferlab
 from transferlab.api import build_config, fit
 from transferlab.cli import app
+from test_cli import assert_user_error
 from transferlab.engine.checkpoint import saved_train_seconds
 from transferlab.engine.loop import Trainer
 
@@ -50,15 +51,6 @@ PAUSED_FIT = textwrap.dedent("""
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def start_paused_fit(tmp_path, *args) -> tuple[subprocess.Popen, Path]:
