@@ -81,3 +81,10 @@ def test_every_method_has_a_settings_model_a_summary_and_its_recipe_validates():
     for name, spec in METHODS.items():
         assert spec.summary and spec.settings.model_fields["method"]
         assert set(spec.recipe) <= set(spec.settings.model_fields), name
+
+
+def test_speech_recognition_refuses_the_settings_of_image_and_text_tables():
+    for setting, value in [("max_image_pixels", 1000), ("text_column", "t"), ("max_length", 64), ("empty_texts", "error")]:
+        with pytest.raises(TransferlabError, match=rf"setting '{setting}' .* not to ctc"):
+            build_config(overrides={"train": "x.csv", "method": "ctc", "backbone": "b", "out": "o", setting: value})
+    assert build_config(overrides={"train": "x", "out": "o", "max_image_pixels": 1000}).max_image_pixels == 1000

@@ -25,7 +25,7 @@ from pydantic import (
 from transferlab.errors import TransferlabError, suggest
 
 __all__ = [
-    "AugmentSettings", "FinetuneSettings", "FitConfig", "HEADS", "HeadSettings", "L2SPSettings", "LabelSettings",
+    "AugmentSettings", "ExampleSettings", "FinetuneSettings", "FitConfig", "HEADS", "HeadSettings", "L2SPSettings", "LabelSettings",
     "PretrainedSettings", "SCHEDULERS", "SplitSettings", "TRAINED_HEADS", "TaskSpec", "TrainDataSettings",
     "TrainingSettings", "flag_name", "format_validation_error", "load_config_file", "parse_list", "parse_task_list",
 ]
@@ -62,18 +62,6 @@ class FitConfig(BaseModel):
     skip_bad_files: bool = Field(
         False, description="skip unreadable images or audio files with a warning instead of failing"
     )
-    max_image_pixels: int | None = Field(
-        None, ge=1, description="larger images are bad files, refused before decoding; default: the environment "
-        "variable TRANSFERLAB_MAX_IMAGE_PIXELS, else 89478485 (PIL's decompression-bomb limit)"
-    )
-    text_column: str | None = Field(
-        None, description="text column of CSV/TSV/JSONL data; default: 'text', else 'sentence'"
-    )
-    label_column: str = Field("label", description="label column of CSV/TSV/JSONL text data and audio manifests")
-    empty_texts: Literal["skip", "error"] = Field(
-        "skip", description="empty or whitespace-only texts: skip them with a warning and a count, or fail"
-    )
-    max_length: int = Field(128, ge=2, description="text backbones: tokens kept per text (longer texts are truncated)")
     max_seconds: float = Field(10.0, gt=0, description="audio backbones: seconds kept per clip (longer clips are cut)")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="'auto': bf16 where the CPU/GPU has it")
     seed: int = Field(0, description="random seed (splits, initialisation, batch order)")
@@ -88,6 +76,24 @@ class FitConfig(BaseModel):
         if self.resume and self.overwrite:
             raise ValueError("choose either resume or overwrite, not both")
         return self
+
+
+class ExampleSettings(BaseModel):
+    """How labeled examples are read from images and text tables (speech recognition reads transcript manifests
+    and takes none of these)."""
+
+    max_image_pixels: int | None = Field(
+        None, ge=1, description="larger images are bad files, refused before decoding; default: the environment "
+        "variable TRANSFERLAB_MAX_IMAGE_PIXELS, else 89478485 (PIL's decompression-bomb limit)"
+    )
+    text_column: str | None = Field(
+        None, description="text column of CSV/TSV/JSONL data; default: 'text', else 'sentence'"
+    )
+    label_column: str = Field("label", description="label column of CSV/TSV/JSONL text data and audio manifests")
+    empty_texts: Literal["skip", "error"] = Field(
+        "skip", description="empty or whitespace-only texts: skip them with a warning and a count, or fail"
+    )
+    max_length: int = Field(128, ge=2, description="text backbones: tokens kept per text (longer texts are truncated)")
 
 
 class SplitSettings(BaseModel):

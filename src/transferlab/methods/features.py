@@ -23,6 +23,7 @@ from torch import nn
 
 from transferlab.config import (
     HEADS,
+    ExampleSettings,
     FitConfig,
     HeadSettings,
     LabelSettings,
@@ -44,7 +45,8 @@ from transferlab.methods.splits import prepare_labeled_splits
 __all__ = ["FeaturesConfig", "train_on_features", "fit_logistic_head", "LOGISTIC_C_GRID"]
 
 
-class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, PretrainedSettings, HeadSettings, TrainingSettings):
+class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSettings, PretrainedSettings, HeadSettings,
+                     TrainingSettings):
     """``features``: a frozen backbone embeds once; the head (logistic by default; the training settings apply to
     the torch heads) learns on the embeddings."""
 

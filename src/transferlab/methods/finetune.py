@@ -15,6 +15,7 @@ import math
 from transferlab.backbones import create_backbone
 from transferlab.config import (
     AugmentSettings,
+    ExampleSettings,
     FinetuneSettings,
     FitConfig,
     HeadSettings,
@@ -52,7 +53,8 @@ __all__ = ["FinetuneConfig", "ScratchConfig", "SEED_RECIPE", "build_backbone", "
            "train_end_to_end"]
 
 
-class ScratchConfig(FitConfig, TrainDataSettings, LabelSettings, HeadSettings, TrainingSettings, AugmentSettings):
+class ScratchConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSettings, HeadSettings, TrainingSettings,
+                    AugmentSettings):
     """``scratch``: the same architecture randomly initialised, everything trained at one learning rate."""
 
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from transferlab.config import (
     AugmentSettings,
+    ExampleSettings,
     FitConfig,
     HeadSettings,
     LabelSettings,
@@ -83,8 +84,8 @@ ADAPTER_DIR = "adapter"
 HEAD_WEIGHTS = "head.safetensors"
 
 
-class LoraConfig(FitConfig, TrainDataSettings, LabelSettings, PretrainedSettings, HeadSettings, TrainingSettings,
-                 AugmentSettings):
+class LoraConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSettings, PretrainedSettings, HeadSettings,
+                 TrainingSettings, AugmentSettings):
     """``lora``: low-rank adapters on the frozen pretrained backbone; the adapters and the head train (no freezing
     or L2-SP settings: nothing else trains)."""
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from transferlab.config import (
     AugmentSettings,
+    ExampleSettings,
     FinetuneSettings,
     FitConfig,
     HeadSettings,
@@ -61,8 +62,8 @@ __all__ = ["MultiTaskConfig", "MultiTaskObjective", "TaskValidation", "build_mul
 log = logging.getLogger("transferlab")
 
 
-class MultiTaskConfig(FitConfig, SplitSettings, LabelSettings, PretrainedSettings, HeadSettings, TrainingSettings,
-                      AugmentSettings, FinetuneSettings, L2SPSettings):
+class MultiTaskConfig(FitConfig, SplitSettings, LabelSettings, ExampleSettings, PretrainedSettings, HeadSettings,
+                      TrainingSettings, AugmentSettings, FinetuneSettings, L2SPSettings):
     """``multitask``: one backbone, one head per task; task losses combined by a weighting."""
 
     train: str | None = Field(

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from transferlab.config import (
     AugmentSettings,
+    ExampleSettings,
     FinetuneSettings,
     FitConfig,
     HeadSettings,
@@ -45,8 +46,8 @@ __all__ = ["ADAPTATION_METHODS", "ADAPTATION_RECIPE", "AdaptationConfig"]
 ADAPTATION_RECIPE = {"head": "bottleneck", "head_hidden": [256]}
 
 
-class AdaptationConfig(FitConfig, SplitSettings, LabelSettings, PretrainedSettings, HeadSettings, TrainingSettings,
-                       AugmentSettings, FinetuneSettings):
+class AdaptationConfig(FitConfig, SplitSettings, LabelSettings, ExampleSettings, PretrainedSettings, HeadSettings,
+                       TrainingSettings, AugmentSettings, FinetuneSettings):
     """``source-only``, and what every adaptation method takes: labeled --source, unlabeled --target, and the
     label-free checkpoint scorer."""
 
