@@ -12,7 +12,7 @@ from typing import Literal, Optional
 import typer
 from pydantic.fields import FieldInfo
 
-from transferlab.config import flag_name
+from transferlab.config import FitConfig, flag_name
 from transferlab.methods import METHODS, MethodSpec
 
 __all__ = ["method_settings_lines", "methods_markdown", "settings_fields", "with_settings_as_options"]
@@ -120,8 +120,6 @@ def _default(spec: MethodSpec, name: str, info: FieldInfo):
 
 
 def method_default() -> str:
-    from transferlab.config import FitConfig
-
     return FitConfig.model_fields["method"].default
 
 

@@ -13,6 +13,7 @@ from transferlab.backbones.base import Backbone
 from transferlab.data import load_data
 from transferlab.errors import TransferlabError
 from transferlab.evaluate import confusion_lines, evaluate_model, predict_proba
+from transferlab.fileio import read_json
 from transferlab.models.base import DataOptions, Predictor, rebuild_saved, register_kind
 from transferlab.models.heads import build_head
 from transferlab.models.info import HeadInfo, ModelInfo, read_info
@@ -160,8 +161,6 @@ def build_saved_head(info: ModelInfo, outputs: int) -> nn.Module:
 
 def _legacy_features_run(run_dir: Path) -> bool:
     """Run directories written before ``cache_features`` was recorded: a ``features`` run's config says so."""
-    from transferlab.fileio import read_json
-
     config = Path(run_dir) / "config.json"
     if not config.is_file():
         return False
