@@ -219,9 +219,12 @@ class RunDir:
             self.release()
 
 
-def claim_run_dir(path: Path, *, overwrite: bool, resume: bool) -> RunDir:
+def claim_run_dir(path: Path, *, overwrite: bool, resume: bool, noun: str = "run directory") -> RunDir:
     """Lock ``path`` for this process and decide where the run writes (see the module docstring). The main process
     of a distributed run claims; the others follow its decision.
+
+    ``noun`` names the directory in messages; other output directories written whole (embeddings, indexes) claim
+    theirs the same way with ``resume=False``, and their messages then offer ``--overwrite`` alone.
 
     Raises:
         TransferlabError: another process holds the run directory; ``path`` is a file; it holds something and
@@ -232,7 +235,7 @@ def claim_run_dir(path: Path, *, overwrite: bool, resume: bool) -> RunDir:
     lock.acquire()
     try:
         _clean_after_killed_run(path)
-        run = _plan(path, overwrite=overwrite, resume=resume)
+        run = _plan(path, overwrite=overwrite, resume=resume, noun=noun)
     except BaseException:
         lock.release()
         raise
@@ -240,16 +243,17 @@ def claim_run_dir(path: Path, *, overwrite: bool, resume: bool) -> RunDir:
     return run
 
 
-def _plan(path: Path, *, overwrite: bool, resume: bool) -> RunDir:
+def _plan(path: Path, *, overwrite: bool, resume: bool, noun: str) -> RunDir:
     if path.exists() and not path.is_dir():
-        raise TransferlabError(f"run directory {path} exists and is a file; choose another --out")
+        raise TransferlabError(f"{noun} {path} exists and is a file; choose another --out")
     occupied = path.is_dir() and any(path.iterdir())
     if resume:
         require_resumable(path)
         return RunDir(path, path, resume=True, finished=is_finished(path))
     if occupied and not overwrite:
-        raise TransferlabError(f"run directory {path} already exists and is not empty; pass --overwrite to replace it "
-                               "or --resume to continue it")
+        resuming = " or --resume to continue it" if noun == "run directory" else ""
+        raise TransferlabError(f"{noun} {path} already exists and is not empty; pass --overwrite to replace "
+                               f"it{resuming}")
     if occupied:
         return RunDir(path, _beside(path, "overwrite"), resume=False)
     return RunDir(path, path, resume=False)
