@@ -33,6 +33,7 @@ def _setup_logging(quiet: bool) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU build of FAISS it loaded
     logging.captureWarnings(True)
     warnings.simplefilter("default")
 
@@ -177,6 +178,101 @@ def demo(
     from transferlab.demo import run_demo
 
     typer.echo(run_demo(out=out, labels_per_class=labels_per_class, seed=seed, progress=not quiet))
+
+
+@app.command()
+@_user_errors
+def embed(
+    data: str = typer.Argument(..., help="Data spec to embed: image/audio folders, a CSV/JSONL manifest or text table, "
+                               "a built-in set; every split, or the one @split names."),
+    out: Path = typer.Option(..., help="Embeddings directory to write (vectors.npy, items.csv, embedding.json)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone name, or a run directory (its fine-tuned backbone). "
+                                           "Default: the offline default of the data's modality."),
+    weights: Optional[Path] = typer.Option(None, help="Local weights file for the backbone."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="Pretrained weights (or random)."),
+    image_size: Optional[int] = typer.Option(None, help="Input size of image backbones (default: the backbone's)."),
+    max_length: int = typer.Option(128, help="Tokens kept per text."),
+    pca: Optional[int] = typer.Option(None, help="Project on this many principal directions, fitted on these "
+                                      "embeddings (no labels); queries are projected the same way."),
+    whiten: bool = typer.Option(False, "--whiten", help="PCA-whiten (with --pca N components, else those explaining "
+                                "90%% of the variance)."),
+    precision: str = typer.Option("auto", help="auto | fp32 | bf16."),
+    batch_size: int = typer.Option(32, help="Examples per forward pass."),
+    text_column: Optional[str] = typer.Option(None, help="Text column of text data (default: text, else sentence)."),
+    label_column: str = typer.Option("label", help="Label column of text data (kept when present)."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable files with a warning."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing embeddings directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Embed every example with a frozen backbone, for retrieval, clustering or your own tools (cached: a rerun
+    embeds only new or changed files)."""
+    _setup_logging(quiet)
+    from transferlab.data.text_tables import TextColumns
+    from transferlab.unsupervised import BackboneSource, embed_data, write_embeddings
+
+    source = BackboneSource(backbone, weights=str(weights) if weights else None, pretrained=pretrained,
+                            image_size=image_size, max_length=max_length)
+    embeddings = embed_data(data, source, pca=pca, whiten=whiten, precision=precision, batch_size=batch_size,
+                            skip_bad_files=skip_bad_files, columns=TextColumns(text_column, label_column),
+                            progress=not quiet)
+    write_embeddings(embeddings, out, overwrite=overwrite)
+    labeled = len(embeddings.labeled()) if embeddings.labels is not None else 0
+    projection = f", {embeddings.projection.describe()['kind']}" if embeddings.projection is not None else ""
+    typer.echo(f"embedded {len(embeddings)} examples ({labeled} labeled) as {embeddings.dim}-dimensional vectors of "
+               f"{embeddings.info['backbone']['name']}{projection} -> {out}")
+
+
+@app.command("index")
+@_user_errors
+def build_index(
+    embeddings: Path = typer.Argument(..., help="An embeddings directory written by 'transferlab embed'."),
+    out: Path = typer.Option(..., help="Index directory to write."),
+    kind: str = typer.Option("flat", help="flat (exact) | hnsw | ivf (approximate; their recall@10 is reported)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Build a FAISS index (cosine similarity) over an embeddings directory, for 'transferlab search'."""
+    _setup_logging(quiet)
+    from transferlab.unsupervised import write_index
+
+    built = write_index(embeddings, out, kind=kind, overwrite=overwrite)
+    recall = f", recall@10 against exact search {built['recall@10']:.3f}" if "recall@10" in built else ""
+    typer.echo(f"{kind} index of {built['count']} vectors ({built['dim']} dimensions) built in "
+               f"{built['build_seconds']:.2f} s{recall} -> {out}")
+
+
+@app.command()
+@_user_errors
+def search(
+    index: Path = typer.Argument(..., help="An index directory written by 'transferlab index'."),
+    queries: list[Path] = typer.Argument(..., help="Image or audio files and/or folders of them, or one text table."),
+    k: int = typer.Option(10, "--k", help="Neighbours per query."),
+    output_format: str = typer.Option("csv", "--format", help="csv | json."),
+    text_column: Optional[str] = typer.Option(None, help="Text column of a text table (default: text, else sentence)."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable files with a warning."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """The nearest neighbours of each query in an index, embedded with the index's own backbone."""
+    _setup_logging(quiet or output_format == "json")
+    from transferlab.data import examples_from_paths
+    from transferlab.data.text_tables import TextColumns
+    from transferlab.unsupervised import SearchIndex, search_examples
+
+    if output_format not in ("csv", "json"):
+        raise TransferlabError(f"--format must be 'csv' or 'json', got {output_format!r}")
+    opened = SearchIndex(index)  # a bad index is reported before the queries are read
+    data = examples_from_paths(queries, skip_bad_files=skip_bad_files, columns=TextColumns(text_column))
+    found = search_examples(opened, data, k=k, progress=not quiet)
+    names = data.texts if hasattr(data, "texts") else [str(path) for path in data.paths]
+    rows = [{"query": name, "rank": rank, "item": hit.item, "score": round(hit.score, 6), "label": hit.label}
+            for name, hits in zip(names, found, strict=True) for rank, hit in enumerate(hits, 1)]
+    if output_format == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    writer = csv.writer(sys.stdout)
+    writer.writerow(["query", "rank", "item", "score", "label"])
+    writer.writerows([row["query"], row["rank"], row["item"], f"{row['score']:.4f}", row["label"] or ""]
+                     for row in rows)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ is shared with ``features``: a rerun embeds only new or changed files.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,10 @@ import numpy as np
 from transferlab.artifacts import MODEL_JSON
 from transferlab.backbones import create_backbone
 from transferlab.backbones.base import Backbone
+from transferlab.backbones.registry import DEFAULT_BACKBONES
 from transferlab.data import Examples, load_splits
 from transferlab.data.text_tables import TextColumns
+from transferlab.data.torch_dataset import DATA_MODALITY
 from transferlab.embeddings import backbone_fingerprint, extract_features
 from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.errors import TransferlabError
@@ -37,7 +40,8 @@ class BackboneSource:
     the same network (`open` checks the weights digest).
 
     Attributes:
-        name: a registry name (``efficientnet_lite0``, a timm or Hugging Face name...) or a run directory.
+        name: a registry name (``efficientnet_lite0``, a timm or Hugging Face name...) or a run directory;
+            ``None``: the offline default backbone of the data's modality.
         weights: a local weights file for ``name`` (registry names only).
         pretrained: load the registry's pretrained weights (False: a random initialisation, the floor to compare
             with).
@@ -45,7 +49,7 @@ class BackboneSource:
         max_length: tokens kept per text; max_seconds: seconds kept per clip.
     """
 
-    name: str
+    name: str | None = None
     weights: str | None = None
     pretrained: bool = True
     image_size: int | None = None
@@ -115,6 +119,10 @@ def embed_data(spec: str, source: BackboneSource, *, pca: int | None = None, whi
         precision: ``auto``, ``fp32`` or ``bf16``.
     """
     splits = load_splits(spec, skip_bad_files=skip_bad_files, columns=columns)
+    if source.name is None:
+        modality = DATA_MODALITY[type(next(iter(splits.values())))]
+        source = dataclasses.replace(source, name=DEFAULT_BACKBONES[modality])
+        log.info("backbone: %s (the default for %s data; choose another with --backbone)", source.name, modality)
     backbone = source.open()
     precision = resolve_precision(precision, default_device())
     classes = _shared_classes(splits)

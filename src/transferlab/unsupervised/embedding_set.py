@@ -24,7 +24,8 @@ from transferlab.errors import TransferlabError
 from transferlab.fileio import atomic_path, read_json, write_json
 from transferlab.unsupervised.projection import Projection
 
-__all__ = ["EMBEDDING_JSON", "FORMAT_VERSION", "EmbeddingSet", "file_digest", "is_embedding_dir"]
+__all__ = ["EMBEDDING_JSON", "FORMAT_VERSION", "ITEMS", "PROJECTION", "EmbeddingSet", "file_digest", "is_embedding_dir",
+           "label_indices", "read_items"]
 
 EMBEDDING_JSON = "embedding.json"
 VECTORS = "vectors.npy"
@@ -147,9 +148,9 @@ class EmbeddingSet:
                 raise TransferlabError(f"{path} does not match the digest recorded in {EMBEDDING_JSON}: the file is "
                                        "damaged or was changed after it was written; embed again with --overwrite")
         vectors = np.load(directory / VECTORS, allow_pickle=False)
-        items, splits, names = _read_items(directory / ITEMS)
+        items, splits, names = read_items(directory / ITEMS)
         classes = list(meta.get("classes") or [])
-        labels = _label_indices(names, classes, directory / ITEMS)
+        labels = label_indices(names, classes, directory / ITEMS)
         projection = Projection.load(directory / PROJECTION) if PROJECTION in meta["files"] else None
         info = {key: value for key, value in meta.items()
                 if key not in ("files", "count", "dim", "classes", "projection", "format_version")}
@@ -159,7 +160,7 @@ class EmbeddingSet:
             raise TransferlabError(f"{directory}: {exc}") from None
 
 
-def _read_items(path: Path) -> tuple[list[str], list[str], list[str]]:
+def read_items(path: Path) -> tuple[list[str], list[str], list[str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     if rows and set(rows[0]) != {"item", "split", "label"}:
@@ -167,7 +168,7 @@ def _read_items(path: Path) -> tuple[list[str], list[str], list[str]]:
     return [row["item"] for row in rows], [row["split"] for row in rows], [row["label"] for row in rows]
 
 
-def _label_indices(names: list[str], classes: list[str], path: Path) -> np.ndarray | None:
+def label_indices(names: list[str], classes: list[str], path: Path) -> np.ndarray | None:
     if not any(names):
         return None
     index = {name: i for i, name in enumerate(classes)}
