@@ -195,3 +195,23 @@ def test_index_kind_and_text_gallery(tmp_path):
     assert json.loads(result.stdout)[0]["item"] == rows[0]
     image = make_folder(tmp_path / "images", per_class=1)
     assert_user_error(invoke("search", idx, image, "-q"), "text embeddings", "image")
+
+
+def test_a_run_directory_embeds_with_its_fine_tuned_backbone(tmp_path):
+    from test_cli import fit_scratch_lenet
+
+    from transferlab.api import load
+    from transferlab.embeddings import backbone_fingerprint
+
+    data = make_folder(tmp_path / "photos", per_class=4)
+    run = tmp_path / "run"
+    assert fit_scratch_lenet(data, run, epochs=1).exit_code == 0
+    assert invoke("embed", data, "--backbone", run, "--out", tmp_path / "emb", "-q").exit_code == 0
+    info = EmbeddingSet.load(tmp_path / "emb").info
+    assert info["backbone_source"]["name"] == str(run.resolve())
+    assert info["weights_digest"] == backbone_fingerprint(load(run).backbone)
+    assert_user_error(invoke("embed", data, "--backbone", run, "--image-size", 64, "--out", tmp_path / "e2", "-q"),
+                      "do not apply to a run directory")
+    assert invoke("index", tmp_path / "emb", "--out", tmp_path / "idx", "-q").exit_code == 0
+    result = invoke("search", tmp_path / "idx", data / "dogs" / "1.png", "--k", 1, "--format", "json", "-q")
+    assert json.loads(result.stdout)[0]["item"] == str(data / "dogs" / "1.png")
