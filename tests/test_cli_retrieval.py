@@ -96,6 +96,7 @@ def test_unlabeled_embeddings(digits, tmp_path):
 def test_evaluate_bad_inputs(digits, usps, tmp_path):
     directory, embeddings = digits
     assert_user_error(invoke("evaluate", directory, "--data", "sklearn-digits"), "embeddings directory", "--data")
+    assert_user_error(invoke("evaluate", directory, "--task", "digit"), "embeddings directory", "--task")
     assert_user_error(invoke("evaluate", tmp_path, "--query", directory), "--query", "not one")
     assert_user_error(invoke("evaluate", tmp_path), "needs --data")
     torch.manual_seed(1)

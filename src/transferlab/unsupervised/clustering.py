@@ -84,7 +84,8 @@ def cluster(vectors: np.ndarray, *, k: int | None = None, method: str = "kmeans"
     sample = _silhouette_sample(n, seed)
     summary = {"method": method, "examples": n}
     if method == "hdbscan":
-        assignments = HDBSCAN(min_cluster_size=min(HDBSCAN_MIN_CLUSTER_SIZE, n), copy=True).fit_predict(x).astype(np.int64)
+        model = HDBSCAN(min_cluster_size=min(HDBSCAN_MIN_CLUSTER_SIZE, n), copy=True)
+        assignments = model.fit_predict(x).astype(np.int64)
         summary |= {"k_chosen_by": "hdbscan", "noise": int((assignments < 0).sum())}
     elif k is not None:
         assignments = _fit(x, method, k, seed)
