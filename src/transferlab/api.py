@@ -28,9 +28,11 @@ from transferlab.fileio import read_json, write_json
 from transferlab.methods import RunContext, build_config, get_method
 from transferlab.models import DataOptions, Predictor, load_predictor
 from transferlab.rundir import CHECKPOINT, CONFIG, HISTORY, METRICS, RunDir, claim_run_dir, require_resumable
+from transferlab.unsupervised.embedding_set import is_embedding_dir
+from transferlab.unsupervised.evaluation import evaluate_embeddings, retrieval_lines
 
-__all__ = ["FitResult", "build_config", "evaluate", "fit", "load", "predict", "prepare_splits", "resolve_config",
-           "seed_everything"]
+__all__ = ["Evaluation", "FitResult", "build_config", "evaluate", "evaluate_path", "fit", "load", "predict",
+           "prepare_splits", "resolve_config", "seed_everything"]
 
 log = logging.getLogger("transferlab")
 
@@ -271,3 +273,38 @@ def predict(run: str | Path | Predictor, data) -> list[dict]:
     ``{"label", "probabilities"}`` for a classifier, ``{"tasks": {name: prediction}}`` for a multi-task model,
     ``{"transcript"}`` for a speech recogniser."""
     return _model(run).predict(data)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    lines: list[str]  # the metrics for a person
+
+
+def evaluate_path(target: str | Path, *, data: str | None = None, query: str | Path | None = None,
+                  task: str | None = None, skip_bad_files: bool = False, columns: TextColumns | None = None
+                  ) -> Evaluation:
+    """``transferlab evaluate``: a run directory on the labeled data at ``data`` (`evaluate`), or the retrieval and
+    clustering quality of an embeddings directory, leave-one-out or searched by the embeddings at ``query``
+    (`transferlab.unsupervised.evaluation.evaluate_embeddings`). The one place that tells the two apart.
+
+    Raises:
+        TransferlabError: ``data`` or ``task`` for an embeddings directory, ``query`` for a run directory, or a run
+            directory without ``data``.
+    """
+    if is_embedding_dir(target):
+        if data is not None or task is not None:
+            raise TransferlabError(f"{target} is an embeddings directory: it is evaluated on its own labels, so "
+                                   f"{'--data' if data is not None else '--task'} does not apply (--query EMB2 "
+                                   "searches it with other embeddings)")
+        metrics = evaluate_embeddings(target, query)
+        return Evaluation(metrics, retrieval_lines(metrics))
+    if query is not None:
+        raise TransferlabError(f"--query applies to an embeddings directory, and {target} is not one (no "
+                               "embedding.json); evaluate a run directory with --data DATA")
+    if data is None:
+        raise TransferlabError(f"evaluating {target} needs --data DATA (labeled data), unless it is an embeddings "
+                               "directory")
+    model = load(target)
+    metrics = evaluate(model, data, task=task, skip_bad_files=skip_bad_files, columns=columns)
+    return Evaluation(metrics, model.metric_lines(metrics, detail=True))

@@ -108,8 +108,11 @@ def methods(
 @app.command()
 @_user_errors
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="A run directory written by 'transferlab fit'."),
-    data: str = typer.Option(..., help="Labeled data spec to evaluate on."),
+    target: Path = typer.Argument(..., help="A run directory written by 'transferlab fit', or an embeddings directory "
+                                  "written by 'transferlab embed'."),
+    data: Optional[str] = typer.Option(None, help="Labeled data spec to evaluate a run directory on."),
+    query: Optional[Path] = typer.Option(None, help="Embeddings directory: queries that search TARGET's embeddings "
+                                         "(default: leave-one-out within them)."),
     text_column: Optional[str] = typer.Option(None, help="Text column of text data (default: text, else sentence)."),
     label_column: str = typer.Option("label", help="Label column of text data."),
     task: Optional[str] = typer.Option(None, help="Multi-task runs: evaluate this task alone (data labeled for it)."),
@@ -117,19 +120,15 @@ def evaluate(
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable images with a warning."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Accuracy, macro-F1 and confusion matrix of a trained model on labeled data."""
+    """Accuracy, macro-F1 and confusion matrix of a trained model on labeled data; or, for labeled embeddings,
+    retrieval (recall@k, mAP@R, R-precision) and clustering (NMI, ARI of k-means) quality."""
     _setup_logging(quiet or as_json)
-    from transferlab.api import evaluate as evaluate_run
-    from transferlab.api import load
+    from transferlab.api import evaluate_path
     from transferlab.data.text_tables import TextColumns
 
-    model = load(run_dir)
-    metrics = evaluate_run(model, data, task=task, skip_bad_files=skip_bad_files,
+    result = evaluate_path(target, data=data, query=query, task=task, skip_bad_files=skip_bad_files,
                            columns=TextColumns(text_column, label_column))
-    if as_json:
-        typer.echo(json.dumps(metrics))
-        return
-    typer.echo("\n".join(model.metric_lines(metrics, detail=True)))
+    typer.echo(json.dumps(result.metrics) if as_json else "\n".join(result.lines))
 
 
 @app.command()
@@ -273,6 +272,27 @@ def search(
     writer.writerow(["query", "rank", "item", "score", "label"])
     writer.writerows([row["query"], row["rank"], row["item"], f"{row['score']:.4f}", row["label"] or ""]
                      for row in rows)
+
+
+@app.command()
+@_user_errors
+def cluster(
+    embeddings: Path = typer.Argument(..., help="An embeddings directory written by 'transferlab embed'."),
+    k: Optional[int] = typer.Option(None, "--k", help="Number of clusters (default: the best silhouette over "
+                                    "2..20; hdbscan chooses its own)."),
+    method: str = typer.Option("kmeans", help="kmeans | agglomerative | hdbscan."),
+    out: Optional[Path] = typer.Option(None, help="Write the assignments here: CSV item,cluster[,label]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    seed: int = typer.Option(0, help="Random seed (k-means, silhouette sample)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Cluster embeddings by cosine similarity; NMI and ARI against their labels when they have some."""
+    _setup_logging(quiet or as_json)
+    from transferlab.unsupervised.evaluation import cluster_embeddings, clustering_lines
+
+    summary = cluster_embeddings(embeddings, k=k, method=method, seed=seed, out=out, overwrite=overwrite).summary
+    typer.echo(json.dumps(summary) if as_json else "\n".join(clustering_lines(summary)))
 
 
 def main() -> None:
