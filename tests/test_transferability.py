@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 from scipy.stats import entropy, multivariate_normal
+from sklearn.covariance import LedoitWolf
 from sklearn.metrics import mutual_info_score
 from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
@@ -138,6 +139,18 @@ def test_shrinkage_h_score_still_tells_features_apart_with_fewer_examples_than_d
     separable = noise + 4 * np.eye(64)[labels]
     assert h_score(noise, labels) == pytest.approx(h_score(separable, labels))  # both C - 1: the original is blind
     assert h_score(separable, labels, shrinkage=True) > h_score(noise, labels, shrinkage=True) + 0.5
+
+
+@pytest.mark.parametrize("shape", [(200, 12), (30, 80)])
+def test_shrinkage_h_score_equals_the_formula_with_scikit_learn_ledoit_wolf(shape):
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 4, shape[0])
+    features = rng.normal(size=shape) * rng.uniform(0.2, 3, shape[1]) + np.eye(4, shape[1])[labels]
+    estimate = LedoitWolf().fit(features)
+    means = np.stack([features[labels == c].mean(axis=0) for c in labels])
+    cov_g = np.cov(means, rowvar=False, bias=True)
+    expected = np.trace(np.linalg.solve(estimate.covariance_, (1 - estimate.shrinkage_) * cov_g))
+    assert h_score(features, labels, shrinkage=True) == pytest.approx(expected, rel=1e-8)
 
 
 def test_knn_accuracy_equals_scikit_learn_leave_one_out():
