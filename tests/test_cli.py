@@ -43,7 +43,7 @@ def assert_user_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "demo"])
+@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "demo", "rank"])
 def test_every_command_has_help(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0 and "Usage" in result.output
