@@ -55,6 +55,9 @@ def test_backbone_interface(name, kwargs):
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
         k: v.shape for k, v in backbone.state_dict().items()
     }
+    with torch.no_grad():
+        logits = backbone.source_logits(features)
+    assert logits is None or (logits.dim() == 2 and len(logits) == 2)
 
 
 def test_efficientnet_lite0_is_pretrained_offline_with_readable_groups():
@@ -237,6 +240,27 @@ def test_a_run_directory_gives_its_backbone_weights(tmp_path):
             assert torch.equal(backbone.state_dict()[key], value), key
 
 
+def test_source_logits_are_the_packaged_imagenet_classifier():
+    backbone = create_backbone("efficientnet_lite0", image_size=64).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = create_efficientnet_lite_classifier("efficientnet_lite0")(images)
+        logits = backbone.source_logits(backbone(images))
+    assert logits.shape == (2, 1000)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    assert backbone.state_dict().keys() == create_backbone("efficientnet_lite0", image_size=64).state_dict().keys()
+    assert not any(key.startswith("classifier") for key in backbone.state_dict())
+
+
+def test_backbones_without_their_source_weights_have_no_source_logits(tmp_path):
+    random = create_backbone("efficientnet_lite0", pretrained=False, image_size=32)
+    weights = tmp_path / "w.safetensors"
+    save_file(random.state_dict(), weights)
+    for backbone in (random, create_backbone("efficientnet_lite0", weights=weights, image_size=32),
+                     create_backbone("efficientnet_lite0", pool="flatten", image_size=32), create_backbone("lenet")):
+        assert backbone.source_logits(torch.zeros(1, backbone.num_features)) is None
+
+
 def test_packaged_weights_are_converted_once_and_survive_a_damaged_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path))
     first = create_backbone("efficientnet_lite0").state_dict()
@@ -247,3 +271,12 @@ def test_packaged_weights_are_converted_once_and_survive_a_damaged_cache(tmp_pat
     converted[0].write_bytes(b"damaged")
     third = create_backbone("efficientnet_lite0").state_dict()
     assert all(torch.equal(first[k], third[k]) for k in first)
+
+
+def test_the_full_classifier_and_the_backbone_keep_their_own_converted_weights(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path))
+    create_backbone("efficientnet_lite0")
+    create_efficientnet_lite_classifier("efficientnet_lite0")
+    create_backbone("efficientnet_lite0")
+    assert len(list((tmp_path / "weights").glob("efficientnet_lite0*.safetensors"))) == 2
+    assert "ignoring the cache file" not in caplog.text

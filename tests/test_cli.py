@@ -43,7 +43,8 @@ def assert_user_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "demo", "embed", "index", "search", "cluster"])
+@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "demo", "embed", "index", "search", "cluster",
+                                     "rank"])
 def test_every_command_has_help(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0 and "Usage" in result.output

@@ -295,6 +295,53 @@ def cluster(
     typer.echo(json.dumps(summary) if as_json else "\n".join(clustering_lines(summary)))
 
 
+@app.command()
+@_user_errors
+def rank(
+    data: str = typer.Argument(..., help="Labeled target data spec (its train split when it has several)."),
+    backbones: str = typer.Option(..., help="Comma-separated candidate backbones, e.g. "
+                                  "efficientnet_lite0,efficientnet_lite1,lenet."),
+    metric: str = typer.Option("logme", help="Sort by: logme | leep | nce | hscore | knn (leep and nce need "
+                               "backbones with a source classifier, e.g. efficientnet_lite0)."),
+    per_class: Optional[int] = typer.Option(None, help="Score at most this many examples per class."),
+    knn_k: int = typer.Option(5, help="Neighbours voting in the k-NN leave-one-out accuracy."),
+    image_size: Optional[int] = typer.Option(None, help="Input size of image backbones (default: their own)."),
+    precision: str = typer.Option("auto", help="auto | fp32 | bf16, for embedding."),
+    text_column: Optional[str] = typer.Option(None, help="Text column of text data (default: text, else sentence)."),
+    label_column: str = typer.Option("label", help="Label column of text data."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list of rows, best first."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable files with a warning."),
+    seed: int = typer.Option(0, help="Random seed of the --per-class draw and of randomly initialised backbones."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Score pretrained backbones on your labeled data before training (LogME, LEEP, NCE, H-score, k-NN).
+
+    Every score is higher-is-better; rows are sorted by --metric. A single backbone is scored too, with a warning:
+    LogME, LEEP, NCE and H-score only mean something next to another backbone's.
+    """
+    _setup_logging(quiet or as_json)
+    from transferlab.data.text_tables import TextColumns
+    from transferlab.unsupervised.ranking import METRICS, rank_backbones
+
+    rows = rank_backbones(data, backbones.split(","), metric, per_class=per_class, knn_k=knn_k,
+                          image_size=image_size, precision=precision, columns=TextColumns(text_column, label_column),
+                          skip_bad_files=skip_bad_files, seed=seed, progress=not (quiet or as_json))
+    if as_json:
+        typer.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        return
+    header = ["rank", "backbone", *METRICS, "seconds"]
+    cells = [[str(row.rank), row.backbone, *(_score_cell(row.scores.get(m)) for m in METRICS), f"{row.seconds:.1f}"]
+             for row in rows]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+    for line in [header, *cells]:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    typer.echo(f"sorted by {metric}, higher is better; '-': the backbone has no source classifier")
+
+
+def _score_cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def main() -> None:
     app()
 

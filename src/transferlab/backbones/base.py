@@ -93,6 +93,8 @@ class Backbone(nn.Module):
             architecture again (without pretrained weights; weights then come from the run directory). Text and
             audio specs carry ``"modality"``.
 
+    Backbones whose pretrained weights come with their source classifier may override `source_logits`.
+
     ``x`` is ``(B, C, H, W)`` images, or the ``{name: tensor}`` batch the text/audio preprocessing's ``collate``
     makes.
     """
@@ -131,6 +133,19 @@ class Backbone(nn.Module):
     def forward(self, x: Any) -> torch.Tensor:
         """``pool_features(forward_features(x))``: ``(B, num_features)``."""
         return self.pool_features(self.forward_features(x))
+
+    def source_logits(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Logits of the source task's classifier (e.g. the 1000 ImageNet classes) on pooled features, or ``None``.
+
+        Args:
+            features: ``(B, num_features)``, what ``forward`` returns (so cached embeddings can be reused).
+
+        Returns:
+            ``(B, Z)`` source-class logits when the backbone carries the classifier its pretrained weights were
+            trained with; ``None`` (the default) when it has none, e.g. random or replaced weights. Scores that
+            need a source classifier (LEEP, NCE) apply only where this is not ``None``.
+        """
+        return None
 
     def describe(self, name: str, pool: str, weights_source: str) -> dict:
         """The ``spec`` of this backbone (``preprocess`` and ``num_features`` must be set)."""

