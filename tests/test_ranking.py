@@ -143,3 +143,21 @@ def test_cli_single_backbone_is_scored():
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output)
     assert row["backbone"] == "lenet" and row["rank"] == 1
+
+
+def test_candidates_may_be_weights_files_random_inits_and_run_directories(tmp_path):
+    from safetensors.torch import save_file
+    from test_cli import fit_scratch_lenet
+
+    from transferlab.unsupervised import BackboneSource
+
+    data = make_folder(tmp_path / "photos", per_class=6)
+    run = tmp_path / "run"
+    assert fit_scratch_lenet(data, run, epochs=1).exit_code == 0
+    weights = tmp_path / "lenet.safetensors"
+    save_file(create_backbone("lenet", pretrained=False).state_dict(), str(weights))
+    rows = rank_backbones(str(data), [str(run), BackboneSource("lenet", weights=str(weights)),
+                                      BackboneSource("lenet", pretrained=False)], "knn", progress=False)
+    assert sorted(row.backbone for row in rows) == sorted([str(run), "lenet (lenet.safetensors)",
+                                                           "lenet (random init)"])
+    assert all(0 <= row.scores["knn"] <= 1 for row in rows)

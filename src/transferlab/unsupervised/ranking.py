@@ -13,21 +13,24 @@ mean something next to another backbone's.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from transferlab.backbones import Backbone, create_backbone
+from transferlab.backbones import Backbone
 from transferlab.data import load_data, take_per_class
 from transferlab.data.text_tables import TextColumns
 from transferlab.data.torch_dataset import DATA_MODALITY
 from transferlab.embeddings import extract_features
 from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.errors import TransferlabError, suggest
+from transferlab.unsupervised.embed import BackboneSource
 from transferlab.unsupervised.transferability import (
     DEFAULT_KNN_K,
     h_score,
@@ -77,7 +80,7 @@ class BackboneScores:
 
 def rank_backbones(
     data_spec: str,
-    backbones: Sequence[str],
+    backbones: Sequence[str | BackboneSource],
     metric: str = "logme",
     *,
     per_class: int | None = None,
@@ -94,7 +97,9 @@ def rank_backbones(
 
     Args:
         data_spec: labeled data (`transferlab.data.load_data`; its ``train`` split when it has several).
-        backbones: registry names (`transferlab.backbones.create_backbone`), each with its pretrained weights.
+        backbones: registry names (`transferlab.backbones.create_backbone`, each with its pretrained weights), run
+            directories (their fine-tuned backbones), or `BackboneSource` objects (a local weights file, or
+            ``pretrained=False`` for a random initialisation: the floor).
         metric: the score that orders the rows, one of `METRICS`; every applicable score is computed anyway.
             ``leep`` and ``nce`` need every backbone to have a source classifier.
         per_class: score on at most this many examples per class (drawn with ``seed``); ``None``: all of them.
@@ -136,8 +141,8 @@ def rank_backbones(
         embed_seconds = time.perf_counter() - started
         scores = _scores(backbone, embeddings, data.labels, knn_k)
         seconds = build_seconds + time.perf_counter() - started
-        log.info("%s: %s (%.1f s)", name, ", ".join(f"{m} {v:.4g}" for m, v in scores.items()), seconds)
-        rows.append(BackboneScores(name, scores, backbone.num_features, seconds, embed_seconds))
+        log.info("%s: %s (%.1f s)", _display_name(name), ", ".join(f"{m} {v:.4g}" for m, v in scores.items()), seconds)
+        rows.append(BackboneScores(_display_name(name), scores, backbone.num_features, seconds, embed_seconds))
         built[name] = None  # free the network before the next one
     rows.sort(key=lambda row: row.scores[metric], reverse=True)
     for position, row in enumerate(rows, start=1):
@@ -145,19 +150,21 @@ def rank_backbones(
     return rows
 
 
-def _checked_names(backbones: Sequence[str]) -> list[str]:
+def _checked_names(backbones: Sequence[str | BackboneSource]) -> list[str | BackboneSource]:
     if isinstance(backbones, str):
         backbones = [backbones]
-    names = [name.strip() for name in backbones if name.strip()]
+    names = [name.strip() if isinstance(name, str) else name for name in backbones
+             if not isinstance(name, str) or name.strip()]
     if not names:
         raise TransferlabError("rank needs at least one backbone name, e.g. --backbones efficientnet_lite0,"
                                "efficientnet_lite1")
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    shown = [_display_name(name) for name in names]
+    repeated = sorted({name for name in shown if shown.count(name) > 1})
     if repeated:
         raise TransferlabError(f"backbone {repeated[0]!r} is listed more than once; name each candidate once")
     if len(names) == 1:
         log.warning("only one backbone (%s): its scores are reported, but LogME, LEEP, NCE and H-score only mean "
-                    "something next to another backbone's; name two or more to rank them", names[0])
+                    "something next to another backbone's; name two or more to rank them", shown[0])
     return names
 
 
@@ -178,12 +185,18 @@ def _labeled_data(spec: str, per_class: int | None, seed: int, columns: TextColu
     return data
 
 
-def _checked_backbone(name: str, data, metric: str, image_size: int | None, seed: int) -> Backbone:
-    """Build ``name`` and check that it reads the data's modality and, for LEEP/NCE, has a source classifier."""
+def _checked_backbone(name: str | BackboneSource, data, metric: str, image_size: int | None, seed: int
+                      ) -> Backbone:
+    """Build ``name`` (a registry name, a run directory, or a `BackboneSource` naming weights or a random
+    initialisation) and check that it reads the data's modality and, for LEEP/NCE, has a source classifier."""
     modality = DATA_MODALITY.get(type(data))
+    source = name if isinstance(name, BackboneSource) else BackboneSource(name)
+    if modality == "image" and not source.is_run_dir and source.image_size is None:
+        source = dataclasses.replace(source, image_size=image_size)
+    name = _display_name(name)
     with torch.random.fork_rng():  # randomly initialised candidates (a floor) come out the same every time
         torch.manual_seed(seed)
-        backbone = create_backbone(name, image_size=image_size if modality == "image" else None)
+        backbone = source.open()
     if backbone.modality != modality:
         raise TransferlabError(f"backbone {name!r} reads {backbone.modality} data, but {data.name} holds {modality} "
                                f"data; rank {modality} backbones on it")
@@ -192,6 +205,15 @@ def _checked_backbone(name: str, data, metric: str, image_size: int | None, seed
         raise TransferlabError(f"backbone {name!r} has no source classifier, which metric {metric!r} needs; "
                                f"rank it by {', '.join(other)}, or use backbones with one (e.g. efficientnet_lite0)")
     return backbone
+
+
+def _display_name(candidate: str | BackboneSource) -> str:
+    """How a candidate is named in the ranking: its name, with its weights file or random initialisation."""
+    if isinstance(candidate, str):
+        return candidate
+    if candidate.weights:
+        return f"{candidate.name} ({Path(candidate.weights).name})"
+    return candidate.name if candidate.pretrained else f"{candidate.name} (random init)"
 
 
 def _scores(backbone: Backbone, embeddings: torch.Tensor, labels: np.ndarray, knn_k: int) -> dict[str, float]:
