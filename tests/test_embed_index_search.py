@@ -215,3 +215,14 @@ def test_a_run_directory_embeds_with_its_fine_tuned_backbone(tmp_path):
     assert invoke("index", tmp_path / "emb", "--out", tmp_path / "idx", "-q").exit_code == 0
     result = invoke("search", tmp_path / "idx", data / "dogs" / "1.png", "--k", 1, "--format", "json", "-q")
     assert json.loads(result.stdout)[0]["item"] == str(data / "dogs" / "1.png")
+
+
+def test_whitening_on_few_embeddings_per_direction_warns(caplog):
+    rng = np.random.default_rng(0)
+    with caplog.at_level("WARNING", logger="transferlab"):
+        Projection.fit(rng.normal(size=(300, 20)).astype(np.float32), components=10, whiten=True)
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="transferlab"):
+        Projection.fit(rng.normal(size=(50, 20)).astype(np.float32), components=10, whiten=True)
+        Projection.fit(rng.normal(size=(50, 20)).astype(np.float32), components=10, whiten=False)
+    assert len(caplog.records) == 1 and "fitted on 50 embeddings" in caplog.records[0].getMessage()
