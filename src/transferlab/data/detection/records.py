@@ -89,10 +89,12 @@ class BoxReport:
 def image_header(path: Path, request: LoadRequest) -> tuple[tuple[int, int], int] | str:
     """``(stored (width, height), EXIF orientation)`` read from the file's header, or why it cannot be read."""
     try:
-        with open_image(path, max_image_pixels(request.max_image_pixels)) as image:
+        limit = max_image_pixels(request.max_image_pixels)
+        with open_image(path, limit) as image:  # PIL's verify must come first after opening: open it twice
+            image.verify()
+        with open_image(path, limit) as image:
             size = image.size
             orientation = int(image.getexif().get(_ORIENTATION_TAG, 1) or 1)
-            image.verify()
     except ImageReadError as exc:
         return str(exc)
     except FileNotFoundError:

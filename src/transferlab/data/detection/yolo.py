@@ -45,6 +45,8 @@ def read_yolo(folder: Path, names_folder: Path | None = None) -> tuple[list[str]
         TransferlabError: no class names, a names file that does not parse, a label line that is not
             ``class cx cy w h`` or names a class index out of range (file and line), a label file without an image.
     """
+    if not is_yolo_folder(folder):
+        raise TransferlabError(f"{folder} has no images/ and labels/ folders side by side: not YOLO data")
     names = yolo_class_names(folder, names_folder)
     images, labels = folder / "images", folder / "labels"
     split_folders = {_SPLIT_FOLDERS[path.name]: path.name for path in sorted(images.iterdir())
