@@ -148,7 +148,7 @@ def test_raccoon_loads_every_image_and_box_within_bounds(shared_data):
 
 
 def test_raccoon_is_refused_by_the_classification_loader_and_the_reverse(shared_data):
-    for spec in (str(shared_data / "raccoon"), f"voc:{shared_data / 'raccoon'}"):
+    for spec in (str(shared_data / "raccoon"), f"voc:{shared_data / 'raccoon'}", f"folder:{shared_data / 'raccoon'}"):
         with pytest.raises(TransferlabError) as exc_info:
             load_splits(spec)
         one_line_error(exc_info, "detection", "--task detection")
@@ -340,6 +340,18 @@ def test_coco_splits_from_file_names_and_a_json_file_as_spec(tmp_path):
     assert list(single) == ["val"] and boxes_of(single["val"]) == boxes_of(splits["val"])
 
 
+def test_roboflow_coco_export(tmp_path):
+    root = tmp_path / "roboflow"
+    for folder, scenes in (("train", SCENES[:2]), ("valid", SCENES[1:]), ("test", SCENES[:1])):
+        for filename, size, objects in scenes:
+            draw(root / folder / filename, size, objects)
+        (root / folder / "_annotations.coco.json").write_text(json.dumps(coco_json(scenes)))
+    assert detect_format(root) == "coco"
+    splits = load_detection_splits(str(root))
+    assert list(splits) == ["train", "val", "test"] and [len(d) for d in splits.values()] == [2, 2, 1]
+    assert boxes_of(splits["test"]) == boxes_of(splits["train"])[:1]
+
+
 def test_a_class_that_training_never_shows_is_an_error(tmp_path):
     root = tmp_path / "voc"
     write_voc(root / "train", [SCENES[0]])
@@ -442,7 +454,8 @@ def test_empty_data_after_filtering_is_an_error(tmp_path):
     root = write_yolo(tmp_path / "labels-elsewhere", SCENES)
     for label in (root / "labels").glob("*.txt"):
         label.unlink()
-    _raises(root, "not one box", "a.png")
+    _raises(root, "no .txt label files in labels/")
+    _raises(f"yolo:{root}", "not one box", "a.png")
     root = write_voc(tmp_path / "all-degenerate", [("a.png", (64, 48), [("red", (4, 6, 4, 30), False)])])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

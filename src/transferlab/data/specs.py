@@ -201,7 +201,7 @@ def _split_loaders(kind: str | None, location: str, request: LoadRequest) -> dic
         return mnist_loaders(path, request)
     if kind == "usps":
         return usps_loaders(path, request)
-    if kind is None and (detected := detect_format(path)) is not None:
+    if kind in (None, "folder") and (detected := detect_format(path)) is not None:
         raise TransferlabError(f"{path} is detection data ({FORMAT_LAYOUTS[detected]}), not images by class; use "
                                "--task detection")
     if path.is_dir():

@@ -127,10 +127,10 @@ def _read_split_folders(kind: str, folders: dict[str, Path], root: Path
     records = {}
     for split, folder in folders.items():
         folder_classes, folder_records = read_yolo(folder, root) if kind == "yolo" else _READERS[kind](folder)
-        if list(folder_records) != ["all"]:
+        if len(folder_records) != 1:
             raise TransferlabError(f"split folder {folder} has splits of its own ({', '.join(folder_records)}); "
                                    "expected one set of images per split folder")
-        records[split] = folder_records["all"]
+        records[split] = next(iter(folder_records.values()))
         if folder_classes is not None:
             classes = list(dict.fromkeys((classes or []) + list(folder_classes)))
     return classes, records
@@ -139,6 +139,9 @@ def _read_split_folders(kind: str, folders: dict[str, Path], root: Path
 def _not_detection_data(path: Path) -> str:
     """Why ``path`` is not detection data, and what is expected, in one line."""
     layouts = "; ".join(FORMAT_LAYOUTS.values())
+    if path.is_dir() and (path / "images").is_dir() and (path / "labels").is_dir():
+        return (f"{path} has images/ and labels/ but no .txt label files in labels/; expected YOLO labels "
+                "(labels/NAME.txt for images/NAME.jpg, one 'class cx cy w h' a line)")
     if path.is_dir():
         inner = split_folders(path).get("train", path)
         classes = sorted(sub for sub in inner.iterdir() if sub.is_dir() and not sub.name.startswith("."))

@@ -3,7 +3,8 @@ as ``class cx cy w h`` (class index from 0, centre and size as fractions of the 
 polygon ``class x1 y1 x2 y2 ...`` gives its bounding box).
 
 Class names come from a ``data.yaml`` / ``dataset.yaml`` (``names`` as a list or as ``{index: name}``) or a
-``classes.txt`` / ``obj.names`` (one name a line), in the dataset folder or in ``labels/``. Splits:
+``classes.txt`` / ``obj.names`` (one name a line), in the dataset folder or in ``labels/``; else from another
+``*.yaml`` there with ``names``. Splits:
 ``images/train/`` (``val/``, ``valid/``, ``test/``) with matching ``labels/`` folders, as Ultralytics lays them out;
 otherwise one split ``"all"``. An image without a label file, or with an empty one, is a negative.
 
@@ -29,8 +30,9 @@ _SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "test": "test"
 
 
 def is_yolo_folder(folder: Path) -> bool:
-    """Whether ``folder`` has ``images/`` and ``labels/`` folders."""
-    return (folder / "images").is_dir() and (folder / "labels").is_dir()
+    """Whether ``folder`` has an ``images/`` folder and a ``labels/`` folder holding ``.txt`` files."""
+    labels = folder / "labels"
+    return (folder / "images").is_dir() and labels.is_dir() and next(labels.rglob("*.txt"), None) is not None
 
 
 def read_yolo(folder: Path, names_folder: Path | None = None) -> tuple[list[str], dict[str, list[ImageRecord]]]:
@@ -45,7 +47,7 @@ def read_yolo(folder: Path, names_folder: Path | None = None) -> tuple[list[str]
         TransferlabError: no class names, a names file that does not parse, a label line that is not
             ``class cx cy w h`` or names a class index out of range (file and line), a label file without an image.
     """
-    if not is_yolo_folder(folder):
+    if not ((folder / "images").is_dir() and (folder / "labels").is_dir()):
         raise TransferlabError(f"{folder} has no images/ and labels/ folders side by side: not YOLO data")
     names = yolo_class_names(folder, names_folder)
     images, labels = folder / "images", folder / "labels"
@@ -66,6 +68,9 @@ def yolo_class_names(folder: Path, names_folder: Path | None = None) -> list[str
             path = place / file_name
             if path.is_file():
                 return _yaml_names(path) if path.suffix == ".yaml" else _line_names(path)
+        for path in sorted(place.glob("*.yaml")):  # another Ultralytics dataset file, e.g. coco128.yaml
+            if _yaml_names(path, required=False):
+                return _yaml_names(path)
     raise TransferlabError(f"no class names for YOLO data {folder}: expected {' or '.join(_NAME_FILES)} (in "
                            f"{folder} or {folder / 'labels'})")
 
@@ -80,7 +85,7 @@ def _line_names(path: Path) -> list[str]:
     return names
 
 
-def _yaml_names(path: Path) -> list[str]:
+def _yaml_names(path: Path, required: bool = True) -> list[str]:
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -93,6 +98,8 @@ def _yaml_names(path: Path) -> list[str]:
         if sorted(names) != list(range(len(names))):
             raise TransferlabError(f"{path}: 'names' has indices {sorted(names)}; expected 0 to {len(names) - 1}")
         names = [names[index] for index in range(len(names))]
+    if not required and not names:
+        return []
     if not isinstance(names, list) or not names:
         raise TransferlabError(f"{path} has no 'names' list; expected e.g. names: [cat, dog] or names: {{0: cat}}")
     return [str(name) for name in names]
