@@ -18,6 +18,9 @@ A trailing ``@train``, ``@val``, ``@test`` or ``@all`` keeps one split. It is re
 whole string is not itself an existing path. Class names are sorted, by value when they are all integers, so digit
 classes are ``"0"`` to ``"9"`` in numeric order.
 
+Detection data (``voc:``, ``coco:``, ``yolo:`` or a folder laid out as one of them) is refused with a one-line error
+pointing to ``--task detection``; `transferlab.data.detection` reads it.
+
 This module is the grammar and the dispatch; each format is read by its own module of `transferlab.data.formats`
 (digits, folders, manifests) or by `transferlab.data.text_tables`.
 """
@@ -32,6 +35,7 @@ from pathlib import Path
 
 from transferlab.data.audio_data import AUDIO_EXTENSIONS
 from transferlab.data.class_names import sort_class_names
+from transferlab.data.detection.layout import DETECTION_KINDS, FORMAT_LAYOUTS, detect_format
 from transferlab.data.examples import Examples
 from transferlab.data.formats.digits import looks_like_digit_files, mnist_loaders, sklearn_digits_loaders, usps_loaders
 from transferlab.data.formats.files import (
@@ -43,7 +47,7 @@ from transferlab.data.formats.files import (
 )
 from transferlab.data.formats.folders import folder_loaders, visible_subfolders
 from transferlab.data.formats.manifests import csv_loaders, manifest_label_columns, read_label_columns
-from transferlab.data.formats.request import SPLITS, LoadRequest, SplitLoader, run_loaders
+from transferlab.data.formats.request import SPLITS, LoadRequest, SplitLoader, choose_split, run_loaders
 from transferlab.data.hints import setting_hint
 from transferlab.data.image_data import DOMAINS
 from transferlab.data.text_data import TextData
@@ -131,29 +135,6 @@ def load_data(
     return run_loaders(loaders, [split], request)[split]
 
 
-def choose_split(base: str, available: list[str], preference: Iterable[str]) -> str:
-    """The first of ``preference`` that is ``available``, else the only available split.
-
-    Args:
-        base: the data spec without ``@split``, for the message.
-        available: the splits the data has.
-        preference: split names in order of preference.
-
-    Raises:
-        TransferlabError: several splits and none preferred; the message names them and the ``@SPLIT`` syntax.
-    """
-    preference = tuple(preference)
-    for split in preference:
-        if split in available:
-            return split
-    if len(available) == 1:
-        return available[0]
-    raise TransferlabError(
-        f"{base!r} has splits {', '.join(available)} but none of the wanted ones ({', '.join(preference)}); "
-        f"pick one with '{base}@SPLIT'"
-    )
-
-
 def _open(spec: str, skip_bad_files: bool, domain: str, columns: TextColumns | None = None,
           max_image_pixels: int | None = None) -> tuple[str | None, LoadRequest, dict[str, SplitLoader]]:
     if domain not in DOMAINS:
@@ -185,6 +166,9 @@ def _parse_spec(spec: str) -> tuple[str, str | None, str, str | None]:
     match = _KIND_PREFIX.fullmatch(base)
     if match:
         kind = match.group(1)
+        if kind in DETECTION_KINDS:
+            raise TransferlabError(f"{spec!r} names {kind} detection data, which a classifier cannot train on; use "
+                                   "--task detection")
         if kind not in KINDS:
             raise TransferlabError(
                 f"unknown data kind {kind!r} in {spec!r}{suggest(kind, KINDS)}; "
@@ -220,6 +204,9 @@ def _split_loaders(kind: str | None, location: str, request: LoadRequest) -> dic
         return mnist_loaders(path, request)
     if kind == "usps":
         return usps_loaders(path, request)
+    if kind in (None, "folder") and (detected := detect_format(path)) is not None:
+        raise TransferlabError(f"{path} is detection data ({FORMAT_LAYOUTS[detected]}), not images by class; use "
+                               "--task detection")
     if path.is_dir():
         if kind is None and not visible_subfolders(path) and looks_like_digit_files(path):
             raise TransferlabError(f"{path} holds MNIST or USPS files, not images; use 'mnist:{path}' or 'usps:{path}'")
