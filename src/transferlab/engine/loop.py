@@ -50,6 +50,7 @@ class TrainSettings:
     num_workers: int = 0
     run_dir: Path | None = None
     progress: bool = True
+    trackers: tuple = ()  # `transferlab.engine.tracking.Tracker`s told every epoch's row (main process)
 
 
 def _batch_size(batch) -> int:
@@ -188,6 +189,9 @@ class Trainer:
             self.best_score, self.best_epoch = score, epoch
         self.history.append(row)
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        if is_main_process():
+            for tracker in self.settings.trackers:
+                tracker.log_epoch(epoch + 1, row)
         if run_dir is None or not is_main_process():
             if improved:
                 self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
