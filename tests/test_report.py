@@ -16,7 +16,6 @@ from transferlab.models import KINDS
 from transferlab.reporting import (
     RunRecord,
     Stat,
-    build_report,
     find_runs,
     leaderboard,
     verdicts,
@@ -25,6 +24,7 @@ from transferlab.reporting import (
 )
 
 runner = CliRunner()
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def record(method, accuracy, *, budget=10, seed=0, backbone="lenet", seconds=10.0, **extra) -> RunRecord:
@@ -62,7 +62,8 @@ def test_runs_group_by_method_backbone_and_budget_with_mean_and_sample_std():
 def test_leaderboard_csv_has_mean_and_std_per_metric_and_blank_std_for_one_seed(tmp_path):
     rows = leaderboard([*seeds("scratch", [0.5, 0.7]), *seeds("features", [0.9], budget=None)])
     write_leaderboard_csv(rows, tmp_path / "leaderboard.csv")
-    table = list(csv.DictReader(open(tmp_path / "leaderboard.csv", encoding="utf-8")))
+    with open(tmp_path / "leaderboard.csv", encoding="utf-8") as handle:
+        table = list(csv.DictReader(handle))
     assert [row["method"] for row in table] == ["scratch", "features"]
     assert table[0]["accuracy_mean"] == "0.6" and float(table[0]["accuracy_std"]) == pytest.approx(0.141421, 1e-4)
     assert table[1]["labels_per_class"] == "all" and table[1]["accuracy_std"] == "" and table[1]["seeds"] == "1"
@@ -228,3 +229,125 @@ def test_report_of_hand_written_runs_is_self_contained(tmp_path):
     assert 'id="leaderboard-table"' in page and 'data-claim="better"' in page
     with pytest.raises(TransferlabError, match="is a directory"):
         write_report([tmp_path], tmp_path)
+
+
+# -- a report of real runs, and the page in a real browser -------------------------------------------------------------
+
+DIGIT_RUNS = {
+    "scratch": {"method": "scratch", "backbone": "lenet", "image_size": 28, "epochs": 2, "batch_size": 16, "lr": 3e-3},
+    "features": {"method": "features", "backbone": "efficientnet_lite0", "image_size": 32, "head": "linear",
+                 "epochs": 2, "precision": "fp32"},
+}
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory):
+    """Eight tiny digits runs (scratch with LeNet, features of EfficientNet-Lite0 at 32 px; 3 and 10 labels per class;
+    2 seeds; 200 test images) and one DANN run (MNIST -> USPS, LeNet, 2 short epochs) when the shared data is there."""
+    import numpy as np
+
+    from transferlab.api import build_config, fit
+    from transferlab.data import load_data, take_per_class
+    from transferlab.methods.base import Splits
+
+    root = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRANSFERLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+        digits = load_data("sklearn-digits", split_preference=("all",))
+        order = np.random.default_rng(0).permutation(len(digits))
+        test, pool = digits.subset(np.sort(order[:200])), digits.subset(np.sort(order[200:]))
+        for budget in (3, 10):
+            for seed in (0, 1):
+                train_index = take_per_class(pool.labels, budget, seed)
+                rest = np.setdiff1d(np.arange(len(pool)), train_index)
+                splits = Splits(train=pool.subset(train_index), val=pool.subset(rest[take_per_class(
+                    pool.labels[rest], 3, seed + 1)]), test=test)
+                for name, settings in DIGIT_RUNS.items():
+                    fit(build_config(overrides={"train": "digits", "seed": seed, "labels_per_class": budget,
+                                                "out": root / "cmp" / "cells" / f"{name}-{budget}-s{seed}",
+                                                **settings}), splits=splits, progress=False)
+        if SHARED_DATA.is_dir():
+            fit(build_config(overrides={
+                "method": "dann", "backbone": "lenet", "image_size": 28, "source": f"mnist:{SHARED_DATA / 'mnist'}@test",
+                "target": f"usps:{SHARED_DATA / 'usps'}@train", "val_fraction": 0.05, "selection_samples": 100,
+                "epochs": 2, "steps_per_epoch": 4, "batch_size": 32, "lr": 3e-3, "out": root / "dann"}),
+                progress=False)
+    return root
+
+
+def test_report_of_real_runs_has_every_part(real_runs, tmp_path, monkeypatch):
+    from transferlab.reporting import embedding_maps
+
+    monkeypatch.setattr(embedding_maps, "PER_DOMAIN", 60)
+    report = write_report([real_runs / "cmp", real_runs / "dann"], tmp_path / "report.html", embedding_maps=1)
+    groups = {(row.method, row.backbone, row.labels_per_class): row.seeds for row in report.rows}
+    assert groups == {("scratch", "lenet", 3): 2, ("scratch", "lenet", 10): 2, ("features", "efficientnet_lite0", 3): 2,
+                      ("features", "efficientnet_lite0", 10): 2, **({("dann", "lenet", None): 1}
+                                                                    if (real_runs / "dann").is_dir() else {})}
+    scratch = report.rows[0]
+    assert scratch.split == "test" and scratch.metrics["accuracy"].n == 2 and scratch.train_seconds.mean > 0
+    assert {verdict.claim for verdict in report.verdicts} >= {"less data", "better", "faster"}
+    assert all(verdict.answer != "cannot judge" for verdict in report.verdicts)
+    ids = {plot.id for plot in report.plots}
+    assert {"plot-budget", "plot-metric-time", "plot-learning-curves",
+            "plot-confusion-scratch-lenet-3-labels-class"} <= ids
+    if (real_runs / "dann").is_dir():
+        assert {"plot-selection-dann-lenet-all-labels", "plot-tsne-dann-lenet-all-labels"} <= ids
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert all(f'id="{plot_id}"' in page for plot_id in ids)
+    assert len(ids) == len(report.plots)  # every plot has its own id
+
+
+def _chromium() -> str:
+    """Debian's chromium; installed here if missing and this process may (root, apt-get), else the test skips."""
+    import os
+    import shutil
+    import subprocess
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900, check=False)
+        found = shutil.which("chromium")
+    if found is None:
+        pytest.skip("chromium is not installed and cannot be installed here (apt-get install chromium; .ci/run "
+                    "installs it)")
+    return found
+
+
+def test_report_page_loads_in_headless_chromium_without_errors(real_runs, tmp_path):
+    from PIL import Image, ImageStat
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright drives chromium (the test extra)")
+    report = write_report([real_runs / "cmp", real_runs / "dann"], tmp_path / "report.html", embedding_maps=0)
+    problems = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda message: problems.append(f"console {message.type}: {message.text}")
+                    if message.type in ("error", "warning") else None)
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
+            requested = []
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto((tmp_path / "report.html").as_uri(), wait_until="load")
+            sizes = {}
+            for plot in report.plots:
+                box = page.locator(f"#{plot.id} > svg").bounding_box()
+                sizes[plot.id] = (box["width"], box["height"]) if box else None
+            rows = page.locator("#leaderboard-table tbody tr").count()
+            claims = page.locator("#verdicts li.verdict").count()
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert problems == []
+    assert requested == [(tmp_path / "report.html").as_uri()]  # nothing else fetched: it opens offline
+    assert all(size and size[0] > 200 and size[1] > 100 for size in sizes.values()), sizes
+    assert rows == len(report.rows) and claims == len(report.verdicts)
+    with Image.open(tmp_path / "report.png") as shot:
+        assert shot.width == 1280 and shot.height > 2000  # the whole page, plots included
+        stats = ImageStat.Stat(shot.convert("L"))
+        assert stats.stddev[0] > 20  # not blank: text, tables and plots on white
+        assert len(shot.convert("RGB").getcolors(1 << 24)) > 100  # plot colours, not one flat tone

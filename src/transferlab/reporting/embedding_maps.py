@@ -32,9 +32,11 @@ log = logging.getLogger("transferlab")
 PER_DOMAIN = 300  # examples drawn from each domain for a map
 
 
-def embedding_maps(rows: list[LeaderboardRow], *, limit: int = 2, per_domain: int = PER_DOMAIN
+def embedding_maps(rows: list[LeaderboardRow], *, limit: int = 2, per_domain: int | None = None
                    ) -> tuple[list[Plot], list[str]]:
-    """Maps for up to ``limit`` adaptation experiments (the first seed of each); notes for those not drawn."""
+    """Maps for up to ``limit`` adaptation experiments (the first seed of each), of at most ``per_domain``
+    examples per domain (default `PER_DOMAIN`); notes for those not drawn."""
+    per_domain = per_domain or PER_DOMAIN
     plots, notes = [], []
     candidates = [(row, run) for row in rows for run in row.runs[:1] if _domains(run)]
     for row, run in candidates[:limit]:
@@ -53,8 +55,6 @@ def _domains(run: RunRecord) -> tuple[str, str] | None:
 
 
 def _map(row: LeaderboardRow, run: RunRecord, per_domain: int) -> Plot:
-    from sklearn.manifold import TSNE  # imported here: only adaptation reports draw maps
-
     settings = {key: value for key, value in run.config.items() if key not in ("resume", "overwrite")}
     config = build_config(settings, source=str(run.path / "config.json"))
     source_spec, target_spec = _domains(run)
@@ -70,10 +70,7 @@ def _map(row: LeaderboardRow, run: RunRecord, per_domain: int) -> Plot:
     for axes, backbone, when in ((panels[0], before, "before adaptation"), (panels[1], after, "after adaptation")):
         features = [extract_features(backbone, data, precision="fp32", num_workers=0, use_cache=False,
                                      progress=False).numpy() for data in domains]
-        points = np.concatenate(features)
-        points = (points - points.mean(0)) / (points.std(0) + 1e-6)
-        perplexity = min(30.0, (len(points) - 1) / 3)
-        mapped = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(points)
+        mapped = _tsne(np.concatenate(features))
         split = len(features[0])
         axes.scatter(*mapped[:split].T, s=8, alpha=0.6, color="#1f77b4", label=f"source ({split})")
         axes.scatter(*mapped[split:].T, s=8, alpha=0.6, color="#ff7f0e", marker="x",
@@ -87,6 +84,23 @@ def _map(row: LeaderboardRow, run: RunRecord, per_domain: int) -> Plot:
     return Plot(plot_id, f"source and target embeddings: {what}", svg_of(figure, plot_id),
                 f"t-SNE of {per_domain} or fewer examples per domain ({source_spec} -> {target_spec}), embedded by "
                 f"the backbone as training started and by {run.path.name}'s trained backbone (seed {run.seed}).")
+
+
+def _tsne(points: np.ndarray) -> np.ndarray:
+    """``(N, D)`` features -> ``(N, 2)``: standardised, reduced to 30 principal components, then Barnes-Hut t-SNE
+    (500 iterations) on one thread: its OpenMP threads slowed it some 20x on a busy 2-core machine."""
+    from sklearn.decomposition import (
+        PCA,  # imported here: only adaptation reports draw maps
+    )
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    points = (points - points.mean(0)) / (points.std(0) + 1e-6)
+    if points.shape[1] > 30 and len(points) > 30:
+        points = PCA(30, random_state=0).fit_transform(points)
+    with threadpool_limits(1):
+        return TSNE(n_components=2, perplexity=min(30.0, (len(points) - 1) / 3), init="pca", max_iter=500,
+                    random_state=0).fit_transform(points)
 
 
 def _sample(data, count: int, rng: np.random.Generator):

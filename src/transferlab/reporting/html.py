@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from html import escape
 
-from transferlab.reporting.leaderboard import SCRATCH, LeaderboardRow, Stat, Verdict, budget_text
+from transferlab.reporting.leaderboard import (
+    SCRATCH,
+    LeaderboardRow,
+    Stat,
+    Verdict,
+    budget_text,
+)
 from transferlab.reporting.plots import Plot
 from transferlab.reporting.runs import RunRecord
 
@@ -26,10 +32,12 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
 h1 { margin-bottom: 0.2rem; }
 .meta { color: #555; margin: 0.2rem 0; font-size: 0.92rem; }
 nav a { margin-right: 1rem; }
+.table-wrap { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; position: sticky; top: 0; }
 td.text, th.text { text-align: left; }
+td.data { white-space: normal; min-width: 12rem; max-width: 24rem; overflow-wrap: anywhere; }
 tr.baseline td { background: #fafafa; font-style: italic; }
 .verdict { margin: 0.6rem 0; padding: 0.5rem 0.8rem; border-left: 5px solid #999; background: #f8f8f8;
            list-style: none; }
@@ -91,27 +99,37 @@ def _table(rows: list[LeaderboardRow]) -> str:
         return "<p>No finished runs.</p>"
     names = list(dict.fromkeys(name for row in rows for name in row.metrics))
     lower = frozenset().union(*(row.lower_is_better for row in rows))
-    head = ["method", "backbone", "labels / class", "seeds", "data"]
+    head = ["method", "backbone", "labels / class", "seeds", "evaluated on"]
     head += [f"{name} {'↓' if name in lower else '↑'}" for name in names]
     head += ["train time (s)", "inference (ms / example)"]
     text_columns = {0, 1, 4}
-    lines = ["<table id=\"leaderboard-table\">", "<thead><tr>" + "".join(
+    lines = ["<div class=\"table-wrap\"><table id=\"leaderboard-table\">", "<thead><tr>" + "".join(
         f'<th{" class=text" if i in text_columns else ""}>{escape(name)}</th>' for i, name in enumerate(head))
         + "</tr></thead>", "<tbody>"]
     for row in rows:
         cells = [escape(row.method), escape(row.backbone or "–"),
                  "all" if row.labels_per_class is None else str(row.labels_per_class), str(row.seeds),
-                 escape(row.split or "–")]
+                 escape(_evaluated_on(row))]
         cells += [_cell(row.metrics.get(name)) for name in names]
         cells += [_cell(row.train_seconds, 1), _cell(row.inference_ms, 2)]
         css = ' class="baseline"' if row.method == SCRATCH else ""
-        lines.append(f"<tr{css}>" + "".join(f'<td{" class=text" if i in text_columns else ""}>{cell}</td>'
-                                            for i, cell in enumerate(cells)) + "</tr>")
-    lines += ["</tbody>", "</table>",
-              "<p class=\"meta\">Mean ± standard deviation over seeds (no ± for one seed); ↑ higher is better, "
-              "↓ lower is better. Data: the split the metrics come from (test, else validation). Italic: the "
-              "from-scratch baseline.</p>"]
+        classes = {i: "text" for i in text_columns} | {4: "text data"}
+        lines.append(f"<tr{css}>" + "".join(f'<td{_class(classes.get(i))}>{cell}</td>' for i, cell in enumerate(cells))
+                     + "</tr>")
+    lines += ["</tbody>", "</table></div>",
+              ("<p class=\"meta\">Mean ± standard deviation over seeds (no ± for one seed); ↑ higher is better, "
+               "↓ lower is better. Evaluated on: the run's data, and the split the metrics come from (test, else "
+               "validation). Italic: the from-scratch baseline.</p>")]
     return "\n".join(lines)
+
+
+def _class(name: str | None) -> str:
+    return f' class="{name}"' if name else ""
+
+
+def _evaluated_on(row: LeaderboardRow) -> str:
+    split = row.split or "–"
+    return f"{row.data} ({split})" if row.data else split
 
 
 def _verdicts(verdicts: list[Verdict]) -> str:

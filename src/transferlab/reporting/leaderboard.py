@@ -38,7 +38,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: list[float]) -> "Stat | None":
+    def of(cls, values: list[float]) -> Stat | None:
         values = [value for value in values if value is not None and math.isfinite(value)]
         if not values:
             return None
@@ -63,6 +63,7 @@ class LeaderboardRow:
     train_seconds: Stat | None = None
     inference_ms: Stat | None = None
     split: str | None = None  # "test", "val", or "test, val" when the seeds differ
+    data: str | None = None  # what the runs trained and were tested on (see `RunRecord.data`)
     runs: list[RunRecord] = field(default_factory=list, repr=False)
 
     @property
@@ -88,7 +89,7 @@ def leaderboard(runs: list[RunRecord]) -> list[LeaderboardRow]:
     for run in runs:
         groups.setdefault(run.group, []).append(run)
     rows = []
-    for (method, backbone, budget), members in groups.items():
+    for (method, backbone, budget, data), members in groups.items():
         names = list(dict.fromkeys(name for run in members for name in run.metrics))
         metrics = {name: Stat.of([run.metrics[name] for run in members if name in run.metrics]) for name in names}
         rows.append(LeaderboardRow(
@@ -98,9 +99,9 @@ def leaderboard(runs: list[RunRecord]) -> list[LeaderboardRow]:
             train_seconds=Stat.of([run.train_seconds for run in members if run.train_seconds is not None]),
             inference_ms=Stat.of([run.inference_ms for run in members if run.inference_ms is not None]),
             split=", ".join(dict.fromkeys(run.split for run in members if run.split)) or None,
-            runs=members,
+            data=data, runs=members,
         ))
-    return sorted(rows, key=lambda row: (row.method != SCRATCH, row.method, row.backbone or "",
+    return sorted(rows, key=lambda row: (row.data or "", row.method != SCRATCH, row.method, row.backbone or "",
                                          _budget_order(row.labels_per_class)))
 
 
@@ -109,21 +110,20 @@ def write_leaderboard_csv(rows: list[LeaderboardRow], path: str | Path) -> None:
     split, ``<metric>_mean``/``<metric>_std`` for every headline metric, train and inference times. A standard
     deviation of one seed is left empty."""
     names = list(dict.fromkeys(name for row in rows for name in row.metrics))
-    header = ["method", "backbone", "labels_per_class", "seeds", "split"]
+    header = ["method", "backbone", "labels_per_class", "seeds", "split", "data"]
     header += [f"{name}_{part}" for name in names for part in ("mean", "std")]
     header += ["train_seconds_mean", "train_seconds_std", "inference_ms_per_example_mean",
                "inference_ms_per_example_std"]
-    with atomic_path(Path(path)) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            for row in rows:
-                cells = [row.method, row.backbone or "", "all" if row.labels_per_class is None else row.labels_per_class,
-                         row.seeds, row.split or ""]
-                for name in names:
-                    cells += _stat_cells(row.metrics.get(name))
-                cells += _stat_cells(row.train_seconds) + _stat_cells(row.inference_ms)
-                writer.writerow(cells)
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            cells = [row.method, row.backbone or "", "all" if row.labels_per_class is None else row.labels_per_class,
+                     row.seeds, row.split or "", row.data or ""]
+            for name in names:
+                cells += _stat_cells(row.metrics.get(name))
+            cells += _stat_cells(row.train_seconds) + _stat_cells(row.inference_ms)
+            writer.writerow(cells)
 
 
 def _stat_cells(stat: Stat | None) -> list[str]:
@@ -193,9 +193,10 @@ def _compare(row: LeaderboardRow, baseline: LeaderboardRow) -> _Comparison | Non
 
 
 def _baseline(row: LeaderboardRow, scratch: list[LeaderboardRow], budget: int | None) -> LeaderboardRow | None:
-    """Scratch at ``budget``: on the row's own backbone when it ran there, else the best scratch row (the
-    strongest baseline; claims are not judged against a weak one)."""
-    candidates = [s for s in scratch if s.labels_per_class == budget and row.main_metric in s.metrics]
+    """Scratch on the same data at ``budget``: on the row's own backbone when it ran there, else the best scratch
+    row (the strongest baseline; claims are not judged against a weak one)."""
+    candidates = [s for s in scratch if s.labels_per_class == budget and s.data == row.data
+                  and row.main_metric in s.metrics]
     same = [s for s in candidates if s.backbone == row.backbone]
     if same:
         return same[0]
@@ -289,11 +290,11 @@ def _less_data(transfer: list[LeaderboardRow], scratch: list[LeaderboardRow]) ->
     details, hits, judged = [], 0, 0
     pairs: dict[tuple, list[LeaderboardRow]] = {}
     for row in transfer:
-        pairs.setdefault((row.method, row.backbone), []).append(row)
+        pairs.setdefault((row.method, row.backbone, row.data), []).append(row)
     for members in pairs.values():
         smallest = min(members, key=lambda row: _budget_order(row.labels_per_class))
-        larger = sorted({s.labels_per_class for s in scratch
-                         if _budget_order(s.labels_per_class) > _budget_order(smallest.labels_per_class)},
+        larger = sorted({s.labels_per_class for s in scratch if s.data == smallest.data
+                         and _budget_order(s.labels_per_class) > _budget_order(smallest.labels_per_class)},
                         key=_budget_order)
         matched, missed = None, None
         for budget in larger:

@@ -58,6 +58,12 @@ def _colors(names: list[str]) -> dict[str, str]:
     return {name: matplotlib.colors.to_hex(palette[i % len(palette)]) for i, name in enumerate(dict.fromkeys(names))}
 
 
+def _names(rows: list[LeaderboardRow]) -> list[str]:
+    """What the legend calls each row's method and backbone; with the data too when the rows span several."""
+    several = len({row.data for row in rows}) > 1
+    return [row.name + (f" · {row.data}" if several and row.data else "") for row in rows]
+
+
 def _metric_label(metric: str, lower_is_better: frozenset[str]) -> str:
     return f"{metric} ({'lower' if metric in lower_is_better else 'higher'} is better)"
 
@@ -79,9 +85,11 @@ def budget_plot(rows: list[LeaderboardRow]) -> Plot | None:
     position = {budget: budget for budget in numeric} | {None: all_at}
     figure = Figure(figsize=(7.5, 4.2))
     axes = figure.subplots()
-    colors = _colors([row.name for row in rows])
+    names = _names(rows)
+    colors = _colors(names)
     for name in colors:
-        line = sorted((row for row in rows if row.name == name), key=lambda row: position[row.labels_per_class])
+        line = sorted((row for row, label in zip(rows, names, strict=True) if label == name),
+                      key=lambda row: position[row.labels_per_class])
         axes.errorbar([position[row.labels_per_class] for row in line], [row.metrics[metric].mean for row in line],
                       yerr=[row.metrics[metric].std or 0.0 for row in line], label=name, color=colors[name],
                       marker="o", capsize=4, linestyle="--" if line[0].method == SCRATCH else "-")
@@ -106,12 +114,13 @@ def metric_and_time_plot(rows: list[LeaderboardRow]) -> Plot | None:
     metric, rows = _main_rows(rows)
     if not rows:
         return None
-    labels = [f"{row.name}\n{budget_text(row.labels_per_class)}" for row in rows]
-    colors = _colors([row.name for row in rows])
+    names = _names(rows)
+    labels = [f"{name}\n{budget_text(row.labels_per_class)}" for name, row in zip(names, rows, strict=True)]
+    colors = _colors(names)
     figure = Figure(figsize=(10, 1.2 + 0.45 * len(rows)))
     left, right = figure.subplots(1, 2, sharey=True)
     places = list(range(len(rows)))[::-1]
-    bar_colors = [colors[row.name] for row in rows]
+    bar_colors = [colors[name] for name in names]
     left.barh(places, [row.metrics[metric].mean for row in rows], xerr=[row.metrics[metric].std or 0 for row in rows],
               color=bar_colors, capsize=3)
     left.set_yticks(places, labels, fontsize="small")

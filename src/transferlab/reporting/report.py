@@ -17,7 +17,12 @@ from transferlab.errors import TransferlabError
 from transferlab.fileio import atomic_path
 from transferlab.reporting.embedding_maps import embedding_maps as draw_embedding_maps
 from transferlab.reporting.html import render_page
-from transferlab.reporting.leaderboard import LeaderboardRow, Verdict, leaderboard, verdicts
+from transferlab.reporting.leaderboard import (
+    LeaderboardRow,
+    Verdict,
+    leaderboard,
+    verdicts,
+)
 from transferlab.reporting.plots import (
     Plot,
     budget_plot,
@@ -97,7 +102,7 @@ def write_report(paths: list[str | Path], out: str | Path, *, overwrite: bool = 
     report = build_report(paths, title=title, embedding_maps=embedding_maps)
     with atomic_path(out) as tmp:
         tmp.write_text(report.html, encoding="utf-8")
-    log.info("report of %d runs (%d experiments, %d plots) -> %s", len(report.runs.runs), len(report.rows),
+    log.debug("report of %d runs (%d experiments, %d plots) -> %s", len(report.runs.runs), len(report.rows),
              len(report.plots), out)
     return report
 

@@ -64,9 +64,18 @@ class RunRecord:
     config: dict = field(default_factory=dict)
 
     @property
-    def group(self) -> tuple[str, str | None, int | None]:
-        """What seeds of the same experiment share: ``(method, backbone, labels_per_class)``."""
-        return self.method, self.backbone, self.labels_per_class
+    def data(self) -> str | None:
+        """The data the run learned from and was tested on, as its settings name it (runs on different data are
+        never compared)."""
+        train = self.config.get("train") or self.config.get("source")
+        target = f" -> {self.config['target']}" if self.config.get("target") else ""
+        test = f", tested on {self.config['test']}" if self.config.get("test") else ""
+        return f"{train}{target}{test}" if train else None
+
+    @property
+    def group(self) -> tuple[str, str | None, int | None, str | None]:
+        """What seeds of the same experiment share: ``(method, backbone, labels_per_class, data)``."""
+        return self.method, self.backbone, self.labels_per_class, self.data
 
     @property
     def main_metric(self) -> str | None:
@@ -107,9 +116,14 @@ def find_runs(paths: list[str | Path]) -> RunSet:
                 continue
             seen.add(run_dir.resolve())
             try:
-                found.runs.append(read_run(run_dir))
+                run = read_run(run_dir)
             except TransferlabError as exc:
                 found.notes.append(f"{run_dir}: skipped ({exc})")
+                continue
+            found.runs.append(run)
+            if not run.metrics:
+                found.notes.append(f"{run_dir}: no test or validation metrics (it was trained without --test or "
+                                   "validation data): shown with its training time only")
         if (path / COMPARE_JSON).is_file():
             _note_compare_grid(path, found, found.runs[before:])
     return found
