@@ -162,8 +162,8 @@ def write_run(path: Path, method: str, accuracy: float, *, seed=0, budget=10, fi
 
 def test_runs_are_found_at_any_depth_and_unfinished_or_empty_paths_are_named(tmp_path):
     write_run(tmp_path / "cmp" / "cells" / "scratch-s0", "scratch", 0.6)
-    write_run(tmp_path / "cmp" / "cells" / "features-s0", "features", 0.9, extra={"inference": {"examples": 20,
-                                                                                                 "seconds": 0.1}})
+    write_run(tmp_path / "cmp" / "cells" / "features-s0", "features", 0.9, extra={"test_ms_per_example": 5.0,
+                                                                                 "val_ms_per_example": 1.0})
     write_run(tmp_path / "cmp" / "cells" / "features-s1", "features", 0.8, seed=1, finished=False)
     (tmp_path / "empty").mkdir()
     found = find_runs([tmp_path / "cmp", tmp_path / "empty", tmp_path / "missing"])
@@ -219,8 +219,9 @@ def test_report_of_hand_written_runs_is_self_contained(tmp_path):
     write_run(tmp_path / "s0", "scratch", 0.6)
     write_run(tmp_path / "s1", "scratch", 0.62, seed=1)
     write_run(tmp_path / "f0", "features", 0.9)
-    report = write_report([tmp_path], tmp_path / "report.html")
+    report = write_report([tmp_path], tmp_path / "report.html", notes=["a note from compare"])
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "a note from compare" in page
     assert page.startswith("<!DOCTYPE html>") and "<script" not in page
     assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing fetched
     for plot in report.plots:
@@ -286,6 +287,7 @@ def test_report_of_real_runs_has_every_part(real_runs, tmp_path, monkeypatch):
                                                                     if (real_runs / "dann").is_dir() else {})}
     scratch = report.rows[0]
     assert scratch.split == "test" and scratch.metrics["accuracy"].n == 2 and scratch.train_seconds.mean > 0
+    assert scratch.inference_ms.mean > 0  # fit records the milliseconds per test example
     assert {verdict.claim for verdict in report.verdicts} >= {"less data", "better", "faster"}
     assert all(verdict.answer != "cannot judge" for verdict in report.verdicts)
     ids = {plot.id for plot in report.plots}

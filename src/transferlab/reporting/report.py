@@ -53,12 +53,13 @@ class Report:
     html: str = ""
 
 
-def build_report(paths: list[str | Path], *, title: str = DEFAULT_TITLE, embedding_maps: int = 2) -> Report:
+def build_report(paths: list[str | Path], *, title: str = DEFAULT_TITLE, embedding_maps: int = 2,
+                 notes: list[str] | None = None) -> Report:
     """The report of the finished runs at or below ``paths`` (run directories, compare directories, any folders).
 
     Paths that hold no run are named in the notes and the others go on. ``embedding_maps`` bounds the adaptation
     experiments given a t-SNE map of their source and target embeddings (each embeds a few hundred examples twice;
-    0 draws none).
+    0 draws none). ``notes`` are the caller's own lines for the notes section (e.g. the cells a compare skipped).
 
     Raises:
         TransferlabError: no path holds a finished run (the message names every path and why).
@@ -67,7 +68,7 @@ def build_report(paths: list[str | Path], *, title: str = DEFAULT_TITLE, embeddi
     if not found.runs:
         raise TransferlabError("no finished run to report: " + "; ".join(found.notes or [str(p) for p in paths]))
     rows = leaderboard(found.runs)
-    notes = list(found.notes)
+    notes = [*(notes or []), *found.notes]
     plots = [plot for plot in (budget_plot(rows), metric_and_time_plot(rows), learning_curves(found.runs)) if plot]
     confusions, more = confusion_plots(rows)
     plots += confusions
@@ -88,7 +89,7 @@ def build_report(paths: list[str | Path], *, title: str = DEFAULT_TITLE, embeddi
 
 
 def write_report(paths: list[str | Path], out: str | Path, *, overwrite: bool = False, title: str = DEFAULT_TITLE,
-                 embedding_maps: int = 2) -> Report:
+                 embedding_maps: int = 2, notes: list[str] | None = None) -> Report:
     """Build the report (`build_report`) and write it to ``out`` in one step (a crash leaves no half page).
 
     Raises:
@@ -99,7 +100,7 @@ def write_report(paths: list[str | Path], out: str | Path, *, overwrite: bool = 
         raise TransferlabError(f"--out {out} is a directory; give the report's file name, e.g. {out / 'report.html'}")
     if out.exists() and not overwrite:
         raise TransferlabError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
-    report = build_report(paths, title=title, embedding_maps=embedding_maps)
+    report = build_report(paths, title=title, embedding_maps=embedding_maps, notes=notes)
     with atomic_path(out) as tmp:
         tmp.write_text(report.html, encoding="utf-8")
     log.debug("report of %d runs (%d experiments, %d plots) -> %s", len(report.runs.runs), len(report.rows),

@@ -167,7 +167,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
         metrics=headline,
         lower_is_better=lower,
         train_seconds=_number(metrics.get("train_seconds")),
-        inference_ms=_inference_ms(metrics),
+        inference_ms=_inference_ms(metrics, split),
         machine=metrics.get("machine"),
         history=read_history(run_dir / HISTORY),
         confusions=_confusions(evaluation),
@@ -219,16 +219,10 @@ def _number(value) -> float | None:
     return float(value)
 
 
-def _inference_ms(metrics: dict) -> float | None:
-    """Milliseconds per example of the run's recorded inference timing, ``metrics.json``'s
-    ``{"inference": {"examples": N, "seconds": S}}``; None when the run did not record one."""
-    timing = metrics.get("inference")
-    if not isinstance(timing, dict):
-        return None
-    examples, seconds = _number(timing.get("examples")), _number(timing.get("seconds"))
-    if not examples or seconds is None:
-        return None
-    return 1000.0 * seconds / examples
+def _inference_ms(metrics: dict, split: str | None) -> float | None:
+    """Milliseconds per example of the evaluation the headline metrics come from (``metrics.json``'s
+    ``<split>_ms_per_example``); None when the run did not record it."""
+    return _number(metrics.get(f"{split}_ms_per_example")) if split else None
 
 
 def _confusions(evaluation: dict, title: str = "") -> list[Confusion]:
