@@ -389,6 +389,31 @@ app.command("compare")(_user_errors(with_settings_as_options(
     extra=_compare_options())))
 
 
+@app.command()
+@_user_errors
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run directories, compare directories, or folders searched for run "
+                                      "directories."),
+    out: Path = typer.Option(..., help="HTML file to write (self-contained: opens offline)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    embedding_maps: int = typer.Option(2, help="Adaptation experiments given a t-SNE map of source and target "
+                                       "embeddings before and after training (0: none)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """One HTML report of finished runs: leaderboard over seeds, verdicts on less data / better / faster against
+    the from-scratch baseline, plots. A path holding no run is named and the others go on."""
+    _setup_logging(quiet)
+    from transferlab.reporting import write_report
+
+    written = write_report(runs, out, overwrite=overwrite, embedding_maps=embedding_maps)
+    for note in written.runs.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"report of {len(written.runs.runs)} runs ({len(written.rows)} experiments, {len(written.plots)} "
+               f"plots) -> {out}")
+    for verdict in written.verdicts:
+        typer.echo(f"{verdict.claim}: {verdict.answer} - {verdict.summary}")
+
+
 def main() -> None:
     app()
 
