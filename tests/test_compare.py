@@ -1,5 +1,6 @@
 """`transferlab compare`: a grid of ordinary runs that continues where it stopped, and its bad inputs."""
 
+import csv
 import json
 
 import pytest
@@ -106,6 +107,11 @@ def test_the_command_line_runs_a_grid(photos, tmp_path):
     assert f"compare directory: {out} (2 cells" in result.output
     assert sorted(path.name for path in (out / "cells").iterdir()) == ["features-lenet-all-seed0",
                                                                         "features-lenet-all-seed1"]
+    assert "features · lenet" in result.output and "2 seeds" in result.output
+    with open(out / "leaderboard.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["method"] == "features" and row["seeds"] == "2" and float(row["train_seconds_mean"]) > 0
+    assert 'id="leaderboard-table"' in (out / "report.html").read_text()
 
 
 def test_budgets_parse():

@@ -363,7 +363,13 @@ def _compare(**given):
     settings = {**(load_config_file(config_file) if config_file else {}),
                 **{key: value for key, value in given.items() if value is not None}}
     result = run_compare(grid, settings, out, overwrite=overwrite, progress=not quiet)
-    lines = [f"compare directory: {result.out} ({len(result.outcomes)} cells, {result.seconds:.0f} s)"]
+    lines = [f"compare directory: {result.out} ({len(result.outcomes)} cells, {result.seconds:.0f} s); "
+             f"leaderboard.csv and report.html there"]
+    for row in result.leaderboard:
+        scores = "  ".join(f"{name} {stat.text()}" for name, stat in row.metrics.items())
+        budget = "all labels" if row.labels_per_class is None else f"{row.labels_per_class}/class"
+        seconds = f"  train {row.train_seconds.text(1)} s" if row.train_seconds else ""
+        lines.append(f"{row.name:<36} {budget:>11}  {row.seeds} seeds  {scores}{seconds}")
     lines += [f"note: {note}" for note in result.notes]
     typer.echo("\n".join(lines))
 

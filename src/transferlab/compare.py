@@ -1,5 +1,8 @@
 """``transferlab compare``: did transfer pay off on your data? A grid of ordinary runs, a leaderboard and a report.
 
+``CMP/leaderboard.csv`` and ``CMP/report.html`` (`transferlab.reporting`) cover every finished cell in ``CMP``,
+rewritten after each compare.
+
 The grid is methods x backbones x labels per class x seeds. Each cell is an ordinary run directory under
 ``CMP/cells/`` (evaluate or predict any of them with the usual commands). Cells already finished are skipped and
 a cell a killed compare left half-trained is resumed, so rerunning the same command after a crash, or with more
@@ -30,6 +33,7 @@ from transferlab.data import load_data
 from transferlab.errors import TransferlabError
 from transferlab.fileio import read_json, write_json
 from transferlab.methods import get_method
+from transferlab.reporting import LeaderboardRow, write_leaderboard_csv, write_report
 from transferlab.rundir import RunDirLock, is_finished, is_resumable
 
 __all__ = ["COMPARE_JSON", "Cell", "CellOutcome", "CompareResult", "Grid", "parse_budgets", "run_compare"]
@@ -38,6 +42,8 @@ log = logging.getLogger("transferlab")
 
 COMPARE_JSON = "compare.json"
 CELLS = "cells"
+LEADERBOARD = "leaderboard.csv"
+REPORT = "report.html"
 _GRID_KEYS = ("method", "backbone", "labels_per_class", "seed", "out", "overwrite", "resume")
 
 
@@ -125,6 +131,7 @@ class CompareResult:
     outcomes: list[CellOutcome]
     seconds: float
     notes: list[str] = field(default_factory=list)
+    leaderboard: list[LeaderboardRow] = field(default_factory=list)  # every finished cell in ``out``, over seeds
 
 
 def run_compare(grid: Grid, settings: dict, out: Path, *, method_settings: dict[str, dict] | None = None,
@@ -154,7 +161,12 @@ def run_compare(grid: Grid, settings: dict, out: Path, *, method_settings: dict[
     lock.acquire()
     try:
         _claim(out, settings, method_settings, grid, overwrite)
-        return _run(plan, out, splits, progress, on_cell)
+        result = _run(plan, out, splits, progress, on_cell)
+        report = write_report([out / CELLS], out / REPORT, overwrite=True, notes=result.notes,
+                              title=f"transferlab compare: {out.name}")
+        write_leaderboard_csv(report.rows, out / LEADERBOARD)
+        result.leaderboard = report.rows
+        return result
     finally:
         lock.release()
 

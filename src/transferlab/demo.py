@@ -58,8 +58,7 @@ def run_demo(out: Path | None = None, labels_per_class: int = 10, seed: int = 0,
         root = Path(out) if out is not None else Path(scratch_dir)
         result = run_compare(grid, {"train": splits.train.name, "image_size": IMAGE_SIZE}, root,
                              method_settings=method_settings, splits=splits, progress=progress)
-    rows = [(o.cell.method, o.metrics["test"]["accuracy"], o.metrics["train_seconds"]) for o in result.outcomes
-            if o.metrics]
+    rows = [(row.method, row.metrics["accuracy"].mean, row.train_seconds.mean) for row in result.leaderboard]
     header = (f"transferlab demo: {BACKBONE} (ImageNet) -> UCI digits, {labels_per_class} labels per class, "
               f"{len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test images\n")
     table = [f"{'method':<10} {'test accuracy':>14} {'train time (s)':>15}"]
