@@ -33,6 +33,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import statistics
 import tempfile
@@ -165,7 +166,7 @@ def pct(values: list[float]) -> str:
 
 
 def tau_cell(value: float) -> str:
-    return "n/a" if value != value else f"{value:+.2f}"
+    return "n/a" if math.isnan(value) else f"{value:+.2f}"
 
 
 def cpu_model() -> str:
@@ -220,7 +221,11 @@ def main() -> None:
         (scratch / "cache" / "weights").symlink_to(base_cache / "weights", target_is_directory=True)
         os.environ["TRANSFERLAB_CACHE"] = str(scratch / "cache")
 
-        from transferlab.unsupervised.ranking import _display_name, _labeled_data, rank_backbones
+        from transferlab.unsupervised.ranking import (
+            _display_name,
+            _labeled_data,
+            rank_backbones,
+        )
 
         weights = mobilenet_weights()
         print("MobileNetV2 weights:", check_mobilenet(weights))
@@ -347,7 +352,7 @@ def report(results: dict, meta: dict) -> None:
         row = [m]
         for method in METHODS:
             for k in (0, 1):
-                values = [pair[k] for pair in taus[m][method] if pair[k] == pair[k]]
+                values = [pair[k] for pair in taus[m][method] if not math.isnan(pair[k])]
                 row.append(f"{statistics.mean(values):+.2f}" if values else "n/a")
         row.append(f"{TLLIB_ANCHOR[m]:.3f}" if m in TLLIB_ANCHOR else "-")
         rows.append(row)
