@@ -101,7 +101,7 @@ def datasets(args) -> dict[str, dict]:
         "hymenoptera": {"train": f"{DATA / 'hymenoptera'}@train", "test": f"{DATA / 'hymenoptera'}@val",
                         "image_size": args.hymenoptera_size, "per_class": None, "epochs": args.epochs_hymenoptera},
         "usps": {"train": f"usps:{usps}@train", "test": f"usps:{usps}@test", "image_size": 64,
-                 "per_class": args.per_class, "epochs": args.epochs_digits},
+                 "per_class": args.per_class, "epochs": args.epochs_digits, "test_sample": args.usps_test},
         "mnist": {"train": f"mnist:{mnist}@train", "test": f"mnist:{mnist}@test", "image_size": 32,
                   "per_class": args.per_class, "epochs": args.epochs_digits, "test_sample": args.mnist_test},
     }
@@ -197,12 +197,13 @@ def main() -> None:
     parser.add_argument("--epochs-digits", type=int, default=5)
     parser.add_argument("--hymenoptera-size", type=int, default=None,
                         help="image size for hymenoptera (default: each backbone's own)")
+    parser.add_argument("--usps-test", type=int, default=0, help="stratified sample of USPS test (0: all)")
     parser.add_argument("--mnist-test", type=int, default=2000, help="stratified sample of MNIST test (0: all)")
     parser.add_argument("--json", type=Path, help="also write every number here")
-    parser.add_argument("--report", type=Path, nargs="+", help="only print the report of these --json files")
+    parser.add_argument("--report", type=Path, nargs="+", help="only print the report of these --json files (or logs of unfinished runs, with the options they ran with)")
     args = parser.parse_args()
     if args.report:
-        report_from(args.report)
+        report_from(args.report, args)
         return
     finetune_seeds = args.finetune_seeds or args.seeds
     warnings_log = WarningLog()
@@ -251,6 +252,7 @@ def main() -> None:
                 for n in names:
                     res["scores"][n][seed] = by_display[_display_name(items[n]["source"])].scores
                 print(json.dumps({"dataset": dataset, "seed": seed, "rank_seconds": round(res["rank_seconds"][seed], 1),
+                                  "rank_embed_seconds": round(res["rank_embed_seconds"][seed], 1),
                                   "examples": len(ranked),
                                   "scores": {n: {m: round(v, 4) for m, v in res["scores"][n][seed].items()}
                                              for n in names}}), flush=True)
@@ -300,11 +302,38 @@ def deserialised(results: dict) -> dict:
     return out
 
 
-def report_from(paths: list[Path]) -> None:
+def from_log(path: Path, args) -> dict:
+    """What a run printed so far (its JSON lines), in the form of its --json file: the report of a run stopped
+    before its end; its settings are taken from ``args`` (give the options it ran with). Fits of a (method, seed) that did not finish for every candidate are left out."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+    ranks = [line for line in lines if "rank_seconds" in line]
+    fits = [line for line in lines if "candidate" in line]
+    names = list(ranks[0]["scores"])
+    dataset = ranks[0]["dataset"]
+    complete = {(f["method"], f["seed"]) for f in fits
+                if {g["candidate"] for g in fits if (g["method"], g["seed"]) == (f["method"], f["seed"])} == set(names)}
+    fits = [f for f in fits if (f["method"], f["seed"]) in complete]
+    seeds = sorted({r["seed"] for r in ranks})
+    result = {"scores": {n: {r["seed"]: r["scores"][n] for r in ranks} for n in names},
+              "acc": {n: {m: {f["seed"]: f["accuracy"] for f in fits if (f["candidate"], f["method"]) == (n, m)}
+                          for m in METHODS} for n in names},
+              "rank_seconds": {r["seed"]: r["rank_seconds"] for r in ranks},
+              "rank_embed_seconds": {r["seed"]: r.get("rank_embed_seconds", float("nan")) for r in ranks},
+              "fit_seconds": {f"{m}:{s}": sum(f["seconds"] for f in fits if (f["method"], f["seed"]) == (m, s))
+                              for m, s in complete},
+              "fits": fits}
+    specs = {dataset: datasets(args)[dataset]}
+    meta = {"seeds": seeds, "finetune_seeds": sorted({s for m, s in complete if m == "finetune"}), "names": names,
+            "specs": specs, "minutes": float("nan"), "load_end": float("nan")}
+    print(f"{path.name}: an unfinished run; finished (method, seed) fits: {sorted(complete)}")
+    return {"meta": meta, "results": {dataset: result}}
+
+
+def report_from(paths: list[Path], args) -> None:
     """One report of the JSON files of several runs (e.g. one process per data set)."""
     results, meta = {}, None
     for path in paths:
-        loaded = json.loads(path.read_text())
+        loaded = json.loads(path.read_text()) if path.suffix == ".json" else from_log(path, args)
         results.update(deserialised(loaded["results"]))
         if meta is not None and (loaded["meta"]["seeds"], loaded["meta"]["names"]) != (meta["seeds"], meta["names"]):
             raise SystemExit(f"{path} ran other seeds or candidates than {paths[0]}")
@@ -337,9 +366,9 @@ def report(results: dict, meta: dict) -> None:
             have = [n for n in names if all(m in res["scores"][n][s] for s in seeds)]
             for method in METHODS:
                 used = [s for s in seeds if all(s in res["acc"][n][method] for n in have)]
-                score = [statistics.mean(res["scores"][n][s][m] for s in used) for n in have]
-                acc = [statistics.mean(res["acc"][n][method][s] for s in used) for n in have]
-                tau, wtau = kendall(score, acc)
+                score = [statistics.mean(res["scores"][n][s][m] for s in used) for n in have] if used else []
+                acc = [statistics.mean(res["acc"][n][method][s] for s in used) for n in have] if used else []
+                tau, wtau = kendall(score, acc) if used else (float("nan"), float("nan"))
                 taus[m][method].append((tau, wtau))
                 row += [tau_cell(tau), tau_cell(wtau)]
             tau_rows.append([*row[:1], len(have), *row[1:]])
@@ -365,10 +394,10 @@ def report(results: dict, meta: dict) -> None:
         rank = res["rank_seconds"][first]
         finetune = [v for (method, s), v in res["fit_seconds"].items() if method == "finetune"]
         features = [v for (method, s), v in res["fit_seconds"].items() if method == "features"]
-        ft = statistics.mean(finetune)
+        ratio = f"{statistics.mean(finetune) / rank:.1f}x" if finetune else "-"
         rows.append([dataset, f"{rank:.0f} (embedding {res['rank_embed_seconds'][first]:.0f})",
                      fmt([v for s, v in res["rank_seconds"].items() if s != first], 3) if len(seeds) > 1 else "-",
-                     fmt(finetune, 3), f"{ft / rank:.1f}x", fmt(features, 3)])
+                     fmt(finetune, 3), ratio, fmt(features, 3)])
     print(markdown_table(["data set", f"rank, cold cache (seed {seeds[0]})", "rank, later seeds",
                           "finetune all (per seed)", "finetune / rank", "features all, warm cache (per seed)"], rows))
 
