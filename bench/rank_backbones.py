@@ -304,7 +304,8 @@ def deserialised(results: dict) -> dict:
 
 def from_log(path: Path, args) -> dict:
     """What a run printed so far (its JSON lines), in the form of its --json file: the report of a run stopped
-    before its end; its settings are taken from ``args`` (give the options it ran with). Fits of a (method, seed) that did not finish for every candidate are left out."""
+    before its end; its settings are taken from ``args`` (give the options it ran with). The accuracies of every
+    finished fit are shown, but a (method, seed) that did not finish for every candidate has no tau and no time."""
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
     ranks = [line for line in lines if "rank_seconds" in line]
     fits = [line for line in lines if "candidate" in line]
@@ -312,7 +313,6 @@ def from_log(path: Path, args) -> dict:
     dataset = ranks[0]["dataset"]
     complete = {(f["method"], f["seed"]) for f in fits
                 if {g["candidate"] for g in fits if (g["method"], g["seed"]) == (f["method"], f["seed"])} == set(names)}
-    fits = [f for f in fits if (f["method"], f["seed"]) in complete]
     seeds = sorted({r["seed"] for r in ranks})
     result = {"scores": {n: {r["seed"]: r["scores"][n] for r in ranks} for n in names},
               "acc": {n: {m: {f["seed"]: f["accuracy"] for f in fits if (f["candidate"], f["method"]) == (n, m)}
