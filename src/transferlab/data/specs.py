@@ -32,6 +32,7 @@ from pathlib import Path
 
 from transferlab.data.audio_data import AUDIO_EXTENSIONS
 from transferlab.data.class_names import sort_class_names
+from transferlab.data.detection.layout import DETECTION_KINDS, FORMAT_LAYOUTS, detect_format
 from transferlab.data.examples import Examples
 from transferlab.data.formats.digits import looks_like_digit_files, mnist_loaders, sklearn_digits_loaders, usps_loaders
 from transferlab.data.formats.files import (
@@ -43,7 +44,7 @@ from transferlab.data.formats.files import (
 )
 from transferlab.data.formats.folders import folder_loaders, visible_subfolders
 from transferlab.data.formats.manifests import csv_loaders, manifest_label_columns, read_label_columns
-from transferlab.data.formats.request import SPLITS, LoadRequest, SplitLoader, run_loaders
+from transferlab.data.formats.request import SPLITS, LoadRequest, SplitLoader, choose_split, run_loaders
 from transferlab.data.hints import setting_hint
 from transferlab.data.image_data import DOMAINS
 from transferlab.data.text_data import TextData
@@ -131,29 +132,6 @@ def load_data(
     return run_loaders(loaders, [split], request)[split]
 
 
-def choose_split(base: str, available: list[str], preference: Iterable[str]) -> str:
-    """The first of ``preference`` that is ``available``, else the only available split.
-
-    Args:
-        base: the data spec without ``@split``, for the message.
-        available: the splits the data has.
-        preference: split names in order of preference.
-
-    Raises:
-        TransferlabError: several splits and none preferred; the message names them and the ``@SPLIT`` syntax.
-    """
-    preference = tuple(preference)
-    for split in preference:
-        if split in available:
-            return split
-    if len(available) == 1:
-        return available[0]
-    raise TransferlabError(
-        f"{base!r} has splits {', '.join(available)} but none of the wanted ones ({', '.join(preference)}); "
-        f"pick one with '{base}@SPLIT'"
-    )
-
-
 def _open(spec: str, skip_bad_files: bool, domain: str, columns: TextColumns | None = None,
           max_image_pixels: int | None = None) -> tuple[str | None, LoadRequest, dict[str, SplitLoader]]:
     if domain not in DOMAINS:
@@ -185,6 +163,9 @@ def _parse_spec(spec: str) -> tuple[str, str | None, str, str | None]:
     match = _KIND_PREFIX.fullmatch(base)
     if match:
         kind = match.group(1)
+        if kind in DETECTION_KINDS:
+            raise TransferlabError(f"{spec!r} names {kind} detection data; this is a classification loader: use "
+                                   "--task detection")
         if kind not in KINDS:
             raise TransferlabError(
                 f"unknown data kind {kind!r} in {spec!r}{suggest(kind, KINDS)}; "
@@ -220,6 +201,9 @@ def _split_loaders(kind: str | None, location: str, request: LoadRequest) -> dic
         return mnist_loaders(path, request)
     if kind == "usps":
         return usps_loaders(path, request)
+    if kind in (None, "folder") and (detected := detect_format(path)) is not None:
+        raise TransferlabError(f"{path} is detection data ({FORMAT_LAYOUTS[detected]}), not images by class; use "
+                               "--task detection")
     if path.is_dir():
         if kind is None and not visible_subfolders(path) and looks_like_digit_files(path):
             raise TransferlabError(f"{path} holds MNIST or USPS files, not images; use 'mnist:{path}' or 'usps:{path}'")

@@ -1,17 +1,18 @@
-"""What every format's loaders share: the load request (name, domain, bad-file policy), the split names, and one
-place that runs the loaders and warns once about the bad files they skipped."""
+"""What every format's loaders share: the load request (name, domain, bad-file policy), the split names, one
+place that runs the loaders and warns once about the bad files they skipped, and the choice of one split."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transferlab.data.examples import Examples
 from transferlab.data.text_tables import TextColumns
+from transferlab.errors import TransferlabError
 
-__all__ = ["SPLITS", "LoadRequest", "SplitLoader", "run_loaders"]
+__all__ = ["SPLITS", "LoadRequest", "SplitLoader", "run_loaders", "choose_split"]
 
 SPLITS = ("train", "val", "test")
 
@@ -51,3 +52,26 @@ def run_loaders(loaders: dict[str, SplitLoader], splits: list[str], request: Loa
         files = ", ".join(str(path) for path in request.skipped)
         warnings.warn(f"skipped {len(request.skipped)} bad file(s) in {request.base}: {files}", stacklevel=3)
     return data
+
+
+def choose_split(base: str, available: list[str], preference: Iterable[str]) -> str:
+    """The first of ``preference`` that is ``available``, else the only available split.
+
+    Args:
+        base: the data spec without ``@split``, for the message.
+        available: the splits the data has.
+        preference: split names in order of preference.
+
+    Raises:
+        TransferlabError: several splits and none preferred; the message names them and the ``@SPLIT`` syntax.
+    """
+    preference = tuple(preference)
+    for split in preference:
+        if split in available:
+            return split
+    if len(available) == 1:
+        return available[0]
+    raise TransferlabError(
+        f"{base!r} has splits {', '.join(available)} but none of the wanted ones ({', '.join(preference)}); "
+        f"pick one with '{base}@SPLIT'"
+    )
