@@ -1,0 +1,283 @@
+"""Object detection end to end: fit -> evaluate -> predict -> load on a synthetic two-class VOC set (coloured
+squares and discs on a canvas), a few real raccoon photos, the output formats of ``predict``, and one-line errors for
+bad input. One small run is shared by the module (2 epochs, 128 px): the whole file stays within a few minutes on
+two cores."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from transferlab.api import evaluate, fit, load, predict
+from transferlab.backbones import create_backbone
+from transferlab.cli import app
+from transferlab.data import examples_from_paths
+from transferlab.data.detection import load_detection_data
+from transferlab.errors import TransferlabError
+from transferlab.methods.freeze import frozen_parameter_names
+from transferlab.models import DataOptions, DetectorModel, TransferModel, build_head
+from transferlab.models.detector_heads import DETECTORS, DetectorSettings
+
+runner = CliRunner()
+CLASSES = ("disc", "square")
+SIZE = 128
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def write_shapes_voc(root, count: int = 12, seed: int = 0):
+    """``count`` 128 px JPEGs with one or two objects each (red squares, blue discs) and their VOC annotations."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    for index in range(count):
+        image = Image.new("RGB", (SIZE, SIZE), tuple(int(v) for v in rng.integers(90, 160, 3)))
+        draw = ImageDraw.Draw(image)
+        objects = ""
+        for k in range(1 + index % 2):
+            name = CLASSES[(index + k) % 2]
+            side = int(rng.integers(30, 56))
+            x, y = (int(v) for v in rng.integers(0, SIZE - side, 2))
+            shape = draw.rectangle if name == "square" else draw.ellipse
+            shape([x, y, x + side - 1, y + side - 1], fill=(220, 30, 30) if name == "square" else (30, 30, 220))
+            objects += (f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x}</xmin><ymin>{y}</ymin>"
+                        f"<xmax>{x + side}</xmax><ymax>{y + side}</ymax></bndbox></object>")
+        image.save(root / "images" / f"shape{index}.jpg", quality=95)
+        (root / "annotations" / f"shape{index}.xml").write_text(
+            f"<annotation><filename>shape{index}.jpg</filename><size><width>{SIZE}</width><height>{SIZE}</height>"
+            f"<depth>3</depth></size>{objects}</annotation>")
+    return root
+
+
+def small_settings(data, out, **more) -> dict:
+    return {"method": "detection", "train": str(data), "epochs": 2, "min_size": SIZE, "max_size": SIZE,
+            "head_epochs": 0, "val_fraction": 0.25, "precision": "fp32", "num_workers": 0, "out": str(out), **more}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return write_shapes_voc(tmp_path_factory.mktemp("shapes") / "voc")
+
+
+@pytest.fixture(scope="module")
+def shapes_run(shapes, tmp_path_factory):
+    torch.manual_seed(0)
+    return fit(small_settings(shapes, tmp_path_factory.mktemp("runs") / "shapes"), progress=False)
+
+
+# --- fit, evaluate, load ----------------------------------------------------------------------------------------
+
+
+def test_fit_trains_a_detector_and_reports_map(shapes_run):
+    metrics = shapes_run.metrics["val"]
+    assert metrics["n"] == 3 and metrics["classes"] == list(CLASSES)
+    for key in ("map", "map_50", "map_75", "mar_100"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert set(metrics["per_class"]["square"]) == {"ap", "ap_50", "recall"}
+    assert [row["epoch"] for row in shapes_run.history] == [1, 2]
+    first = shapes_run.history[0]
+    assert {"train_loss", "train_loss_classifier", "train_loss_objectness", "val_map", "val_map_50"} <= set(first)
+    assert first["train_loss"] == pytest.approx(sum(first[f"train_{part}"] for part in (
+        "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")), rel=1e-4)
+    info = json.loads((shapes_run.run_dir / "model.json").read_text())
+    assert info["kind"] == "detector" and info["classes"] == list(CLASSES)
+    assert info["detector"] == {"detector": "fasterrcnn", "min_size": SIZE, "max_size": SIZE, "fpn_channels": 128,
+                                "score_threshold": 0.5}
+
+
+def test_the_pretrained_backbone_keeps_its_batchnorm_frozen(shapes_run):
+    pretrained = create_backbone("efficientnet_lite0").state_dict()
+    trained = shapes_run.model.backbone.state_dict()
+    assert torch.equal(trained["model.bn1.running_mean"], pretrained["model.bn1.running_mean"])
+    assert torch.equal(trained["model.blocks.2.0.bn1.weight"], pretrained["model.blocks.2.0.bn1.weight"])
+    assert not torch.equal(trained["model.conv_stem.weight"], pretrained["model.conv_stem.weight"])  # it trained
+
+
+def test_a_reloaded_run_predicts_and_evaluates_identically(shapes_run, shapes):
+    model = load(shapes_run.run_dir)
+    assert isinstance(model, DetectorModel)
+    for key, value in shapes_run.model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    images = examples_from_paths([shapes / "images"])
+    options = {"score_threshold": 0.0, "precision": "fp32"}
+    assert model.predict(images, **options) == shapes_run.model.predict(images, **options)
+    data = model.load_eval_data(str(shapes), DataOptions())
+    assert model.evaluate(data, precision="fp32") == shapes_run.model.evaluate(data, precision="fp32")
+
+
+def test_predictions_give_boxes_in_image_pixels(shapes_run, shapes):
+    rows = predict(shapes_run.model, examples_from_paths([shapes / "images"]), score_threshold=0.0)
+    assert len(rows) == 12
+    objects = [obj for row in rows for obj in row["objects"]]
+    assert objects, "a detector finds boxes at threshold 0"
+    for obj in objects:
+        x1, y1, x2, y2 = obj["box"]
+        assert obj["label"] in CLASSES and 0.0 <= obj["score"] <= 1.0
+        assert 0 <= x1 <= x2 <= SIZE and 0 <= y1 <= y2 <= SIZE
+    scores = [obj["score"] for obj in rows[0]["objects"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(not row["objects"] for row in predict(shapes_run.model, examples_from_paths([shapes / "images"]),
+                                                     score_threshold=1.0))
+
+
+def test_evaluation_ignores_difficult_boxes(shapes_run, shapes, tmp_path):
+    data = load_detection_data(str(shapes), split_preference=("all",))
+    model = shapes_run.model
+    found = model.detect(data)
+    flagged = data.subset(range(len(data)))
+    flagged.difficult = [np.ones_like(flags) for flags in flagged.difficult]  # every box difficult
+    metrics = model.evaluate(flagged, precision="fp32")
+    assert metrics["boxes"] == 0 and metrics["per_class"]["square"]["ap"] is None
+    assert len(found) == len(data)
+
+
+# --- the command line -------------------------------------------------------------------------------------------
+
+
+def test_cli_evaluate_and_predict_formats(shapes_run, shapes, tmp_path):
+    result = invoke("evaluate", shapes_run.run_dir, "--data", shapes)
+    assert result.exit_code == 0, result.output
+    assert "mAP@0.5" in result.output and "square" in result.output and "images: 12" in result.output
+
+    images = shapes / "images"
+    result = invoke("predict", shapes_run.run_dir, images, "--score-threshold", 0.0)
+    assert result.exit_code == 0, result.output
+    table = list(csv.reader(io.StringIO(result.output)))
+    assert table[0] == ["path", "label", "score", "x1", "y1", "x2", "y2"]
+    assert len(table) > 13 and {row[1] for row in table[1:]} <= {*CLASSES, ""}  # a line per box
+
+    result = invoke("predict", shapes_run.run_dir, images / "shape0.jpg", "--score-threshold", 1.0)
+    assert list(csv.reader(io.StringIO(result.output)))[1] == [str(images / "shape0.jpg"), "", "", "", "", "", ""]
+
+    result = invoke("predict", shapes_run.run_dir, images, "--format", "coco", "--score-threshold", 0.0)
+    assert result.exit_code == 0, result.output
+    coco = json.loads(result.output)
+    assert {"image_id", "category_id", "bbox", "score", "file_name"} == set(coco[0])
+    assert {item["category_id"] for item in coco} <= {1, 2} and min(item["image_id"] for item in coco) >= 1
+    rows = json.loads(invoke("predict", shapes_run.run_dir, images, "--format", "json", "--score-threshold", 0.0).output)
+    first = rows[0]["objects"][0]
+    x1, y1, x2, y2 = first["box"]
+    assert coco[0]["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=0.02)
+
+
+def test_cli_draws_boxes_without_touching_the_inputs(shapes_run, shapes, tmp_path):
+    images = tmp_path / "in"
+    shutil.copytree(shapes / "images", images)
+    before = (images / "shape1.jpg").read_bytes()
+    drawn = tmp_path / "drawn"
+    result = invoke("predict", shapes_run.run_dir, images / "shape1.jpg", images / "shape2.jpg", "--draw", drawn,
+                    "--score-threshold", 0.0)
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in drawn.iterdir()) == ["shape1.jpg", "shape2.jpg"]
+    with Image.open(drawn / "shape1.jpg") as image:
+        assert image.size == (SIZE, SIZE)
+    one_error_line(invoke("predict", shapes_run.run_dir, images / "shape1.jpg", "--draw", images),
+                   "would overwrite the input image")
+    assert (images / "shape1.jpg").read_bytes() == before
+
+
+def test_classifier_runs_refuse_box_outputs(tmp_path, shapes):
+    run = tmp_path / "classifier"
+    backbone = create_backbone("lenet")
+    TransferModel(backbone, build_head("linear", backbone.num_features, 2), ["a", "b"]).save(run)
+    image = shapes / "images" / "shape0.jpg"
+    one_error_line(invoke("predict", run, image, "--format", "coco"), "--format coco", "classifier", "csv | json")
+    one_error_line(invoke("predict", run, image, "--draw", tmp_path / "drawn"), "--draw", "classifier")
+    one_error_line(invoke("predict", run, image, "--score-threshold", 0.3), "--score-threshold", "classifier")
+    assert not (tmp_path / "drawn").exists()
+
+
+# --- real photos ------------------------------------------------------------------------------------------------
+
+
+def test_a_few_raccoon_photos_train_and_evaluate(shared_data, tmp_path):
+    """Real JPEGs of 178-2000 px (two of them grayscale among raccoon-1..-12), decoded at reduced size."""
+    source = shared_data / "raccoon"
+    subset = tmp_path / "raccoon"
+    (subset / "images").mkdir(parents=True)
+    (subset / "annotations").mkdir()
+    for index in range(1, 9):
+        shutil.copy(source / "images" / f"raccoon-{index}.jpg", subset / "images")
+        shutil.copy(source / "annotations" / f"raccoon-{index}.xml", subset / "annotations")
+    run = fit(small_settings(subset, tmp_path / "run", epochs=1, detector="fcos", batch_size=3), progress=False)
+    assert run.metrics["val"]["classes"] == ["raccoon"] and run.metrics["val"]["n"] == 2
+    metrics = evaluate(run.run_dir, str(subset))
+    assert metrics["n"] == 8 and metrics["boxes"] >= 8 and 0.0 <= metrics["map_50"] <= 1.0
+    rows = predict(run.run_dir, examples_from_paths([subset / "images" / "raccoon-1.jpg"]), score_threshold=0.0)
+    with Image.open(subset / "images" / "raccoon-1.jpg") as image:
+        width, height = image.size
+    assert all(obj["box"][2] <= width + 0.01 and obj["box"][3] <= height + 0.01 for obj in rows[0]["objects"])
+
+
+# --- the detectors and bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_every_detector_trains_and_detects_with_0_based_labels(name):
+    backbone = create_backbone("mobilenetv3_small_050", pretrained=False)
+    model = DetectorModel(backbone, ["a", "b", "c"], DetectorSettings(detector=name, min_size=96, max_size=96))
+    images = [torch.rand(3, 96, 96), torch.rand(3, 80, 96)]
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([2])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]  # a negative image
+    losses = model.train()(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(value) for value in losses.values())
+    with torch.no_grad():
+        found = model.eval()(images)
+    labels = torch.cat([output["labels"] for output in found])
+    assert len(found) == 2 and ((labels >= 0) & (labels < 3)).all()
+
+
+def test_freeze_backbone_names_every_backbone_parameter():
+    model = DetectorModel(create_backbone("mobilenetv3_small_050", pretrained=False), ["a"],
+                          DetectorSettings(min_size=64, max_size=64))
+    frozen = frozen_parameter_names("backbone", model.parameter_groups())
+    assert frozen == {name for name, _ in model.named_parameters() if name.startswith("backbone.")}
+    assert model.parameter_groups()[-1][0] == "head"
+
+
+def test_detection_data_given_to_a_classification_method_is_one_line(shapes, tmp_path):
+    one_error_line(invoke("fit", "--method", "finetune", "--train", shapes, "--out", tmp_path / "r"),
+                   "object-detection data", "--method detection")
+
+
+def test_class_folders_given_to_detection_are_one_line(tmp_path):
+    for name in ("cats", "dogs"):
+        (tmp_path / "folders" / name).mkdir(parents=True)
+        Image.new("RGB", (16, 16)).save(tmp_path / "folders" / name / "0.png")
+    one_error_line(invoke("fit", "--method", "detection", "--train", tmp_path / "folders", "--out", tmp_path / "r"),
+                   "holds no detection annotations", "--method finetune")
+
+
+def test_unknown_detector_and_backbone_without_pyramid_are_one_line(shapes, tmp_path):
+    one_error_line(invoke("fit", "--method", "detection", "--train", shapes, "--detector", "yolo", "--out",
+                          tmp_path / "a"), "detector", "yolo")
+    one_error_line(invoke("fit", "--method", "detection", "--train", shapes, "--backbone", "lenet", "--out",
+                          tmp_path / "b", "-q"), "backbone 'lenet' gives no multi-scale feature maps")
+    with pytest.raises(TransferlabError, match="unknown detector 'fasterrcn'; did you mean 'fasterrcnn'"):
+        DetectorModel(create_backbone("mobilenetv3_small_050", pretrained=False), ["a"],
+                      DetectorSettings(detector="fasterrcn"))
+
+
+def test_evaluating_on_a_class_the_detector_does_not_know_names_the_file(shapes_run, shared_data):
+    with pytest.raises(TransferlabError, match=r"raccoon-\d+\.jpg .* class 'raccoon', which this detector does not know"):
+        evaluate(shapes_run.run_dir, str(shared_data / "raccoon"))
