@@ -93,6 +93,9 @@ class PyramidFeatures(nn.Module):
 
     def forward(self, images: torch.Tensor) -> OrderedDict:
         backbone, neck = self._parts
+        # channels-last: the detector's transform batches images in the default layout, in which CPU convolutions
+        # (EfficientNet's depthwise ones above all) run many times slower
+        images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(images.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             maps = neck(backbone.feature_pyramid(images))
         return OrderedDict((name, value.float()) for name, value in maps.items())
@@ -212,6 +215,7 @@ def build_detector(backbone: Backbone, num_classes: int, settings: DetectorSetti
     if settings.detector not in DETECTORS:
         raise TransferlabError(f"unknown detector {settings.detector!r}{suggest(settings.detector, DETECTORS)}; "
                                f"choose one of {', '.join(DETECTORS)}")
+    _ = backbone.pyramid_channels  # no pyramid: one line naming the backbone
     name = backbone.spec.get("name")
     if backbone.modality != "image" or backbone.preprocess.channels != 3:
         what = f"{backbone.preprocess.channels}-channel images" if backbone.modality == "image" else backbone.modality
@@ -219,7 +223,6 @@ def build_detector(backbone: Backbone, num_classes: int, settings: DetectorSetti
     if settings.fpn_channels % 32:
         raise TransferlabError(f"fpn_channels must be a multiple of 32 (the heads' GroupNorm has 32 groups), got "
                                f"{settings.fpn_channels}")
-    _ = backbone.pyramid_channels  # no pyramid: one line naming the backbone
     build, shift = DETECTORS[settings.detector]
     neck, detector = build(backbone, num_classes, settings)
     return neck, detector, shift
