@@ -226,7 +226,8 @@ class DetectorModel(FrozenBatchNormMixin, Predictor):
             boxes = torch.tensor([obj["box"] for obj in row["objects"]], dtype=torch.float32).reshape(-1, 4)
             labels = [f"{obj['label']} {obj['score']:.2f}" for obj in row["objects"]]
             colors = [PALETTE[self.classes.index(obj["label"]) % len(PALETTE)] for obj in row["objects"]]
-            drawn = draw_bounding_boxes(image, boxes, labels, colors=colors, width=max(2, max(image.shape) // 250))
+            drawn = draw_bounding_boxes(image, boxes, labels, colors=colors, width=max(2, max(image.shape) // 250)) \
+                if len(boxes) else image
             with atomic_path(target) as tmp:
                 F.to_pil_image(drawn).save(tmp, format="JPEG" if target.suffix.lower() in (".jpg", ".jpeg") else "PNG")
             written.append(target)
