@@ -18,6 +18,9 @@ A trailing ``@train``, ``@val``, ``@test`` or ``@all`` keeps one split. It is re
 whole string is not itself an existing path. Class names are sorted, by value when they are all integers, so digit
 classes are ``"0"`` to ``"9"`` in numeric order.
 
+Detection data (``voc:``, ``coco:``, ``yolo:`` or a folder laid out as one of them) is refused with a one-line error
+pointing to ``--task detection``; `transferlab.data.detection` reads it.
+
 This module is the grammar and the dispatch; each format is read by its own module of `transferlab.data.formats`
 (digits, folders, manifests) or by `transferlab.data.text_tables`.
 """
@@ -164,7 +167,7 @@ def _parse_spec(spec: str) -> tuple[str, str | None, str, str | None]:
     if match:
         kind = match.group(1)
         if kind in DETECTION_KINDS:
-            raise TransferlabError(f"{spec!r} names {kind} detection data; this is a classification loader: use "
+            raise TransferlabError(f"{spec!r} names {kind} detection data, which a classifier cannot train on; use "
                                    "--task detection")
         if kind not in KINDS:
             raise TransferlabError(
