@@ -151,7 +151,7 @@ def test_raccoon_is_refused_by_the_classification_loader_and_the_reverse(shared_
     for spec in (str(shared_data / "raccoon"), f"voc:{shared_data / 'raccoon'}", f"folder:{shared_data / 'raccoon'}"):
         with pytest.raises(TransferlabError) as exc_info:
             load_splits(spec)
-        one_line_error(exc_info, "detection", "--task detection")
+        one_line_error(exc_info, "detection", "--method detection")
     assert not is_detection_spec(str(shared_data / "hymenoptera"))
     with pytest.raises(TransferlabError) as exc_info:
         load_detection_splits(str(shared_data / "hymenoptera"))

@@ -19,7 +19,7 @@ whole string is not itself an existing path. Class names are sorted, by value wh
 classes are ``"0"`` to ``"9"`` in numeric order.
 
 Detection data (``voc:``, ``coco:``, ``yolo:`` or a folder laid out as one of them) is refused with a one-line error
-pointing to ``--task detection``; `transferlab.data.detection` reads it.
+pointing to ``--method detection``; `transferlab.data.detection` reads it.
 
 This module is the grammar and the dispatch; each format is read by its own module of `transferlab.data.formats`
 (digits, folders, manifests) or by `transferlab.data.text_tables`.
@@ -168,7 +168,7 @@ def _parse_spec(spec: str) -> tuple[str, str | None, str, str | None]:
         kind = match.group(1)
         if kind in DETECTION_KINDS:
             raise TransferlabError(f"{spec!r} names {kind} detection data, which a classifier cannot train on; use "
-                                   "--task detection")
+                                   "--method detection")
         if kind not in KINDS:
             raise TransferlabError(
                 f"unknown data kind {kind!r} in {spec!r}{suggest(kind, KINDS)}; "
@@ -206,7 +206,7 @@ def _split_loaders(kind: str | None, location: str, request: LoadRequest) -> dic
         return usps_loaders(path, request)
     if kind in (None, "folder") and (detected := detect_format(path)) is not None:
         raise TransferlabError(f"{path} is detection data ({FORMAT_LAYOUTS[detected]}), not images by class; use "
-                               "--task detection")
+                               "--method detection")
     if path.is_dir():
         if kind is None and not visible_subfolders(path) and looks_like_digit_files(path):
             raise TransferlabError(f"{path} holds MNIST or USPS files, not images; use 'mnist:{path}' or 'usps:{path}'")

@@ -148,5 +148,5 @@ def _not_detection_data(path: Path) -> str:
         if classes and any(is_example_name(file.name) for file in classes[0].iterdir()):
             names = ", ".join(sub.name for sub in classes[:5]) + (", ..." if len(classes) > 5 else "")
             return (f"{path} holds class folders ({names}): classification data, not detection annotations; leave "
-                    f"out --task detection to train a classifier, or give detection data ({layouts})")
+                    f"out --method detection to train a classifier, or give detection data ({layouts})")
     return f"no detection annotations found in {path}; expected {layouts}"
