@@ -173,7 +173,8 @@ def test_cli_evaluate_and_predict_formats(shapes_run, shapes, tmp_path):
     coco = json.loads(result.output)
     assert {"image_id", "category_id", "bbox", "score", "file_name"} == set(coco[0])
     assert {item["category_id"] for item in coco} <= {1, 2} and min(item["image_id"] for item in coco) >= 1
-    rows = json.loads(invoke("predict", shapes_run.run_dir, images, "--format", "json", "--score-threshold", 0.0).output)
+    result = invoke("predict", shapes_run.run_dir, images, "--format", "json", "--score-threshold", 0.0)
+    rows = json.loads(result.output)
     position, first = next((index, row["objects"][0]) for index, row in enumerate(rows, 1) if row["objects"])
     assert coco[0]["image_id"] == position and coco[0]["file_name"] == rows[position - 1]["path"]
     x1, y1, x2, y2 = first["box"]
@@ -280,5 +281,19 @@ def test_unknown_detector_and_backbone_without_pyramid_are_one_line(shapes, tmp_
 
 
 def test_evaluating_on_a_class_the_detector_does_not_know_names_the_file(shapes_run, shared_data):
-    with pytest.raises(TransferlabError, match=r"raccoon-\d+\.jpg .* class 'raccoon', which this detector does not know"):
+    with pytest.raises(TransferlabError, match=r"raccoon-\d+\.jpg .* 'raccoon', which this detector does not know"):
         evaluate(shapes_run.run_dir, str(shared_data / "raccoon"))
+
+
+def test_a_classification_run_directory_starts_the_detector_backbone(tmp_path, shapes):
+    """The seed's path: a classification fine-tune's backbone (``--weights RUN``) under a new detector."""
+    from transferlab.api import build_config
+    from transferlab.methods.detection import build_detection_model
+
+    backbone = create_backbone("efficientnet_lite0", pretrained=False)
+    TransferModel(backbone, build_head("linear", backbone.num_features, 2, [], 0.0), ["a", "b"]).save(tmp_path / "cls")
+    config = build_config(overrides={"method": "detection", "train": str(shapes), "backbone": "efficientnet_lite0",
+                                     "weights": str(tmp_path / "cls"), "out": str(tmp_path / "det")})
+    model = build_detection_model(config, list(CLASSES))
+    assert torch.equal(model.backbone.model.conv_stem.weight, backbone.model.conv_stem.weight)
+    assert model.backbone.spec["weights_source"] == "file:cls"
