@@ -297,3 +297,13 @@ def test_a_classification_run_directory_starts_the_detector_backbone(tmp_path, s
     model = build_detection_model(config, list(CLASSES))
     assert torch.equal(model.backbone.model.conv_stem.weight, backbone.model.conv_stem.weight)
     assert model.backbone.spec["weights_source"] == "file:cls"
+
+
+def test_a_detector_on_a_torchvision_backbone_saves_and_loads(tmp_path):
+    model = DetectorModel(create_backbone("torchvision:mobilenet_v3_small", pretrained=False), ["a"],
+                          DetectorSettings(detector="fcos", min_size=64, max_size=64))
+    model.save(tmp_path / "run")
+    loaded = load(tmp_path / "run")
+    assert loaded.settings == model.settings and loaded.backbone.spec["name"] == "torchvision:mobilenet_v3_small"
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

@@ -120,8 +120,9 @@ def evaluate(
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable images with a warning."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Accuracy, macro-F1 and confusion matrix of a trained model on labeled data; or, for labeled embeddings,
-    retrieval (recall@k, mAP@R, R-precision) and clustering (NMI, ARI of k-means) quality."""
+    """Accuracy, macro-F1 and confusion matrix of a trained model on labeled data (a detector: COCO-style mAP and
+    per-class AP); or, for labeled embeddings, retrieval (recall@k, mAP@R, R-precision) and clustering (NMI, ARI of
+    k-means) quality."""
     _setup_logging(quiet or as_json)
     from transferlab.api import evaluate_path
     from transferlab.data.text_tables import TextColumns

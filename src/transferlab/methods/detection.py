@@ -175,6 +175,9 @@ def prepare_detection_splits(config: DetectionConfig) -> Splits:
 def build_detection_model(config: DetectionConfig, classes: list[str]) -> DetectorModel:
     """``config.backbone`` (pretrained, random with ``pretrained: false``, or ``weights``: a file or a run
     directory's backbone) with a new neck and detector over ``classes``."""
+    if config.image_size is not None:
+        log.warning("image_size does not apply to detection (detectors resize every image themselves): set "
+                    "min_size and max_size instead")
     backbone = create_backbone(config.backbone, weights=config.weights, pretrained=config.pretrained)
     settings = DetectorSettings(detector=config.detector, min_size=config.min_size, max_size=config.max_size,
                                 fpn_channels=config.fpn_channels, score_threshold=config.score_threshold)
