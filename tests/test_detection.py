@@ -13,6 +13,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import without_timing
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
@@ -329,3 +330,12 @@ def test_a_detector_on_a_torchvision_backbone_saves_and_loads(tmp_path):
     assert loaded.settings == model.settings and loaded.backbone.spec["name"] == "torchvision:mobilenet_v3_small"
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_a_killed_detection_run_resumes_exactly(shapes, tmp_path, kill_then_resume):
+    def settings(resume: bool) -> dict:
+        return small_settings(shapes, tmp_path / "run", detector="fcos", min_size=96, max_size=96, resume=resume)
+
+    uninterrupted = without_timing(fit(small_settings(shapes, tmp_path / "whole", detector="fcos", min_size=96,
+                                                      max_size=96), progress=False).history)
+    assert kill_then_resume(settings, 1) == uninterrupted
