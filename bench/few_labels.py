@@ -6,7 +6,13 @@ defaults on all of them. transferlab runs exactly as a user would call it, witho
 few labels (hold some out? choose C how? refit?) is what is measured. Both are scored on the dataset's test split.
 Every run prints how many labels it used for training and for model selection.
 
-    python bench/few_labels.py [--seeds 0 1 2] [--settings hymenoptera:5 hymenoptera:20 usps:10 usps:20 sst2:16 sst2:200]
+    python bench/few_labels.py [--seeds 0 1 2] [--settings hymenoptera:5 hymenoptera:20 usps:10 usps:20 sst2:16 sst2:200
+                                                tweets:16 tweets:200 amazon:16 amazon:200]
+
+``tweets`` and ``amazon`` are the VADER sentiment domains (``sentiment/*.csv``), binary as a user would set them up:
+the rare ``neutral`` rows (score exactly 0: 4 of 4,200 tweets, 98 of 3,708 Amazon sentences) are dropped, and a seeded
+stratified 70/30 train/test split is written to the scratch directory. Their smaller class (negative) keeps about 900
+(tweets) and 1,040 (Amazon) training examples, so 200 per class fits.
 
 Runs with the code on PYTHONPATH, so the same script measures an older checkout (``PYTHONPATH=old/src``).
 """
@@ -22,9 +28,25 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import DATA, machine_line, mean_std, read_table, write_jsonl
+from _common import (
+    DATA,
+    machine_line,
+    mean_std,
+    read_table,
+    stratified_split,
+    write_jsonl,
+)
 
 SST2_SAMPLE = 4000  # sentences of SST-2's train.tsv the runs draw their labels from (and hold validation out of)
+SENTIMENT_TEST = 0.3  # fraction of a VADER sentiment domain held out (stratified, seed 0) as its test split
+
+
+def sentiment_split(domain: str, scratch: Path) -> tuple[Path, Path]:
+    """``(train, test)`` JSONL tables of one VADER domain without its neutral rows: a seeded stratified split."""
+    rows = [row for row in read_table(DATA / "sentiment" / f"{domain}.csv") if row["label"] != "neutral"]
+    train, test = stratified_split([row["label"] for row in rows], SENTIMENT_TEST, seed=0)
+    return tuple(write_jsonl(scratch / f"{domain}_{part}.jsonl", [rows[i] for i in indices], ("text", "label"))
+                 for part, indices in (("train", train), ("test", test)))
 
 
 def datasets(scratch: Path) -> dict[str, dict]:
@@ -40,6 +62,8 @@ def datasets(scratch: Path) -> dict[str, dict]:
         "usps": {"train": f"usps:{DATA / 'usps'}@train", "test": f"usps:{DATA / 'usps'}@test", "image_size": 64,
                  "backbone": images},
         "sst2": {"train": str(sample), "test": str(test), "backbone": text},
+        **{domain: {"train": str(train), "test": str(test), "backbone": text}
+           for domain in ("tweets", "amazon") for train, test in [sentiment_split(domain, scratch)]},
     }
 
 
@@ -105,7 +129,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=["hymenoptera:5", "hymenoptera:20", "usps:10", "usps:20",
-                                                          "sst2:16", "sst2:200"])
+                                                          "sst2:16", "sst2:200", "tweets:16", "tweets:200",
+                                                          "amazon:16", "amazon:200"])
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="transferlab's precision (the plain side always embeds in fp32)")

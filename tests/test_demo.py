@@ -31,4 +31,6 @@ def test_demo_prints_a_table_for_every_method(monkeypatch, tmp_path):
                                                                   result.output, re.MULTILINE)}
     assert set(rows) == {"scratch", "features", "finetune"}
     assert all(0 <= accuracy <= 1 for accuracy in rows.values())
-    assert (tmp_path / "finetune" / "model.safetensors").is_file()
+    assert (tmp_path / "cells" / "finetune-efficientnet_lite0-3pc-seed0" / "model.safetensors").is_file()
+    again = CliRunner().invoke(app, ["demo", "--labels-per-class", "3", "--out", str(tmp_path), "-q"])
+    assert again.exit_code == 0 and again.output == result.output  # the compare machinery: finished cells reused

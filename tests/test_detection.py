@@ -117,6 +117,7 @@ def test_fit_trains_a_detector_and_reports_map(shapes_run):
     assert {"train_loss", "train_loss_classifier", "train_loss_objectness", "val_map", "val_map_50"} <= set(first)
     assert first["train_loss"] == pytest.approx(sum(first[f"train_{part}"] for part in (
         "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")), rel=1e-4)
+    assert DetectorModel.headline_metrics(metrics) == {"map": metrics["map"], "map_50": metrics["map_50"]}
     info = json.loads((shapes_run.run_dir / "model.json").read_text())
     assert info["kind"] == "detector" and info["classes"] == list(CLASSES)
     assert info["detector"] == {"detector": "fasterrcnn", "min_size": SIZE, "max_size": SIZE, "fpn_channels": 128,

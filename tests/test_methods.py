@@ -45,6 +45,21 @@ def test_logistic_head_picks_c_by_cross_validation_and_refits_on_every_label():
     assert single["folds"] == 0 and single["C"] == 1.0  # one example of class 2: nothing to cross-validate
 
 
+def test_logistic_selection_breaks_accuracy_ties_by_log_loss():
+    from transferlab.methods.features import _best_candidate
+
+    params = [{"standardize": "passthrough", "logistic__C": c} for c in (0.01, 0.1, 1.0, 10.0)]
+    results = {"params": params, **{f"split{i}_test_accuracy": None for i in range(5)},
+               "mean_test_accuracy": np.array([0.80, 0.90, 0.90, 0.60]), "std_test_accuracy": np.full(4, 0.3),
+               "mean_test_log_loss": -np.array([0.45, 0.50, 0.40, 0.20])}
+    assert _best_candidate(results) == 2  # 0.80 and 0.90 are within one standard error (0.13); C 10 (0.60) is not
+    results["mean_test_log_loss"] = -np.array([0.40, 0.40, 0.40, 0.20])
+    assert _best_candidate(results) == 0  # exact ties: the smaller C
+    results["params"][0] = {"standardize": StandardScaler(), "logistic__C": 0.01}
+    results["mean_test_log_loss"] = -np.array([0.10, 0.50, 0.40, 0.20])
+    assert _best_candidate(results) == 2  # unstandardised candidates within reach come first
+
+
 def test_l2sp_is_zero_at_the_start_and_pulls_back():
     backbone = torch.nn.Linear(3, 3)
     model = torch.nn.Module()

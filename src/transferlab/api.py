@@ -23,11 +23,20 @@ from transferlab.data.text_tables import TextColumns
 from transferlab.engine.checkpoint import saved_train_seconds
 from transferlab.engine.distributed import is_main_process, share_from_main
 from transferlab.engine.precision import default_device, resolve_precision
+from transferlab.engine.tracking import MlflowTracker, TensorBoardTracker
 from transferlab.errors import TransferlabError
 from transferlab.fileio import read_json, write_json
 from transferlab.methods import RunContext, build_config, get_method
 from transferlab.models import DataOptions, Predictor, load_predictor
-from transferlab.rundir import CHECKPOINT, CONFIG, HISTORY, METRICS, RunDir, claim_run_dir, require_resumable
+from transferlab.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    HISTORY,
+    METRICS,
+    RunDir,
+    claim_run_dir,
+    require_resumable,
+)
 from transferlab.unsupervised.embedding_set import is_embedding_dir
 from transferlab.unsupervised.evaluation import evaluate_embeddings, retrieval_lines
 
@@ -38,7 +47,7 @@ __all__ = ["Evaluation", "FitResult", "build_config", "check_prediction_request"
 log = logging.getLogger("transferlab")
 
 # settings a resumed run may change: where it is, how it is resumed, and how fast data is decoded
-_RESUME_MAY_CHANGE = {"out", "resume", "overwrite", "num_workers"}
+_RESUME_MAY_CHANGE = {"out", "resume", "overwrite", "num_workers", "tensorboard", "mlflow", "mlflow_experiment"}
 
 
 @dataclass
@@ -137,22 +146,41 @@ def fit(config: FitConfig | dict, *, splits=None, progress: bool = True) -> FitR
                      "with its saved settings", run.path)
             train_config = config.model_copy(update={"resume": False})
         device = default_device()
+        trackers = _trackers(config, run) if main else ()
         context = RunContext(run.work, device, resolve_precision(config.precision, device), config.num_workers,
-                             progress)
+                             progress, trackers)
         log.info("training %s with %s on %s", config.method, config.backbone, splits.describe())
-
-        started = time.perf_counter()
-        result = method.train(train_config, splits, context)
-        train_seconds = seconds_before + time.perf_counter() - started
-        model = result.model.cpu().eval()
-        metrics = _final_metrics(config, splits, model, context, train_seconds)
-        metrics.update(result.metrics)
-        if main:
-            model.save(run.work)
-            write_json(run.work / METRICS, metrics)  # last: a run directory with metrics.json is finished
-        run.commit()
+        try:
+            started = time.perf_counter()
+            result = method.train(train_config, splits, context)
+            train_seconds = seconds_before + time.perf_counter() - started
+            model = result.model.cpu().eval()
+            metrics = _final_metrics(config, splits, model, context, train_seconds)
+            metrics.update(result.metrics)
+            if main:
+                model.save(run.work)
+                write_json(run.work / METRICS, metrics)  # last: a run directory with metrics.json is finished
+            run.commit()
+        except BaseException:
+            for tracker in trackers:
+                tracker.fail()
+            raise
+        for tracker in trackers:
+            tracker.finish(result.history, metrics, run.path)
     notes = [*_label_notes(metrics.get("labels", {})), *result.notes]
     return FitResult(run_dir=run.path, model=model, metrics=metrics, history=result.history, notes=notes)
+
+
+def _trackers(config: FitConfig, run: RunDir) -> tuple:
+    """The experiment trackers a run's settings ask for (`transferlab.engine.tracking`)."""
+    trackers = []
+    if config.tensorboard:
+        trackers.append(TensorBoardTracker(run.work / "tensorboard"))
+    if config.mlflow:
+        params = {key: value for key, value in config.model_dump(mode="json", by_alias=True).items()
+                  if key not in ("mlflow", "tensorboard", "overwrite", "resume")}
+        trackers.append(MlflowTracker(config.mlflow, config.mlflow_experiment, Path(config.out).name, params))
+    return tuple(trackers)
 
 
 def _claim_run_dir(config: FitConfig) -> RunDir:
@@ -185,7 +213,9 @@ def _final_metrics(config: FitConfig, splits, model: Predictor, context: RunCont
     }
     for role, data in (("val", splits.val), ("test", splits.test)):
         if data:
+            started = time.perf_counter()
             metrics[role] = model.evaluate(data, precision=context.precision, num_workers=config.num_workers)
+            metrics[f"{role}_ms_per_example"] = round(1000 * (time.perf_counter() - started) / len(data), 3)
     if splits.label_use:
         metrics["labels"] = splits.label_use
     return metrics

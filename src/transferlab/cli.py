@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import inspect
 import json
 import logging
 import os
@@ -350,6 +351,83 @@ def rank(
 
 def _score_cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _compare(**given):
+    """Did transfer pay off on your data? Runs methods x backbones x label budgets x seeds as ordinary run
+    directories, skips the cells already done (rerun after a crash, or with more seeds, to continue), and writes
+    leaderboard.csv.
+
+    Every 'fit' setting is a flag here too and goes to the compared methods that take it.
+    """
+    config_file, quiet = given.pop("config"), given.pop("quiet")
+    _setup_logging(quiet)
+    from transferlab.compare import Grid, parse_budgets, run_compare
+    from transferlab.config import load_config_file, parse_list
+
+    backbones = given.pop("backbones")
+    grid = Grid(methods=parse_list(given.pop("methods")),
+                backbones=parse_list(backbones) if backbones else [None],
+                labels_per_class=parse_budgets(given.pop("budgets")), seeds=list(range(given.pop("seeds"))))
+    out, overwrite = given.pop("out"), given.pop("overwrite")
+    settings = {**(load_config_file(config_file) if config_file else {}),
+                **{key: value for key, value in given.items() if value is not None}}
+    result = run_compare(grid, settings, out, overwrite=overwrite, progress=not quiet)
+    lines = [f"compare directory: {result.out} ({len(result.outcomes)} cells, {result.seconds:.0f} s); "
+             f"leaderboard.csv and report.html there"]
+    for row in result.leaderboard:
+        scores = "  ".join(f"{name} {stat.text()}" for name, stat in row.metrics.items())
+        budget = "all labels" if row.labels_per_class is None else f"{row.labels_per_class}/class"
+        seconds = f"  train {row.train_seconds.text(1)} s" if row.train_seconds else ""
+        lines.append(f"{row.name:<36} {budget:>11}  {row.seeds} seeds  {scores}{seconds}")
+    lines += [f"note: {note}" for note in result.notes]
+    typer.echo("\n".join(lines))
+
+
+def _compare_options() -> tuple[inspect.Parameter, ...]:
+    def option(name, annotation, default):
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+    return (
+        option("methods", str, typer.Option(..., help="Comma-separated methods, e.g. scratch,features,finetune.")),
+        option("backbones", Optional[str], typer.Option(None, help="Comma-separated backbones (default: the "
+                                                        "default backbone of the data's modality).")),
+        option("budgets", str, typer.Option("all", "--labels-per-class", help="Comma-separated labels per class, "
+                                            "'all' for every label, e.g. 5,10,all.")),
+        option("seeds", int, typer.Option(3, min=1, help="Seeds per cell (0, 1, ... N-1): mean and std over them.")),
+        option("out", Path, typer.Option(..., help="Compare directory: one run directory per cell under cells/.")),
+        option("overwrite", bool, typer.Option(False, "--overwrite", help="Replace what --out holds.")),
+    )
+
+
+app.command("compare")(_user_errors(with_settings_as_options(
+    _compare, exclude=("method", "backbone", "labels_per_class", "seed", "out", "overwrite", "resume"),
+    extra=_compare_options())))
+
+
+@app.command()
+@_user_errors
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run directories, compare directories, or folders searched for run "
+                                      "directories."),
+    out: Path = typer.Option(..., help="HTML file to write (self-contained: opens offline)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    embedding_maps: int = typer.Option(2, help="Adaptation experiments given a t-SNE map of source and target "
+                                       "embeddings before and after training (0: none)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """One HTML report of finished runs: leaderboard over seeds, verdicts on less data / better / faster against
+    the from-scratch baseline, plots. A path holding no run is named and the others go on."""
+    _setup_logging(quiet)
+    from transferlab.reporting import write_report
+
+    written = write_report(runs, out, overwrite=overwrite, embedding_maps=embedding_maps)
+    for note in written.runs.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"report of {len(written.runs.runs)} runs ({len(written.rows)} experiments, {len(written.plots)} "
+               f"plots) -> {out}")
+    for verdict in written.verdicts:
+        typer.echo(f"{verdict.claim}: {verdict.answer} - {verdict.summary}")
 
 
 def main() -> None:

@@ -80,14 +80,16 @@ def _option(name: str, info: FieldInfo, owners: list[str]) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
 
 
-def with_settings_as_options(command):
+def with_settings_as_options(command, *, exclude: tuple[str, ...] = (), extra: tuple[inspect.Parameter, ...] = ()):
     """``command(**given)`` as a typer command taking every method's settings as flags (``None`` when not given),
-    plus ``--config FILE`` and ``--quiet``."""
+    plus ``--config FILE`` and ``--quiet``; without the settings in ``exclude``, with the parameters in ``extra``
+    first (commands such as ``compare`` that set some settings themselves)."""
     fields = sorted(settings_fields().items(), key=lambda item: -len(item[1][1]))  # shared settings first
-    parameters = [_option(name, info, owners) for name, (info, owners) in fields]
-    method = next(p for p in parameters if p.name == "method")
-    method.default.help = (f"the transfer method: {', '.join(METHODS)} (default {method_default()}; 'transferlab "
-                           "methods' says what each does)")
+    parameters = [*extra, *(_option(name, info, owners) for name, (info, owners) in fields if name not in exclude)]
+    method = next((p for p in parameters if p.name == "method"), None)
+    if method is not None:
+        method.default.help = (f"the transfer method: {', '.join(METHODS)} (default {method_default()}; "
+                               "'transferlab methods' says what each does)")
     parameters += [
         inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                           default=typer.Option(None, help="YAML file with any of these settings; flags override it.")),

@@ -70,6 +70,11 @@ class FitConfig(BaseModel):
     overwrite: bool = Field(False, description="replace an existing run directory (once the new run has finished)")
     resume: bool = Field(False, description="continue the run in out from its last checkpoint (a finished run: "
                          "report its result)")
+    tensorboard: bool = Field(False, description="write TensorBoard scalars (losses, metrics, learning rates, task "
+                              "weights) under the run directory's tensorboard/")
+    mlflow: str | None = Field(None, description="log settings, per-epoch metrics and the run directory to MLflow at "
+                               "this tracking URI, e.g. sqlite:///mlflow.db")
+    mlflow_experiment: str = Field("transferlab", description="MLflow experiment to log to (with --mlflow)")
 
     @model_validator(mode="after")
     def _resume_or_overwrite(self):

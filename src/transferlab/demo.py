@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.api import build_config, fit
+from transferlab.compare import Grid, run_compare
 from transferlab.data import load_data, stratified_split, take_per_class
 from transferlab.methods.base import Splits
 
-__all__ = ["run_demo", "demo_splits", "DEMO_RUNS"]
+__all__ = ["DEMO_RUNS", "demo_splits", "run_demo"]
 
 BACKBONE = "efficientnet_lite0"
 IMAGE_SIZE = 112  # 8x8 digits gain nothing from 224 px; 112 keeps the demo inside a few minutes on 2 cores
@@ -49,20 +49,18 @@ def _named(data, name):
 
 
 def run_demo(out: Path | None = None, labels_per_class: int = 10, seed: int = 0, progress: bool = True) -> str:
-    """Run every method of `DEMO_RUNS` on the same split; return the comparison table as text."""
+    """Compare every method of `DEMO_RUNS` on the same split (`transferlab.compare`, one cell per method); return
+    the comparison table as text. With ``out``, the cells stay there and a rerun reuses the finished ones."""
     splits = demo_splits(labels_per_class, seed)
+    grid = Grid(methods=list(DEMO_RUNS), backbones=[BACKBONE], labels_per_class=[labels_per_class], seeds=[seed])
+    method_settings = {name: {k: v for k, v in settings.items() if k != "method"} for name, settings in DEMO_RUNS.items()}
     with tempfile.TemporaryDirectory(prefix="transferlab-demo-") as scratch_dir:
         root = Path(out) if out is not None else Path(scratch_dir)
-        rows = []
-        for label, settings in DEMO_RUNS.items():
-            config = build_config(overrides={
-                "train": splits.train.name, "backbone": BACKBONE, "image_size": IMAGE_SIZE, "seed": seed,
-                "out": root / label, "overwrite": out is not None, **settings,
-            })
-            result = fit(config, splits=splits, progress=progress)
-            rows.append((label, result.metrics["test"]["accuracy"], result.metrics["train_seconds"]))
+        result = run_compare(grid, {"train": splits.train.name, "image_size": IMAGE_SIZE}, root,
+                             method_settings=method_settings, splits=splits, progress=progress)
+    rows = [(row.method, row.metrics["accuracy"].mean, row.train_seconds.mean) for row in result.leaderboard]
     header = (f"transferlab demo: {BACKBONE} (ImageNet) -> UCI digits, {labels_per_class} labels per class, "
               f"{len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test images\n")
     table = [f"{'method':<10} {'test accuracy':>14} {'train time (s)':>15}"]
     table += [f"{label:<10} {accuracy:>14.3f} {seconds:>15.1f}" for label, accuracy, seconds in rows]
-    return header + "\n".join(table)
+    return header + "\n".join(table + [f"note: {note}" for note in result.notes])

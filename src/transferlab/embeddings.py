@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Subset
-from tqdm.auto import tqdm
 
 from transferlab.backbones.base import Backbone
 from transferlab.cache_files import read_cache_file, write_cache_file
@@ -31,9 +30,10 @@ from transferlab.engine.distributed import (
 )
 from transferlab.engine.inference import predict_logits
 from transferlab.engine.precision import autocast
+from transferlab.engine.progress import progress_bar
 from transferlab.fileio import cache_root
 
-__all__ = ["extract_features", "FeatureCache", "backbone_fingerprint", "default_num_workers", "cache_root"]
+__all__ = ["FeatureCache", "backbone_fingerprint", "cache_root", "default_num_workers", "extract_features"]
 
 log = logging.getLogger("transferlab")
 
@@ -46,7 +46,7 @@ def default_num_workers(data) -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-_fingerprints: "weakref.WeakKeyDictionary[Backbone, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+_fingerprints: weakref.WeakKeyDictionary[Backbone, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 
 
 def backbone_fingerprint(backbone: Backbone) -> str:
@@ -183,7 +183,7 @@ def _embed_cpu(backbone: Backbone, dataset, *, batch_size: int, precision: str, 
             return backbone(to_device(inputs, cpu, channels_last=True)).float()
 
     torch.set_num_threads(max(1, threads // lanes))  # threads started from here on inherit it
-    bar = tqdm(total=len(dataset), desc="embedding", leave=False, disable=not (progress and is_main_process()))
+    bar = progress_bar(total=len(dataset), desc="embedding", enabled=progress)
     pool = ThreadPoolExecutor(lanes, thread_name_prefix="transferlab-embed")
     try:
         outputs = []

@@ -22,11 +22,12 @@ from transferlab.backbones.hf_text import (
 from transferlab.backbones.lenet import LeNet
 from transferlab.backbones.speaker_encoder import create_speaker_encoder
 from transferlab.backbones.timm_backbone import create_timm_backbone
-from transferlab.backbones.torchvision_backbone import create_torchvision_backbone
+from transferlab.backbones.torchvision_backbone import create_torchvision_backbone, torchvision_archs
 from transferlab.backbones.weights import load_weights_file
 from transferlab.errors import TransferlabError, suggest
 
-__all__ = ["DEFAULT_BACKBONES", "POOLS", "create_backbone", "list_backbones", "rebuild_backbone"]
+__all__ = ["DEFAULT_BACKBONES", "POOLS", "check_backbone_name", "create_backbone", "list_backbones",
+           "rebuild_backbone"]
 
 logger = logging.getLogger("transferlab")
 
@@ -138,11 +139,29 @@ def _build(name: str, *, pretrained: bool, pool: str, image_size: int | None, ma
     if is_hf_model_reference(name):
         return _build_hugging_face(name, pretrained=pretrained, pool=pool, max_length=max_length,
                                    max_seconds=max_seconds)
+    check_backbone_name(name)
+    timm_name = name.removeprefix(TIMM_PREFIX)
+    return create_timm_backbone(timm_name, name=name, pretrained=pretrained, pool=pool, image_size=image_size)
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise unless ``name`` names a backbone `create_backbone` can build (nothing is built or downloaded: a
+    Hugging Face name is accepted as such, and checked when it loads).
+
+    Raises:
+        TransferlabError: an unknown name, with a suggestion.
+    """
+    if name in (*EFFICIENTNET_LITE, "lenet", "audio-cnn", "resemblyzer") or is_hf_model_reference(name):
+        return
+    if name.startswith(TORCHVISION_PREFIX):
+        arch = name.removeprefix(TORCHVISION_PREFIX)
+        if arch not in torchvision_archs():
+            raise TransferlabError(f"unknown torchvision architecture {arch!r}{suggest(arch, torchvision_archs())}")
+        return
     timm_name = name.removeprefix(TIMM_PREFIX)
     if not timm.is_model(split_model_name_tag(timm_name)[0]):
-        hint = suggest(timm_name, [*EFFICIENTNET_LITE, "lenet", *timm.list_models()])
+        hint = suggest(timm_name, list(dict.fromkeys([*EFFICIENTNET_LITE, "lenet", *timm.list_models()])))
         raise TransferlabError(f"unknown backbone {name!r}{hint}; choose one of {', '.join(list_backbones())}")
-    return create_timm_backbone(timm_name, name=name, pretrained=pretrained, pool=pool, image_size=image_size)
 
 
 def _build_hugging_face(name: str, *, pretrained: bool, pool: str, max_length: int, max_seconds: float) -> Backbone:

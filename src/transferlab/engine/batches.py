@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["to_device", "batch_length", "concat_inputs"]
+__all__ = ["batch_length", "concat_inputs", "to_device"]
 
 
 def to_device(batch, device: torch.device, *, channels_last: bool = False):

@@ -11,7 +11,7 @@ import torch
 from transferlab.errors import TransferlabError
 from transferlab.fileio import atomic_path
 
-__all__ = ["save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state", "saved_train_seconds"]
+__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint", "saved_train_seconds"]
 
 
 def _numpy_state_to_tensors(state: tuple) -> tuple:

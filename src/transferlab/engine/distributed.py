@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler, Subset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+)
 
-__all__ = ["rank", "world_size", "is_main_process", "make_loader", "collate_fn_of", "share_from_main"]
+__all__ = ["collate_fn_of", "is_main_process", "make_loader", "rank", "share_from_main", "world_size"]
 
 
 def world_size() -> int:

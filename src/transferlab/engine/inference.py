@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from transferlab.engine.batches import to_device
-from transferlab.engine.distributed import is_main_process
 from transferlab.engine.precision import autocast
+from transferlab.engine.progress import progress_bar
 
 __all__ = ["predict_logits"]
 
@@ -36,7 +35,7 @@ def predict_logits(
     """
     model.eval()
     outputs, labels = [], []
-    batches = tqdm(loader, desc=progress, leave=False, disable=progress is None or not is_main_process())
+    batches = progress_bar(loader, desc=progress, enabled=progress is not None)
     with torch.inference_mode(), autocast(precision, device):
         for inputs, targets in batches:
             outputs.append(_float_cpu(model(to_device(inputs, device, channels_last=True))))

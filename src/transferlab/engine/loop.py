@@ -15,7 +15,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from transferlab.engine.batches import batch_length, to_device
 from transferlab.engine.checkpoint import (
@@ -27,10 +26,11 @@ from transferlab.engine.checkpoint import (
 from transferlab.engine.distributed import is_main_process, make_loader
 from transferlab.engine.inference import predict_logits
 from transferlab.engine.precision import autocast
+from transferlab.engine.progress import progress_bar
 from transferlab.fileio import atomic_path
 from transferlab.rundir import CHECKPOINT, HISTORY
 
-__all__ = ["Trainer", "TrainSettings"]
+__all__ = ["TrainSettings", "Trainer"]
 
 log = logging.getLogger("transferlab")
 
@@ -50,6 +50,7 @@ class TrainSettings:
     num_workers: int = 0
     run_dir: Path | None = None
     progress: bool = True
+    trackers: tuple = ()  # `transferlab.engine.tracking.Tracker`s told every epoch's row (main process)
 
 
 def _batch_size(batch) -> int:
@@ -60,7 +61,7 @@ def _batch_size(batch) -> int:
     return batch_length(batch[0])
 
 
-def _epoch_loader(train_data, settings: "TrainSettings", epoch: int):
+def _epoch_loader(train_data, settings: TrainSettings, epoch: int):
     """Batches of one epoch: a dataset goes through `make_loader`; an object with ``epoch_loader`` (e.g. two
     domains drawn together, `transferlab.engine.domains.DomainPairLoader`) makes its own."""
     if hasattr(train_data, "epoch_loader"):
@@ -144,7 +145,7 @@ class Trainer:
         self.model.train()
         totals: dict[str, float] = {}
         count = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{s.epochs}", leave=False, disable=not (s.progress and is_main_process()))
+        bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{s.epochs}", enabled=s.progress)
         for batch in bar:
             batch = to_device(batch, s.device, channels_last=self.channels_last)
             with autocast(s.precision, s.device):
@@ -189,6 +190,9 @@ class Trainer:
             self.best_score, self.best_epoch = score, epoch
         self.history.append(row)
         log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        if is_main_process():
+            for tracker in self.settings.trackers:
+                tracker.log_epoch(epoch + 1, row)
         if run_dir is None or not is_main_process():
             if improved:
                 self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -7,7 +7,7 @@ import torch
 from transferlab.config import SCHEDULERS
 from transferlab.errors import TransferlabError
 
-__all__ = ["build_optimizer", "build_scheduler", "OPTIMIZERS", "SCHEDULERS"]
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "build_optimizer", "build_scheduler"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 

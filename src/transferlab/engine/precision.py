@@ -7,7 +7,7 @@ import functools
 
 import torch
 
-__all__ = ["resolve_precision", "autocast", "default_device"]
+__all__ = ["autocast", "default_device", "resolve_precision"]
 
 
 def default_device() -> torch.device:

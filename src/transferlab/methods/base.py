@@ -66,6 +66,7 @@ class RunContext:
     precision: str
     num_workers: int | None
     progress: bool = True
+    trackers: tuple = ()  # experiment trackers (`transferlab.engine.tracking`) the training loop reports to
 
 
 @dataclass
@@ -147,4 +148,5 @@ def train_settings(config, context: RunContext) -> TrainSettings:
         num_workers=context.num_workers or 0,
         run_dir=context.run_dir,
         progress=context.progress,
+        trackers=context.trackers,
     )

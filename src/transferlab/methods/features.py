@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from transferlab.config import (
@@ -42,7 +43,7 @@ from transferlab.methods.embedded_head import embed_splits, train_head_on_embedd
 from transferlab.methods.finetune import build_model
 from transferlab.methods.splits import prepare_labeled_splits
 
-__all__ = ["FeaturesConfig", "train_on_features", "fit_logistic_head", "LOGISTIC_C_GRID"]
+__all__ = ["LOGISTIC_C_GRID", "FeaturesConfig", "fit_logistic_head", "train_on_features"]
 
 
 class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSettings, PretrainedSettings, HeadSettings,
@@ -56,7 +57,12 @@ class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSetting
 
 log = logging.getLogger("transferlab")
 
-LOGISTIC_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+SMALL_PROBLEM_BLAS_THREADS = 1
+"""The logistic fits run with one BLAS thread: their matrices (a few hundred examples x a few thousand features) are
+too small to gain from more, and OpenBLAS's spinning threads lose badly to any other load on the cores (measured on
+2 cores beside other jobs: 7-8 s per fit with 2 threads, 0.2 s with 1)."""
+
+LOGISTIC_C_GRID = tuple(float(c) for c in np.logspace(-3, 2, 11))  # 0.001 to 100 in half decades
 
 
 def _logistic_as_linear(shift: np.ndarray, scale: np.ndarray, classifier: LogisticRegression,
@@ -87,17 +93,23 @@ def fit_logistic_head(train_x: np.ndarray, train_y: np.ndarray, num_classes: int
                       ) -> tuple[nn.Linear, list[dict], dict]:
     """Choose how to scale the features and the C of multinomial logistic regression by stratified k-fold
     cross-validation on the training labels, refit on all of them, and return it as one linear layer, one history
-    row per candidate (mean and std of the cross-validated accuracy) and what was chosen (``{"C", "standardize",
-    "folds", "cv_accuracy", "seconds"}``).
+    row per candidate (mean and std of the cross-validated accuracy, mean cross-validated log-loss) and what was
+    chosen (``{"C", "standardize", "folds", "cv_accuracy", "cv_log_loss", "seconds"}``).
 
     The candidates (scikit-learn's `GridSearchCV` over a pipeline): features divided by their root mean square
     (`feature_scale`, one number), with or without per-feature standardisation fitted inside each fold, times
     `LOGISTIC_C_GRID`. Per-feature standardisation can help sentence embeddings and hurts images with a handful of
-    labels (its estimates from 10 examples blow up near-constant features), so the labels decide, by the
-    one-standard-error rule (`_best_candidate`). No labels are held out: with few labels every one of them trains the
-    final head. ``k`` is 5 (3 above 10,000 examples), or the smallest class's count when smaller; with a class of
-    a single example there is no cross-validation: no standardisation, C 1.
+    labels (its estimates from 10 examples blow up near-constant features), so the labels decide: among the
+    candidates within one standard error of the best cross-validated accuracy, unstandardised ones first, the one
+    with the lowest cross-validated log-loss (`_best_candidate`). No labels are held out: with few labels every one
+    of them trains the final head. ``k`` is 5 (3 above 10,000 examples), or the smallest class's count when smaller;
+    with a class of a single example there is no cross-validation: no standardisation, C 1.
     """
+    with threadpool_limits(limits=SMALL_PROBLEM_BLAS_THREADS, user_api="blas"):
+        return _fit_logistic_head(train_x, train_y, num_classes, seed)
+
+
+def _fit_logistic_head(train_x: np.ndarray, train_y: np.ndarray, num_classes: int, seed: int):
     started = time.perf_counter()
     rms = feature_scale(train_x)  # unsupervised: no label of a fold leaks through it
     scaled = train_x / rms
@@ -112,18 +124,21 @@ def fit_logistic_head(train_x: np.ndarray, train_y: np.ndarray, num_classes: int
         summary = {"C": 1.0, "standardize": False, "folds": 0}
     else:
         grid = {"standardize": ["passthrough", StandardScaler()], "logistic__C": list(LOGISTIC_C_GRID)}
-        search = GridSearchCV(pipeline, grid, scoring="accuracy", refit=_best_candidate,
+        search = GridSearchCV(pipeline, grid, scoring={"accuracy": "accuracy", "log_loss": "neg_log_loss"},
+                              refit=_best_candidate,
                               cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).fit(scaled, train_y)
         pipeline, results = search.best_estimator_, search.cv_results_
         history = [{"epoch": i + 1, "C": params["logistic__C"], "standardize": params["standardize"] != "passthrough",
-                    "cv_accuracy": float(results["mean_test_score"][i]),
-                    "cv_accuracy_std": float(results["std_test_score"][i])}
+                    "cv_accuracy": float(results["mean_test_accuracy"][i]),
+                    "cv_accuracy_std": float(results["std_test_accuracy"][i]),
+                    "cv_log_loss": -float(results["mean_test_log_loss"][i])}
                    for i, params in enumerate(results["params"])]
         best = history[search.best_index_]
         summary = {"C": best["C"], "standardize": best["standardize"], "folds": folds,
-                   "cv_accuracy": best["cv_accuracy"]}
-        log.info("logistic regression: C=%s%s by %d-fold cross-validation (accuracy %.3f), refit on all %d labels",
-                 best["C"], ", standardised" if best["standardize"] else "", folds, best["cv_accuracy"], len(train_y))
+                   "cv_accuracy": best["cv_accuracy"], "cv_log_loss": best["cv_log_loss"]}
+        log.info("logistic regression: C=%.3g%s by %d-fold cross-validation (accuracy %.3f, log-loss %.3f), refit on "
+                 "all %d labels", best["C"], ", standardised" if best["standardize"] else "", folds,
+                 best["cv_accuracy"], best["cv_log_loss"], len(train_y))
     summary["seconds"] = round(time.perf_counter() - started, 3)
     standardize = pipeline.named_steps["standardize"]
     shift = standardize.mean_ * rms if summary["standardize"] else np.zeros(train_x.shape[1])
@@ -132,18 +147,23 @@ def fit_logistic_head(train_x: np.ndarray, train_y: np.ndarray, num_classes: int
 
 
 def _best_candidate(results: dict) -> int:
-    """GridSearchCV's choice by the one-standard-error rule (Hastie, Tibshirani & Friedman, ESL 7.10): among the
-    candidates whose mean accuracy is within one standard error of the best one's, the simplest: no per-feature
-    standardisation before standardisation, then the C nearest 1 (scikit-learn's default). With few labels the
-    cross-validated accuracies of neighbouring candidates differ by noise; this keeps such noise from picking an
-    extreme C."""
-    folds = sum(1 for key in results if key.startswith("split") and key.endswith("_test_score"))
-    means, stds = np.asarray(results["mean_test_score"]), np.asarray(results["std_test_score"])
+    """GridSearchCV's choice. The candidates whose mean cross-validated accuracy is within one standard error of the
+    best one's cannot be told apart by accuracy (the one-standard-error rule, Hastie, Tibshirani & Friedman, ESL
+    7.10); among them the simpler scaling first (no per-feature standardisation, whose 2 x dim estimates from a
+    handful of labels can blow up near-constant features), then the lowest mean cross-validated log-loss, then the
+    smaller C. With few labels a fold holds a handful of examples: its accuracy moves in steps of 1/handful and most
+    candidates tie, while the log-loss of the same held-out predictions (a proper scoring rule) is continuous and
+    still ranks them; where accuracy does separate candidates, accuracy decides."""
+    folds = sum(1 for key in results if key.startswith("split") and key.endswith("_test_accuracy"))
+    means, stds = np.asarray(results["mean_test_accuracy"]), np.asarray(results["std_test_accuracy"])
     best = int(np.argmax(means))
     close = np.flatnonzero(means >= means[best] - stds[best] / np.sqrt(folds) - 1e-12)
     standardized = np.array([results["params"][i]["standardize"] != "passthrough" for i in close])
-    distance = np.abs(np.log10([results["params"][i]["logistic__C"] for i in close]))
-    return int(close[np.lexsort((distance, standardized))[0]])
+    if not standardized.all():
+        close = close[~standardized]
+    log_loss = -np.asarray(results["mean_test_log_loss"], dtype=float)[close]
+    close = close[log_loss <= log_loss.min() + 1e-12]
+    return int(close[np.argmin([results["params"][i]["logistic__C"] for i in close])])
 
 
 def prepare_features_splits(config: FeaturesConfig) -> Splits:

@@ -9,6 +9,7 @@ from transferlab.models.base import (
            DataOptions,
            Predictor,
            load_predictor,
+           predictor_class,
            register_kind,
 )
 from transferlab.models.classifier import TransferModel
@@ -17,5 +18,5 @@ from transferlab.models.detector import DetectorModel
 from transferlab.models.heads import build_head, split_head
 from transferlab.models.multitask import MultiTaskModel
 
-__all__ = ["CTCModel", "DetectorModel", "KINDS", "DataOptions", "MultiTaskModel", "Predictor", "TransferModel", "build_head", "load_predictor",
-           "register_kind", "split_head"]
+__all__ = ["CTCModel", "DetectorModel", "KINDS", "DataOptions", "MultiTaskModel", "Predictor", "TransferModel", "build_head",
+           "load_predictor", "predictor_class", "register_kind", "split_head"]

@@ -31,7 +31,8 @@ from transferlab.data.text_tables import TextColumns
 from transferlab.errors import TransferlabError, suggest
 from transferlab.models.info import ModelInfo
 
-__all__ = ["DataOptions", "FrozenBatchNormMixin", "KINDS", "Predictor", "load_predictor", "rebuild_saved", "register_kind"]
+__all__ = ["DataOptions", "FrozenBatchNormMixin", "KINDS", "Predictor", "load_predictor", "predictor_class",
+           "rebuild_saved", "register_kind"]
 
 log = logging.getLogger("transferlab")
 
@@ -64,6 +65,8 @@ class Predictor(nn.Module):
     prediction_options: ClassVar[tuple[str, ...]] = ()
     # whether `draw_predictions` can draw predictions onto the input images (predict --draw)
     draws_predictions: ClassVar[bool] = False
+    # headline metrics (see `headline_metrics`) where lower is better, e.g. error rates
+    lower_is_better: ClassVar[frozenset[str]] = frozenset()
 
     def load_eval_data(self, spec: str, options: DataOptions) -> Any:
         """The labeled data at ``spec`` in the form `evaluate` takes."""
@@ -102,6 +105,12 @@ class Predictor(nn.Module):
     def metric_lines(self, metrics: dict, *, detail: bool = False) -> list[str]:
         """`evaluate`'s metrics as text lines; ``detail`` adds what a full evaluation report shows (e.g. a confusion
         matrix) to the one-glance summary."""
+        raise NotImplementedError
+
+    @classmethod
+    def headline_metrics(cls, metrics: dict) -> dict[str, float]:
+        """The few numbers of `evaluate`'s ``metrics`` that reports compare across runs, the main one first (what a
+        leaderboard ranks by and verdicts judge); names in `lower_is_better` are better when smaller."""
         raise NotImplementedError
 
     def save(self, run_dir: Path) -> None:
@@ -147,11 +156,18 @@ def load_predictor(run_dir: str | Path) -> Predictor:
     """Rebuild the trained model of a run directory, whatever its kind (eval mode, on the CPU)."""
     run_dir = Path(run_dir)
     info = read_model_info(run_dir)
+    return predictor_class(run_dir, info).from_run_dir(run_dir, info).eval()
+
+
+def predictor_class(run_dir: str | Path, info: dict | None = None) -> type[Predictor]:
+    """The `Predictor` class of the model saved in ``run_dir`` (its ``model.json``, or ``info`` when given), without
+    loading the model: what reads only a run's files (e.g. its metrics) asks it."""
+    info = read_model_info(Path(run_dir)) if info is None else info
     kind = info.get("kind") or next((name for name, cls in KINDS.items() if cls.wrote(info)), "none")
     if kind not in KINDS:
         raise TransferlabError(f"{run_dir} holds a model of kind {kind!r}, which this version of transferlab does not "
                                f"know{suggest(kind, KINDS)}; known kinds: {', '.join(KINDS)}")
-    return KINDS[kind].from_run_dir(run_dir, info).eval()
+    return KINDS[kind]
 
 
 def rebuild_saved(run_dir: Path, info: ModelInfo, build: Callable[[Backbone], Predictor]) -> Predictor:

@@ -103,6 +103,10 @@ class TransferModel(FrozenBatchNormMixin, Predictor):
                 f"macro-F1: {metrics['macro_f1']:.4f}{over}", "confusion matrix (rows: true, columns: predicted):",
                 *confusion_lines(metrics["classes"], metrics["confusion_matrix"])]
 
+    @classmethod
+    def headline_metrics(cls, metrics):
+        return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+
     def save(self, run_dir: Path) -> None:
         save_weights(run_dir, self)
         if hasattr(self.preprocess, "save"):  # a text tokenizer or an audio feature extractor: files of their own

@@ -84,6 +84,7 @@ class CTCModel(Predictor):
     """
 
     kind = "ctc"
+    lower_is_better = frozenset({"wer", "cer"})
 
     def __init__(self, backbone: Backbone, vocabulary: dict[str, int], *, transcript_column: str = "transcript"):
         super().__init__()
@@ -210,6 +211,10 @@ class CTCModel(Predictor):
     def metric_lines(self, metrics, *, detail=False):
         summary = f"WER: {metrics['wer']:.4f}  CER: {metrics['cer']:.4f}"
         return [f"clips: {metrics['n']}", summary] if detail else [summary]
+
+    @classmethod
+    def headline_metrics(cls, metrics):
+        return {"wer": metrics["wer"], "cer": metrics["cer"]}
 
     def save(self, run_dir: Path) -> None:
         save_weights(run_dir, self)

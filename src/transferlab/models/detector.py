@@ -248,6 +248,10 @@ class DetectorModel(FrozenBatchNormMixin, Predictor):
         return [f"images: {metrics['n']}  boxes: {metrics['boxes']}", summary,
                 "per class (AP over IoU 0.5:0.95; '-': no boxes of the class in the data):", *per_class]
 
+    @classmethod
+    def headline_metrics(cls, metrics):
+        return {"map": metrics["map"], "map_50": metrics["map_50"]}
+
     def save(self, run_dir: Path) -> None:
         save_weights(run_dir, self)
         write_model_info(run_dir, self.kind, {

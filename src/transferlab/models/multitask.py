@@ -129,6 +129,17 @@ class MultiTaskModel(TransferModel):
                     lines += confusion_lines(values["classes"], values["confusion_matrix"])
         return lines
 
+    @classmethod
+    def headline_metrics(cls, metrics):
+        """The mean task score first (what model selection maximises), then each task's own score metric (accuracy,
+        micro-F1 or R^2: all higher-is-better)."""
+        headline = {"score": metrics["score"]}
+        for name, values in metrics["tasks"].items():
+            key = next((key for key in ("accuracy", "micro_f1", "r2") if key in values), None)
+            if key is not None:
+                headline[f"{name} {key}"] = values[key]
+        return headline
+
     def save(self, run_dir):
         save_weights(run_dir, self)
         if hasattr(self.preprocess, "save"):
