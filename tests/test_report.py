@@ -134,6 +134,8 @@ def test_every_model_kind_names_its_headline_metrics():
         "multitask": {"score": 0.6, "tasks": {"digit": {"n": 4, "accuracy": 0.8, "score": 0.8},
                                                "age": {"n": 4, "mae": 3.0, "r2": 0.4, "score": 0.4}}},
         "ctc": {"n": 3, "wer": 0.4, "cer": 0.2},
+        "detector": {"n": 3, "boxes": 4, "map": 0.4, "map_50": 0.7, "map_75": 0.35, "mar_100": 0.5,
+                     "classes": ["a"], "per_class": {"a": {"ap": 0.4, "ap_50": 0.7, "recall": 0.5}}},
     }
     assert set(examples) == set(KINDS)
     for kind, metrics in examples.items():

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from transferlab.backbones.registry import DEFAULT_BACKBONES
-from transferlab.config import FitConfig, load_config_file
+from transferlab.config import FitConfig, flag_name, load_config_file
 from transferlab.data.text_tables import TextColumns
 from transferlab.engine.checkpoint import saved_train_seconds
 from transferlab.engine.distributed import is_main_process, share_from_main
@@ -40,7 +40,8 @@ from transferlab.rundir import (
 from transferlab.unsupervised.embedding_set import is_embedding_dir
 from transferlab.unsupervised.evaluation import evaluate_embeddings, retrieval_lines
 
-__all__ = ["Evaluation", "FitResult", "build_config", "evaluate", "evaluate_path", "fit", "load", "predict",
+__all__ = ["Evaluation", "FitResult", "build_config", "check_prediction_request", "evaluate", "evaluate_path", "fit",
+           "load", "predict",
            "prepare_splits", "resolve_config", "seed_everything"]
 
 log = logging.getLogger("transferlab")
@@ -298,11 +299,35 @@ def evaluate(run: str | Path | Predictor, data_spec: str, *, task: str | None = 
     return model.evaluate(model.load_eval_data(data_spec, options))
 
 
-def predict(run: str | Path | Predictor, data) -> list[dict]:
+def predict(run: str | Path | Predictor, data, **options) -> list[dict]:
     """One dict per example of ``data`` (`ImageData`, `TextData` or `AudioData`), in the form of the model's kind:
     ``{"label", "probabilities"}`` for a classifier, ``{"tasks": {name: prediction}}`` for a multi-task model,
-    ``{"transcript"}`` for a speech recogniser."""
-    return _model(run).predict(data)
+    ``{"transcript"}`` for a speech recogniser, ``{"objects": [{"label", "score", "box"}, ...]}`` for a detector.
+
+    ``options`` are the keyword options of the kind's ``predict`` (`Predictor.prediction_options`, e.g. a detector's
+    ``score_threshold``); ``None`` values are left out. Options the kind does not take are refused
+    (`check_prediction_request`)."""
+    model = _model(run)
+    check_prediction_request(model, **options)
+    return model.predict(data, **{name: value for name, value in options.items() if value is not None})
+
+
+def check_prediction_request(model: Predictor, output_format: str = "csv", *, draw: bool = False, **options) -> None:
+    """Refuse, in one line naming the model's kind, what ``transferlab predict`` asks of a model that cannot do it:
+    an output format it does not write, drawing (``--draw``) for a kind that draws nothing, or a prediction option
+    (``options`` not ``None``) its ``predict`` does not take. Each kind declares what it can do
+    (`Predictor.output_formats`, `Predictor.draws_predictions`, `Predictor.prediction_options`)."""
+    if output_format not in model.output_formats:
+        raise TransferlabError(f"--format {output_format} is not an output of this run's {model.kind} model; it "
+                               f"writes {' | '.join(model.output_formats)}")
+    if draw and not model.draws_predictions:
+        raise TransferlabError(f"--draw writes images with the objects a detector found; this run holds a "
+                               f"{model.kind} model, which draws nothing")
+    for name, value in options.items():
+        if value is not None and name not in model.prediction_options:
+            takes = ", ".join(flag_name(option) for option in model.prediction_options) or "no options"
+            raise TransferlabError(f"{flag_name(name)} does not apply to this run's {model.kind} model (its "
+                                   f"predictions take {takes})")
 
 
 @dataclass

@@ -121,8 +121,9 @@ def evaluate(
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable images with a warning."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Accuracy, macro-F1 and confusion matrix of a trained model on labeled data; or, for labeled embeddings,
-    retrieval (recall@k, mAP@R, R-precision) and clustering (NMI, ARI of k-means) quality."""
+    """Accuracy, macro-F1 and confusion matrix of a trained model on labeled data (a detector: COCO-style mAP and
+    per-class AP); or, for labeled embeddings, retrieval (recall@k, mAP@R, R-precision) and clustering (NMI, ARI of
+    k-means) quality."""
     _setup_logging(quiet or as_json)
     from transferlab.api import evaluate_path
     from transferlab.data.text_tables import TextColumns
@@ -138,31 +139,40 @@ def predict(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'transferlab fit'."),
     inputs: list[Path] = typer.Argument(..., help="Image or audio files and/or folders of them, or one text table "
                                         "(CSV/TSV/JSONL with a text column)."),
-    output_format: str = typer.Option("csv", "--format", help="csv | json."),
+    output_format: str = typer.Option("csv", "--format", help="csv | json | coco (COCO results JSON: detectors)."),
+    draw: Optional[Path] = typer.Option(None, help="Detectors: write each image with its boxes drawn into this "
+                                        "folder (under its own file name; never over an input)."),
+    score_threshold: Optional[float] = typer.Option(None, help="Detectors: leave out boxes scoring less (default: "
+                                                    "the run's score_threshold, 0.5 unless set when fitting)."),
     text_column: Optional[str] = typer.Option(None, help="Text column of a text table (default: text, else sentence)."),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable images with a warning."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Predict the class of each image, clip or text: label and class probabilities."""
+    """Predict each image, clip or text: label and class probabilities, a transcript, or a detector's boxes."""
     _setup_logging(quiet)
-    from transferlab.api import load
+    from transferlab.api import check_prediction_request, load
     from transferlab.api import predict as predict_run
     from transferlab.data import examples_from_paths
     from transferlab.data.text_tables import TextColumns
 
-    if output_format not in ("csv", "json"):
-        raise TransferlabError(f"--format must be 'csv' or 'json', got {output_format!r}")
     model = load(run_dir)
+    check_prediction_request(model, output_format, draw=draw is not None, score_threshold=score_threshold)
     data = examples_from_paths(inputs, skip_bad_files=skip_bad_files, columns=TextColumns(text_column))
-    rows = predict_run(model, data)
+    rows = predict_run(model, data, score_threshold=score_threshold)
     key, names = ("text", data.texts) if hasattr(data, "texts") else ("path", [str(p) for p in data.paths])
+    if draw is not None:
+        written = model.draw_predictions(data, rows, draw)
+        log.info("drew the predictions of %d images into %s", len(written), draw)
     if output_format == "json":
         typer.echo(json.dumps([{key: name, **row} for name, row in zip(names, rows, strict=True)], indent=2))
         return
-    columns, cells = model.prediction_table(rows)
+    if output_format != "csv":
+        typer.echo(model.format_predictions(rows, names, output_format))
+        return
+    columns, lines = model.prediction_lines(rows)
     writer = csv.writer(sys.stdout)
     writer.writerow([key, *columns])
-    writer.writerows([name, *line] for name, line in zip(names, cells, strict=True))
+    writer.writerows([names[index], *cells] for index, cells in lines)
 
 
 @app.command()

@@ -62,13 +62,20 @@ def _help(info: FieldInfo) -> str:
     return text
 
 
+def _switched_on_somewhere(name: str, owners: list[str]) -> bool:
+    """Whether a yes/no setting defaults to something other than False for one of the methods taking it (its own
+    default or its recipe's): then the command line needs a ``--no-`` flag to switch it off."""
+    return any(METHODS[owner].recipe.get(name, METHODS[owner].settings.model_fields[name].default) is not False
+               for owner in owners)
+
+
 def _option(name: str, info: FieldInfo, owners: list[str]) -> inspect.Parameter:
     kind = _cli_type(info.annotation)
     flag = (info.json_schema_extra or {}).get("flag") if isinstance(info.json_schema_extra, dict) else None
     if flag is None:
         flag = flag_name(name, info.alias)
-        if kind is bool and info.default is not False:  # a default of True (or "automatic") can be switched off
-            flag = f"{flag}/--no-{flag[2:]}"
+        if kind is bool and _switched_on_somewhere(name, owners):  # a default of True (or "automatic") can be
+            flag = f"{flag}/--no-{flag[2:]}"  # switched off
     option = typer.Option(None, *flag.split(" "), help=_help(info), rich_help_panel=_panel(owners))
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
 

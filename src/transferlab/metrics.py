@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-__all__ = ["classification_metrics", "error_rates"]
+__all__ = ["classification_metrics", "detection_metrics", "error_rates"]
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> dict:
@@ -56,3 +56,50 @@ def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float
     if not all(reference.strip() for reference in references):
         raise ValueError("a reference transcript is empty; WER and CER need non-empty references")
     return {"wer": float(jiwer.wer(references, hypotheses)), "cer": float(jiwer.cer(references, hypotheses))}
+
+
+def detection_metrics(predictions: list[dict], targets: list[dict], classes: list[str]) -> dict:
+    """COCO-style detection metrics of boxes against annotations, computed by torchmetrics' ``MeanAveragePrecision``
+    (pycocotools' COCOeval underneath).
+
+    ``map`` is the AP averaged over IoU thresholds 0.50:0.05:0.95 and over the classes that have annotations;
+    ``map_50`` and ``map_75`` at one threshold (``map_50`` is PASCAL VOC's measure, with COCO's 101-point
+    interpolation); ``mar_100`` the recall with up to 100 detections per image. Per class: its AP (0.5:0.95), its
+    AP at IoU 0.5 and its recall; ``None`` for a class without annotations in the data. Annotations flagged
+    ``iscrowd`` (VOC ``difficult``, COCO crowd) are neither matched nor missed: detections on them are ignored.
+
+    Args:
+        predictions: per image ``{"boxes": (n, 4) xyxy, "scores": (n,), "labels": (n,) class indices}``.
+        targets: per image ``{"boxes": (m, 4) xyxy, "labels": (m,), "iscrowd": (m,) 0/1}``, same order.
+        classes: the class names the labels index.
+    """
+    import torch  # imported here with torchmetrics: only detection needs them
+    from torchmetrics.detection import MeanAveragePrecision
+
+    if len(predictions) != len(targets):
+        raise ValueError(f"{len(predictions)} predictions but {len(targets)} annotated images")
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True, extended_summary=True)
+    metric.update(predictions, targets)
+    result = metric.compute()
+    present = result["classes"].reshape(-1)
+
+    def per_class(values: torch.Tensor) -> dict[int, float | None]:
+        found = {int(c): float(v) for c, v in zip(present, values.reshape(-1), strict=True)}
+        return {index: None if found.get(index, -1.0) < 0 else found[index] for index in range(len(classes))}
+
+    # COCOeval's precision: (IoU thresholds, 101 recall points, classes, area ranges, max detections), -1 where
+    # undefined; AP at IoU 0.5 of a class is its mean over the recall points (area "all", 100 detections)
+    curve = result["precision"][0, :, :, 0, -1]
+    ap_50_values = torch.stack([column[column > -1].mean() if (column > -1).any() else torch.tensor(-1.0)
+                                for column in curve.T]) if curve.numel() else torch.zeros(0)
+    ap, ap_50, recall = (per_class(values) for values in (result["map_per_class"], ap_50_values,
+                                                          result["mar_100_per_class"]))
+    boxes = sum(int((target["iscrowd"] == 0).sum()) for target in targets)
+    return {
+        "n": len(targets),
+        "boxes": boxes,
+        **{key: max(float(result[key]), 0.0) for key in ("map", "map_50", "map_75", "mar_100")},
+        "classes": list(classes),
+        "per_class": {name: {"ap": ap[index], "ap_50": ap_50[index], "recall": recall[index]}
+                      for index, name in enumerate(classes)},
+    }

@@ -11,7 +11,18 @@ from torch import nn
 from transferlab.backbones.pooling import pool_feature_map
 from transferlab.errors import TransferlabError
 
-__all__ = ["Backbone", "FeatureMap", "PreprocessConfig"]
+__all__ = ["PYRAMID_STRIDES", "Backbone", "FeatureMap", "PreprocessConfig", "pyramid_positions"]
+
+# the strides of the maps `Backbone.feature_pyramid` gives (FPN's C3, C4, C5)
+PYRAMID_STRIDES = (8, 16, 32)
+
+
+def pyramid_positions(strides: list[int]) -> list[int]:
+    """Positions of the pyramid's maps among a network's stage outputs of ``strides`` (input order): for each of
+    `PYRAMID_STRIDES`, the last output at that stride. Empty when fewer than two of those strides occur (a network
+    that never changes its stride, like a vision transformer, gives no pyramid)."""
+    last = {stride: position for position, stride in enumerate(strides) if stride in PYRAMID_STRIDES}
+    return [last[stride] for stride in sorted(last)] if len(last) >= 2 else []
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,40 @@ class Backbone(nn.Module):
             need a source classifier (LEEP, NCE) apply only where this is not ``None``.
         """
         return None
+
+    def feature_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at increasing strides, for detection heads (an FPN reads them).
+
+        Args:
+            x: ``(B, C, H, W)`` images.
+
+        Returns:
+            ``[(B, pyramid_channels[i], H / pyramid_strides[i], W / pyramid_strides[i])]``, strides increasing
+            (8, 16, 32 for the image CNNs; sizes rounded as the network's convolutions round them).
+
+        Raises:
+            TransferlabError: the backbone gives no multi-scale maps (the default: text, audio, LeNet, vision
+                transformers).
+        """
+        raise self._no_pyramid()
+
+    @property
+    def pyramid_channels(self) -> list[int]:
+        """Channels of each map `feature_pyramid` returns."""
+        raise self._no_pyramid()
+
+    @property
+    def pyramid_strides(self) -> list[int]:
+        """Strides (input pixels per map cell) of each map `feature_pyramid` returns, increasing."""
+        raise self._no_pyramid()
+
+    def _no_pyramid(self) -> TransferlabError:
+        name = getattr(self, "spec", {}).get("name", type(self).__name__)
+        return TransferlabError(
+            f"backbone {name!r} gives no multi-scale feature maps; detection needs an image CNN backbone: "
+            "efficientnet_lite0/1/2, a timm CNN (e.g. resnet18, mobilenetv3_large_100) or torchvision:ARCH (e.g. "
+            "torchvision:resnet18, torchvision:mobilenet_v3_large)"
+        )
 
     def describe(self, name: str, pool: str, weights_source: str) -> dict:
         """The ``spec`` of this backbone (``preprocess`` and ``num_features`` must be set)."""

@@ -10,7 +10,7 @@ from timm.models import get_pretrained_cfg, split_model_name_tag
 from timm.models import group_parameters as timm_group_parameters
 from torch import nn
 
-from transferlab.backbones.base import Backbone, FeatureMap, PreprocessConfig
+from transferlab.backbones.base import Backbone, FeatureMap, PreprocessConfig, pyramid_positions
 from transferlab.backbones.torchvision_backbone import group_by_children
 from transferlab.errors import TransferlabError
 
@@ -51,6 +51,32 @@ class TimmBackbone(Backbone):
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         return [(name, [f"model.{p}" for p in params]) for name, params in timm_parameter_groups(self.model)]
+
+    def feature_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The outputs of the last stages at strides 8, 16 and 32 (timm's ``feature_info``), from timm's
+        ``forward_intermediates``; layers after the last of them (e.g. EfficientNet's ``conv_head``) do not run."""
+        return self.model.forward_intermediates(x, indices=[index for index, _, _ in self._pyramid],
+                                                intermediates_only=True, stop_early=True)
+
+    @property
+    def pyramid_channels(self) -> list[int]:
+        return [channels for _, _, channels in self._pyramid]
+
+    @property
+    def pyramid_strides(self) -> list[int]:
+        return [stride for _, stride, _ in self._pyramid]
+
+    @property
+    def _pyramid(self) -> list[tuple[int, int, int]]:
+        """``(feature_info index, stride, channels)`` of each pyramid map; no pyramid raises."""
+        info = getattr(self.model, "feature_info", None)
+        if not info or not hasattr(self.model, "forward_intermediates"):
+            raise self._no_pyramid()
+        entries = [dict(entry) for entry in info]
+        positions = pyramid_positions([entry.get("reduction", 0) for entry in entries])
+        if not positions:
+            raise self._no_pyramid()
+        return [(index, entries[index]["reduction"], entries[index]["num_chs"]) for index in positions]
 
 
 def create_timm_backbone(

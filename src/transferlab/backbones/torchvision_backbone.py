@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from transferlab.backbones.base import Backbone, FeatureMap, PreprocessConfig
+from transferlab.backbones.base import Backbone, FeatureMap, PreprocessConfig, pyramid_positions
 from transferlab.errors import TransferlabError, suggest
 
 __all__ = ["TorchvisionBackbone", "create_torchvision_backbone", "group_by_children", "torchvision_archs"]
@@ -94,6 +94,69 @@ class TorchvisionBackbone(Backbone):
             return False
         finally:
             self.train(was_training)
+
+    def feature_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The last outputs at strides 8, 16 and 32 of the network's feature layers run in order (found once on a
+        dummy input); layers after the last of them do not run."""
+        positions = [position for position, _, _ in self._pyramid]
+        maps = []
+        for position, layer in enumerate(self._layers()[: positions[-1] + 1]):
+            x = layer(x)
+            if position in positions:
+                maps.append(x)
+        return maps
+
+    @property
+    def pyramid_channels(self) -> list[int]:
+        return [channels for _, _, channels in self._pyramid]
+
+    @property
+    def pyramid_strides(self) -> list[int]:
+        return [stride for _, stride, _ in self._pyramid]
+
+    def _layers(self) -> list[nn.Module]:
+        """The feature layers in the order ``forward_features`` runs them, sequential children opened one level
+        (``features.0``, ..., ResNet's blocks, RegNet's stages); empty when they do not run one after another (e.g. a
+        vision transformer)."""
+        if self.stages:
+            return list(self.model.features)
+        body = self._split[0] if self._split is not None else ["features"] * isinstance(
+            getattr(self.model, "features", None), nn.Sequential)
+        layers = []
+        for name in body:
+            child = getattr(self.model, name)
+            layers += list(child) if isinstance(child, nn.Sequential) else [child]
+        return layers
+
+    @property
+    def _pyramid(self) -> list[tuple[int, int, int]]:
+        """``(layer position, stride, channels)`` of each pyramid map, measured once on a dummy input."""
+        if not hasattr(self, "_pyramid_levels"):
+            self._pyramid_levels = self._measure_pyramid()
+        if not self._pyramid_levels:
+            raise self._no_pyramid()
+        return self._pyramid_levels
+
+    def _measure_pyramid(self) -> list[tuple[int, int, int]]:
+        layers = self._layers()
+        if not layers:
+            return []
+        size = self.preprocess.input_size[1]
+        x = torch.zeros(1, self.preprocess.channels, size, size, device=next(self.parameters()).device)
+        shapes = []
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for layer in layers:
+                    x = layer(x)
+                    shapes.append(tuple(x.shape) if x.dim() == 4 else None)
+        except RuntimeError:
+            return []
+        finally:
+            self.train(was_training)
+        strides = [round(size / shape[-1]) if shape else 0 for shape in shapes]
+        return [(position, strides[position], shapes[position][1]) for position in pyramid_positions(strides)]
 
     def parameter_groups(self) -> list[tuple[str, list[str]]]:
         """VGG/AlexNet: ``block1`` ... ``blockN`` (conv stages ending at each max-pool, Keras' names); others: one

@@ -79,7 +79,8 @@ class Trainer:
         model: the module to train (moved to ``settings.device``).
         objective: callable ``(model, batch) -> {"loss": scalar, "parts": {name: scalar}}``; it may add
             ``"backward"``, a callable that fills the gradients itself (e.g. aggregating per-task gradients),
-            called instead of ``loss.backward()``. An objective that is an ``nn.Module`` with state (learned loss
+            called instead of ``loss.backward()``, and ``"examples"``, how many examples the batch held, for
+            batches the loop cannot count (e.g. detection's lists of images of different sizes). An objective that is an ``nn.Module`` with state (learned loss
             weights, loss history) is checkpointed with the model.
         optimizer: built over the parameters that may ever train.
         scheduler: stepped once per batch (built for ``epochs * steps_per_epoch`` steps), or ``None``.
@@ -157,7 +158,7 @@ class Trainer:
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
-            size = _batch_size(batch)
+            size = out["examples"] if "examples" in out else _batch_size(batch)
             count += size
             for name, value in {"loss": loss, **out["parts"]}.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) * size

@@ -91,16 +91,18 @@ def head_settings(config: FitConfig) -> dict:
     return {"kind": config.head, "hidden": list(config.head_hidden), "dropout": config.dropout}
 
 
-def freeze_and_rates(model: TransferModel, config: FitConfig, transfer: bool) -> tuple[list[dict], GradualUnfreezing]:
-    """Freeze what ``config.freeze`` names and return the optimizer's parameter groups (discriminative learning
-    rates) with the gradual-unfreezing hook. Without ``transfer`` (``scratch``) nothing is frozen and every group
+def freeze_and_rates(model: TransferModel, config: FitConfig, transfer: bool, always_frozen: set[str] = frozenset()
+                     ) -> tuple[list[dict], GradualUnfreezing]:
+    """Freeze what ``config.freeze`` names (and the parameters ``always_frozen`` names, e.g. a detector's frozen
+    BatchNorm) and return the optimizer's parameter groups (discriminative learning rates) with the
+    gradual-unfreezing hook. Without ``transfer`` (``scratch``) only ``always_frozen`` is frozen and every group
     gets ``config.lr``; a backbone without pretrained weights (e.g. ``lenet`` without ``--weights``) keeps the
     requested freezing but gets no head-only epochs and one learning rate, as there is nothing to protect."""
     random_start = model.backbone.spec.get("weights_source", "random") == "random"
     if transfer and random_start:
         log.info("the backbone starts from random weights: no head-only epochs, one learning rate for all groups")
     groups = model.parameter_groups()
-    frozen = frozen_parameter_names(config.freeze, groups) if transfer else set()
+    frozen = (frozen_parameter_names(config.freeze, groups) if transfer else set()) | set(always_frozen)
     set_requires_grad(model, frozen, False)
     backbone_trainable = {name for _, names in groups[:-1] for name in names} - frozen
     protect = transfer and not random_start

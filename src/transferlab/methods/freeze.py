@@ -10,7 +10,8 @@ from torch import nn
 
 from transferlab.errors import TransferlabError
 
-__all__ = ["frozen_parameter_names", "discriminative_param_groups", "GradualUnfreezing", "set_requires_grad"]
+__all__ = ["frozen_parameter_names", "discriminative_param_groups", "GradualUnfreezing", "batchnorm_parameter_names",
+           "set_requires_grad"]
 
 Groups = list[tuple[str, list[str]]]
 
@@ -20,8 +21,9 @@ def frozen_parameter_names(freeze: str, groups: Groups) -> set[str]:
 
     Args:
         freeze: ``"all"`` (every backbone group), ``"none"``, ``"N"`` (the first N groups, input side first) or a
-            pattern matched against parameter names: a glob (``backbone.blocks.0.*``) or, when it contains regex
-            syntax the glob cannot mean, a regular expression (``re:^backbone\\.stem``).
+            pattern matched against group and parameter names: a glob (``backbone.blocks.0.*``), a module name
+            without wildcards that takes everything under it (``backbone``, ``backbone.blocks.0``) or, when it
+            contains regex syntax the glob cannot mean, a regular expression (``re:^backbone\\.stem``).
         groups: the model's groups, input to output; the last one is the head, which ``all``/``N`` never freeze.
     """
     backbone_groups = groups[:-1]
@@ -46,7 +48,7 @@ def frozen_parameter_names(freeze: str, groups: Groups) -> set[str]:
         matched = {name for name in all_names if pattern.search(name)}
     else:
         group_names = {group: names for group, names in groups}
-        matched = {name for name in all_names if fnmatch.fnmatchcase(name, freeze)}
+        matched = {name for name in all_names if fnmatch.fnmatchcase(name, freeze) or name.startswith(f"{freeze}.")}
         for group, names in group_names.items():
             if fnmatch.fnmatchcase(group, freeze):
                 matched.update(names)
@@ -57,6 +59,16 @@ def frozen_parameter_names(freeze: str, groups: Groups) -> set[str]:
             f"or a glob over names such as {examples}"
         )
     return matched
+
+
+def batchnorm_parameter_names(module: nn.Module, prefix: str = "") -> set[str]:
+    """Names (with ``prefix``) of the affine parameters of every BatchNorm layer in ``module``: freezing them keeps
+    those layers in eval mode too (`transferlab.models.base.FrozenBatchNormMixin`), i.e. frozen BatchNorm."""
+    names = set()
+    for layer_name, layer in module.named_modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            names.update(f"{prefix}{layer_name}.{name}" for name, _ in layer.named_parameters(recurse=False))
+    return names
 
 
 def set_requires_grad(model: nn.Module, names: set[str], flag: bool) -> None:

@@ -19,13 +19,14 @@ from transferlab.data import (
     require_two_classes,
     take_per_class,
 )
+from transferlab.data.detection import is_detection_spec
 from transferlab.data.splits import hold_out_indices
 from transferlab.data.text_tables import table_columns, text_columns_of
 from transferlab.errors import TransferlabError
 from transferlab.methods.base import Splits
 
-__all__ = ["load_labeled", "load_spec", "load_training_data", "prepare_labeled_splits", "require_labels", "same_examples",
-           "validation_and_test"]
+__all__ = ["load_labeled", "load_spec", "load_training_data", "prepare_labeled_splits", "refuse_detection_data",
+           "require_labels", "same_examples", "validation_and_test"]
 
 log = logging.getLogger("transferlab")
 
@@ -52,8 +53,16 @@ def same_examples(a: Examples, b: Examples) -> bool:
     return a.pixels is not None and b.pixels is not None and np.array_equal(a.pixels, b.pixels)
 
 
+def refuse_detection_data(spec: str, method: str) -> None:
+    """One line when a classification method is given detection data (boxes), pointing to ``--method detection``."""
+    if is_detection_spec(spec):
+        raise TransferlabError(f"{spec!r} is object-detection data (boxes), which method '{method}' cannot train on: "
+                               "train a detector with --method detection")
+
+
 def load_spec(spec: str, config, preference: tuple[str, ...], domain: str = "target") -> Examples:
     """One split of a data spec with the run's reading options (bad files, text columns, kept classes)."""
+    refuse_detection_data(spec, config.method)
     data = load_data(spec, split_preference=preference, skip_bad_files=config.skip_bad_files, domain=domain,
                      columns=text_columns_of(config), max_image_pixels=config.max_image_pixels)
     return keep_classes(data, config.classes)
@@ -121,6 +130,7 @@ def _held_out(train: Examples, config) -> tuple[Examples, Examples | None]:
 
 def load_training_data(config) -> tuple[Examples, Examples | None]:
     """``(train, own_val)``: the labeled training split of ``config.train`` and its own validation split, if any."""
+    refuse_detection_data(config.train, config.method)
     available = load_splits(config.train, skip_bad_files=config.skip_bad_files, columns=text_columns_of(config),
                             max_image_pixels=config.max_image_pixels)
     available = {name: keep_classes(data, config.classes) for name, data in available.items()}

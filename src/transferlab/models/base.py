@@ -31,8 +31,8 @@ from transferlab.data.text_tables import TextColumns
 from transferlab.errors import TransferlabError, suggest
 from transferlab.models.info import ModelInfo
 
-__all__ = ["DataOptions", "KINDS", "Predictor", "load_predictor", "predictor_class", "rebuild_saved",
-           "register_kind"]
+__all__ = ["DataOptions", "FrozenBatchNormMixin", "KINDS", "Predictor", "load_predictor", "predictor_class",
+           "rebuild_saved", "register_kind"]
 
 log = logging.getLogger("transferlab")
 
@@ -48,7 +48,9 @@ class DataOptions:
 
 
 class Predictor(nn.Module):
-    """A trained model of one kind. Subclasses set `kind` and implement every method below.
+    """A trained model of one kind. Subclasses set `kind` and implement every method below (``prediction_table`` or
+    ``prediction_lines``; ``format_predictions`` and ``draw_predictions`` where ``output_formats`` and
+    ``draws_predictions`` say so).
 
     ``evaluate`` and ``predict`` take the data object their kind reads (`load_eval_data` makes it from a spec for
     evaluation; prediction takes the examples a user points at: `transferlab.data.ImageData`, ``TextData`` or
@@ -56,6 +58,13 @@ class Predictor(nn.Module):
     """
 
     kind: ClassVar[str]
+    # the --format values `transferlab predict` may write for this kind: csv (`prediction_table`), json (`predict`'s
+    # rows) and any the kind writes itself (`format_predictions`)
+    output_formats: ClassVar[tuple[str, ...]] = ("csv", "json")
+    # keyword options `predict` takes beyond precision and num_workers (e.g. a detector's score_threshold)
+    prediction_options: ClassVar[tuple[str, ...]] = ()
+    # whether `draw_predictions` can draw predictions onto the input images (predict --draw)
+    draws_predictions: ClassVar[bool] = False
     # headline metrics (see `headline_metrics`) where lower is better, e.g. error rates
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
 
@@ -72,7 +81,25 @@ class Predictor(nn.Module):
         raise NotImplementedError
 
     def prediction_table(self, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-        """``(columns, cells)``: `predict`'s rows as CSV columns (the example's name column is added by the caller)."""
+        """``(columns, cells)``: `predict`'s rows as CSV columns, one line per example (the example's name column is
+        added by the caller). Kinds with several lines per example implement `prediction_lines` instead."""
+        raise NotImplementedError
+
+    def prediction_lines(self, rows: list[dict]) -> tuple[list[str], list[tuple[int, list[str]]]]:
+        """``(columns, [(example index, cells), ...])``: `predict`'s rows as CSV lines, each with the example it
+        belongs to; by default one per example (`prediction_table`), several for kinds that find several things
+        in one example (a detector: one line per box)."""
+        columns, cells = self.prediction_table(rows)
+        return columns, list(enumerate(cells))
+
+    def format_predictions(self, rows: list[dict], names: list[str], output_format: str) -> str:
+        """`predict`'s rows for the examples ``names`` as a document in one of the kind's own `output_formats`
+        (those beyond csv and json)."""
+        raise NotImplementedError
+
+    def draw_predictions(self, data: Any, rows: list[dict], out_dir: Path) -> list[Path]:
+        """Write the examples of ``data`` with `predict`'s ``rows`` drawn on them into ``out_dir`` (never over an
+        input); return the files written. Kinds with `draws_predictions` implement it."""
         raise NotImplementedError
 
     def metric_lines(self, metrics: dict, *, detail: bool = False) -> list[str]:
@@ -99,6 +126,21 @@ class Predictor(nn.Module):
     def wrote(cls, info: dict) -> bool:
         """Whether ``model.json`` without a ``kind`` (transferlab 0.1 did not record one) holds this kind."""
         return False
+
+
+class FrozenBatchNormMixin(nn.Module):
+    """``train()`` leaves BatchNorm layers whose parameters are all frozen in eval mode, so frozen parts keep their
+    pretrained running statistics."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    params = list(module.parameters(recurse=False))
+                    if params and not any(p.requires_grad for p in params):
+                        module.eval()
+        return self
 
 
 KINDS: dict[str, type[Predictor]] = {}

@@ -14,7 +14,7 @@ from transferlab.data import load_data
 from transferlab.errors import TransferlabError
 from transferlab.evaluate import confusion_lines, evaluate_model, predict_proba
 from transferlab.fileio import read_json
-from transferlab.models.base import DataOptions, Predictor, rebuild_saved, register_kind
+from transferlab.models.base import DataOptions, FrozenBatchNormMixin, Predictor, rebuild_saved, register_kind
 from transferlab.models.heads import build_head
 from transferlab.models.info import HeadInfo, ModelInfo, read_info
 
@@ -29,23 +29,8 @@ def refuse_task(options: DataOptions, run_dir_kind: str) -> None:
         raise TransferlabError(f"--task {options.task} is for multi-task runs; this run holds a {run_dir_kind}")
 
 
-class _FrozenBatchNormMixin(nn.Module):
-    """``train()`` leaves BatchNorm layers whose parameters are all frozen in eval mode, so frozen parts keep their
-    pretrained running statistics."""
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    params = list(module.parameters(recurse=False))
-                    if params and not any(p.requires_grad for p in params):
-                        module.eval()
-        return self
-
-
 @register_kind
-class TransferModel(_FrozenBatchNormMixin, Predictor):
+class TransferModel(FrozenBatchNormMixin, Predictor):
     """``head(backbone(x))`` with the class names it predicts.
 
     Args:
