@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import without_timing
 from PIL import Image, ImageDraw
+from test_cli import assert_user_error
 from typer.testing import CliRunner
 
 from transferlab.api import evaluate, fit, load, predict
@@ -34,15 +35,6 @@ SIZE = 128
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def one_error_line(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def write_shapes_voc(root, count: int = 12, seed: int = 0):
@@ -216,7 +208,7 @@ def test_cli_draws_boxes_without_touching_the_inputs(shapes_run, shapes, found, 
         assert image.size == (SIZE, SIZE)
         difference = np.abs(np.asarray(image, dtype=int) - np.asarray(original, dtype=int))
         assert difference.max() > 100  # a box was drawn
-    one_error_line(invoke("predict", shapes_run.run_dir, images / best, "--draw", images),
+    assert_user_error(invoke("predict", shapes_run.run_dir, images / best, "--draw", images),
                    "would overwrite the input image")
     assert (images / best).read_bytes() == before
 
@@ -226,9 +218,9 @@ def test_classifier_runs_refuse_box_outputs(tmp_path, shapes):
     backbone = create_backbone("lenet")
     TransferModel(backbone, build_head("linear", backbone.num_features, 2, [], 0.0), ["a", "b"]).save(run)
     image = shapes / "images" / "shape0.jpg"
-    one_error_line(invoke("predict", run, image, "--format", "coco"), "--format coco", "classifier", "csv | json")
-    one_error_line(invoke("predict", run, image, "--draw", tmp_path / "drawn"), "--draw", "classifier")
-    one_error_line(invoke("predict", run, image, "--score-threshold", 0.3), "--score-threshold", "classifier")
+    assert_user_error(invoke("predict", run, image, "--format", "coco"), "--format coco", "classifier", "csv | json")
+    assert_user_error(invoke("predict", run, image, "--draw", tmp_path / "drawn"), "--draw", "classifier")
+    assert_user_error(invoke("predict", run, image, "--score-threshold", 0.3), "--score-threshold", "classifier")
     assert not (tmp_path / "drawn").exists()
 
 
@@ -282,7 +274,7 @@ def test_freeze_backbone_names_every_backbone_parameter():
 
 
 def test_detection_data_given_to_a_classification_method_is_one_line(shapes, tmp_path):
-    one_error_line(invoke("fit", "--method", "finetune", "--train", shapes, "--out", tmp_path / "r"),
+    assert_user_error(invoke("fit", "--method", "finetune", "--train", shapes, "--out", tmp_path / "r"),
                    "object-detection data", "--method detection")
 
 
@@ -290,14 +282,14 @@ def test_class_folders_given_to_detection_are_one_line(tmp_path):
     for name in ("cats", "dogs"):
         (tmp_path / "folders" / name).mkdir(parents=True)
         Image.new("RGB", (16, 16)).save(tmp_path / "folders" / name / "0.png")
-    one_error_line(invoke("fit", "--method", "detection", "--train", tmp_path / "folders", "--out", tmp_path / "r"),
+    assert_user_error(invoke("fit", "--method", "detection", "--train", tmp_path / "folders", "--out", tmp_path / "r"),
                    "holds no detection annotations", "--method finetune")
 
 
 def test_unknown_detector_and_backbone_without_pyramid_are_one_line(shapes, tmp_path):
-    one_error_line(invoke("fit", "--method", "detection", "--train", shapes, "--detector", "yolo", "--out",
+    assert_user_error(invoke("fit", "--method", "detection", "--train", shapes, "--detector", "yolo", "--out",
                           tmp_path / "a"), "detector", "yolo")
-    one_error_line(invoke("fit", "--method", "detection", "--train", shapes, "--backbone", "lenet", "--out",
+    assert_user_error(invoke("fit", "--method", "detection", "--train", shapes, "--backbone", "lenet", "--out",
                           tmp_path / "b", "-q"), "backbone 'lenet' gives no multi-scale feature maps")
     with pytest.raises(TransferlabError, match="unknown detector 'fasterrcn' \\(did you mean 'fasterrcnn'"):
         DetectorModel(create_backbone("mobilenetv3_small_050", pretrained=False), ["a"],

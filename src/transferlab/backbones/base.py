@@ -177,11 +177,16 @@ class Backbone(nn.Module):
     @property
     def pyramid_channels(self) -> list[int]:
         """Channels of each map `feature_pyramid` returns."""
-        raise self._no_pyramid()
+        return [channels for _, _, channels in self._pyramid]
 
     @property
     def pyramid_strides(self) -> list[int]:
         """Strides (input pixels per map cell) of each map `feature_pyramid` returns, increasing."""
+        return [stride for _, stride, _ in self._pyramid]
+
+    @property
+    def _pyramid(self) -> list[tuple[int, int, int]]:
+        """``(position, stride, channels)`` of each pyramid map; backbones that give a pyramid override it."""
         raise self._no_pyramid()
 
     def _no_pyramid(self) -> TransferlabError:

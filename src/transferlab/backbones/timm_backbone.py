@@ -59,14 +59,6 @@ class TimmBackbone(Backbone):
                                                 intermediates_only=True, stop_early=True)
 
     @property
-    def pyramid_channels(self) -> list[int]:
-        return [channels for _, _, channels in self._pyramid]
-
-    @property
-    def pyramid_strides(self) -> list[int]:
-        return [stride for _, stride, _ in self._pyramid]
-
-    @property
     def _pyramid(self) -> list[tuple[int, int, int]]:
         """``(feature_info index, stride, channels)`` of each pyramid map; no pyramid raises."""
         info = getattr(self.model, "feature_info", None)

@@ -106,14 +106,6 @@ class TorchvisionBackbone(Backbone):
                 maps.append(x)
         return maps
 
-    @property
-    def pyramid_channels(self) -> list[int]:
-        return [channels for _, _, channels in self._pyramid]
-
-    @property
-    def pyramid_strides(self) -> list[int]:
-        return [stride for _, stride, _ in self._pyramid]
-
     def _layers(self) -> list[nn.Module]:
         """The feature layers in the order ``forward_features`` runs them, sequential children opened one level
         (``features.0``, ..., ResNet's blocks, RegNet's stages); empty when they do not run one after another (e.g. a
