@@ -6,17 +6,17 @@ averaged to mono and the signal is resampled to the backbone's rate with scipy's
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from math import gcd
 from pathlib import Path
 
 import numpy as np
 
+from transferlab.data.digests import file_digest
 from transferlab.data.image_data import LabeledExamples
 from transferlab.errors import TransferlabError
 
-__all__ = ["AudioData", "AudioReadError", "AUDIO_EXTENSIONS", "read_audio", "audio_problem"]
+__all__ = ["AUDIO_EXTENSIONS", "AudioData", "AudioReadError", "audio_problem", "read_audio"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -104,11 +104,4 @@ class AudioData(LabeledExamples):
 
     def content_digest(self, index: int) -> str:
         """SHA-1 of the file's bytes: the key of the feature cache."""
-        digest = self._digests.get(index)
-        if digest is None:
-            try:
-                payload = Path(self.paths[index]).read_bytes()
-            except OSError as exc:
-                raise AudioReadError(f"cannot read audio file {self.paths[index]}: {exc}") from None
-            digest = self._digests[index] = hashlib.sha1(payload).hexdigest()
-        return digest
+        return file_digest(self._digests, index, self.paths[index], error=AudioReadError, noun="audio file")

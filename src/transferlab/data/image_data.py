@@ -13,11 +13,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from transferlab.data.digests import file_digest
 from transferlab.data.hints import setting_hint
 from transferlab.errors import TransferlabError
 
-__all__ = ["ImageData", "ImageReadError", "LabeledExamples", "DOMAINS", "align_classes", "keep_classes",
-           "DEFAULT_MAX_IMAGE_PIXELS", "MAX_IMAGE_PIXELS_VARIABLE", "max_image_pixels", "open_image"]
+__all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "DOMAINS",
+    "MAX_IMAGE_PIXELS_VARIABLE",
+    "ImageData",
+    "ImageReadError",
+    "LabeledExamples",
+    "align_classes",
+    "keep_classes",
+    "max_image_pixels",
+    "open_image",
+]
 
 DOMAINS = ("source", "target")
 
@@ -192,18 +203,14 @@ class ImageData(LabeledExamples):
     def content_digest(self, index: int) -> str:
         """SHA-1 of the example's bytes (file contents or pixel array) and of `DECODING`: the key of the feature
         cache, so features of images decoded another way are not reused."""
+        if self.pixels is None:
+            return file_digest(self._digests, index, self.paths[index], tag=DECODING, error=ImageReadError,
+                               noun="image")
         digest = self._digests.get(index)
         if digest is None:
-            if self.pixels is not None:
-                item = np.ascontiguousarray(self.pixels[index])
-                payload = str(item.shape).encode() + item.tobytes()
-            else:
-                try:
-                    payload = Path(self.paths[index]).read_bytes()
-                except OSError as exc:
-                    raise ImageReadError(f"cannot read image {self.paths[index]}: {exc}") from None
-            digest = hashlib.sha1(DECODING + payload).hexdigest()
-            self._digests[index] = digest
+            item = np.ascontiguousarray(self.pixels[index])
+            payload = DECODING + str(item.shape).encode() + item.tobytes()
+            digest = self._digests[index] = hashlib.sha1(payload).hexdigest()
         return digest
 
 

@@ -3,18 +3,24 @@ validation or test data in the training data's class order."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from transferlab.data.image_data import DECODING, DOMAINS, ImageReadError, max_image_pixels, open_image
+from transferlab.data.digests import file_digest
+from transferlab.data.image_data import (
+    DECODING,
+    DOMAINS,
+    ImageReadError,
+    max_image_pixels,
+    open_image,
+)
 from transferlab.data.image_modes import to_model_mode
 from transferlab.errors import TransferlabError
 
-__all__ = ["DetectionData", "align_detection_classes", "DETECTION_DECODING"]
+__all__ = ["DETECTION_DECODING", "DetectionData", "align_detection_classes"]
 
 # how a detection image's bytes become pixels: classification's decoding, after EXIF orientation is applied (so a
 # cache keyed on `DetectionData.content_digest` never mixes the two)
@@ -127,15 +133,8 @@ class DetectionData:
 
     def content_digest(self, index: int) -> str:
         """SHA-1 of the image file's bytes and of `DETECTION_DECODING` (the image only, not its boxes)."""
-        digest = self._digests.get(index)
-        if digest is None:
-            try:
-                payload = Path(self.paths[index]).read_bytes()
-            except OSError as exc:
-                raise ImageReadError(f"cannot read image {self.paths[index]}: {exc}") from None
-            digest = hashlib.sha1(DETECTION_DECODING + payload).hexdigest()
-            self._digests[index] = digest
-        return digest
+        return file_digest(self._digests, index, self.paths[index], tag=DETECTION_DECODING, error=ImageReadError,
+                           noun="image")
 
 
 def _draft_request(size: tuple[int, int], max_size: int) -> tuple[int, int]:
