@@ -52,3 +52,10 @@ def test_an_unreachable_mlflow_store_is_one_line(tmp_path):
     assert_user_error(invoke("fit", "--train", data, "--method", "features", "--backbone", "lenet", "--mlflow",
                              "nosuchscheme://x", "--out", tmp_path / "run", "-q"), "cannot log to MLflow")
     assert not (tmp_path / "run").exists()
+
+
+def test_an_mlflow_experiment_without_mlflow_is_refused(tmp_path):
+    data = make_folder(tmp_path / "photos")
+    assert_user_error(invoke("fit", "--train", data, "--method", "features", "--backbone", "lenet",
+                             "--mlflow-experiment", "digits", "--out", tmp_path / "run", "-q"), "--mlflow")
+    assert not (tmp_path / "run").exists()

@@ -80,6 +80,9 @@ class FitConfig(BaseModel):
     def _resume_or_overwrite(self):
         if self.resume and self.overwrite:
             raise ValueError("choose either resume or overwrite, not both")
+        if self.mlflow is None and self.mlflow_experiment != type(self).model_fields["mlflow_experiment"].default:
+            raise ValueError("mlflow_experiment (--mlflow-experiment) names the experiment of --mlflow URI; give "
+                             "--mlflow too, or drop it")
         return self
 
 
