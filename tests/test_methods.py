@@ -134,8 +134,10 @@ def test_scratch_ignores_pretrained_weights(tmp_path):
 def test_inverse_schedule_follows_dann_annealing():
     from transferlab.engine.optim import build_scheduler
 
+    from transferlab.config import TrainingSettings
+
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
-    scheduler = build_scheduler("inverse", optimizer, total_steps=100)
+    scheduler = build_scheduler(TrainingSettings(scheduler="inverse"), optimizer, total_steps=100)
     rates = []
     for _ in range(100):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -144,6 +146,55 @@ def test_inverse_schedule_follows_dann_annealing():
     assert rates[0] == pytest.approx(0.01)
     assert rates[50] == pytest.approx(0.01 / 6**0.75)  # p = 0.5: lr / (1 + 10 p) ** 0.75
     assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+@pytest.mark.parametrize("name", ["cosine", "inverse", "constant"])
+def test_warmup_ramps_linearly_then_hands_over_to_the_schedule(name):
+    from transferlab.config import TrainingSettings
+    from transferlab.engine.optim import WARMUP_START, build_scheduler
+
+    def rates(warmup):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+        scheduler = build_scheduler(TrainingSettings(scheduler=name, warmup=warmup), optimizer, total_steps=100)
+        seen = []
+        for _ in range(100):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+        return seen
+
+    warm, plain = rates(0.2), rates(0.0)
+    assert warm[0] == pytest.approx(0.01 * WARMUP_START)
+    assert all(a < b for a, b in zip(warm[:20], warm[1:21]))  # a linear rise over the first 20 steps
+    assert warm[10] == pytest.approx(0.01 * (WARMUP_START + (1 - WARMUP_START) * 10 / 20))
+    assert warm[20] == pytest.approx(0.01)  # then the schedule over the 80 steps left, from the full rate
+    assert warm[20 + 40] == pytest.approx(rates_over(name, 80)[40])
+    assert warm != plain
+
+
+def test_warmup_is_refused_with_onecycle_which_warms_up_itself():
+    from pydantic import ValidationError
+
+    from transferlab.config import TrainingSettings
+
+    with pytest.raises(ValidationError, match="one-cycle warms up by itself"):
+        TrainingSettings(scheduler="onecycle", warmup=0.1)
+
+
+def rates_over(name, steps):
+    from transferlab.config import TrainingSettings
+    from transferlab.engine.optim import build_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    scheduler = build_scheduler(TrainingSettings(scheduler=name), optimizer, total_steps=steps)
+    seen = []
+    for _ in range(steps):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return seen
 
 
 def test_training_a_cnn_keeps_its_weights_channels_last_and_saves_plain_tensors(shared_data, tmp_path):

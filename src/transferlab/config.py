@@ -177,7 +177,16 @@ class TrainingSettings(BaseModel):
         "cosine",
         description="learning-rate schedule: cosine, onecycle, inverse (DANN: lr / (1 + 10 p) ** 0.75), constant",
     )
+    warmup: float = Field(0.0, ge=0, lt=1, description="fraction of the training steps over which the learning rate "
+                          "rises linearly from 0.1% to its value before the schedule starts (0: none)")
     patience: int | None = Field(None, ge=1, description="stop after N epochs without validation improvement")
+
+    @model_validator(mode="after")
+    def _check_warmup(self):
+        if self.warmup and self.scheduler == "onecycle":
+            raise ValueError(f"warmup {self.warmup} with scheduler onecycle: one-cycle warms up by itself; set "
+                             "warmup 0 or choose another scheduler")
+        return self
 
 
 class AugmentSettings(BaseModel):

@@ -181,7 +181,7 @@ def train_ctc(config: CTCConfig, splits: Splits, context: RunContext) -> MethodR
     param_groups, unfreezing = freeze_and_rates(model, config, transfer=True)
     train = drop_long_clips(splits.train, config.max_seconds)
     optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
-    scheduler = build_scheduler(config.scheduler, optimizer, config.epochs * math.ceil(len(train) / config.batch_size))
+    scheduler = build_scheduler(config, optimizer, config.epochs * math.ceil(len(train) / config.batch_size))
     validation = TranscriptValidation(splits.val) if splits.val is not None else None
     trainer = Trainer(model, ctc_objective, optimizer, scheduler, train_settings(config, context), [unfreezing])
     history = trainer.fit(TranscribedAudioDataset(train, model), validation, resume=config.resume)

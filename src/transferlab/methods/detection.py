@@ -193,7 +193,7 @@ def train_detection(config: DetectionConfig, splits: Splits, context: RunContext
     param_groups, unfreezing = freeze_and_rates(model, config, transfer=True, always_frozen=always_frozen)
     optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
     steps = config.epochs * math.ceil(len(splits.train) / config.batch_size)
-    scheduler = build_scheduler(config.scheduler, optimizer, steps)
+    scheduler = build_scheduler(config, optimizer, steps)
     transform = detection_transform(train=True) if config.augment else None
     train_images = TrainingImages(splits.train, transform, max_size=config.max_size, drop_difficult=True)
     validation = DetectionValidation(splits.val) if splits.val is not None else None

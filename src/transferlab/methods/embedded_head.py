@@ -44,7 +44,7 @@ def train_head_on_embeddings(
     optimizer = build_optimizer(config.optimizer, [{"params": list(head.parameters()), "lr": config.lr}],
                                 config.weight_decay)
     steps = config.epochs * -(-len(train_x) // config.batch_size)
-    trainer = Trainer(head, ClassificationObjective(), optimizer, build_scheduler(config.scheduler, optimizer, steps),
+    trainer = Trainer(head, ClassificationObjective(), optimizer, build_scheduler(config, optimizer, steps),
                       train_settings(config, context))
     val_data = TensorDataset(val_x, torch.from_numpy(splits.val.labels)) if val_x is not None else None
     history = trainer.fit(TensorDataset(train_x, torch.from_numpy(splits.train.labels)), val_data,

@@ -123,7 +123,7 @@ def train_end_to_end(config: FitConfig, splits: Splits, context: RunContext, *, 
         return MethodResult(model=model, history=train_head_on_embeddings(model, config, splits, context))
     optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
     steps = config.epochs * math.ceil(len(splits.train) / config.batch_size)
-    scheduler = build_scheduler(config.scheduler, optimizer, steps)
+    scheduler = build_scheduler(config, optimizer, steps)
 
     regularizers = {}
     if transfer and (config.l2sp_alpha or config.l2sp_beta):

@@ -163,7 +163,7 @@ def train_joint(config: JointConfig, splits: Splits, context: RunContext) -> Met
         source_share=config.source_share,
         steps_per_epoch=config.steps_per_epoch,
     )
-    scheduler = build_scheduler(config.scheduler, optimizer, config.epochs * len(pairs))
+    scheduler = build_scheduler(config, optimizer, config.epochs * len(pairs))
     objective = JointObjective(config.lambda_, model.source_head if separate else None)
     hooks = [unfreezing, LambdaWarmup(objective, config.lambda_, config.lambda_warmup_epochs)]
     val_data = make_dataset(splits.val, preprocess) if splits.val is not None else None

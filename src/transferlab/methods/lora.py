@@ -252,7 +252,7 @@ def train_lora(config: LoraConfig, splits: Splits, context: RunContext) -> Metho
     ]
     optimizer = build_optimizer(config.optimizer, groups, config.weight_decay)
     steps = config.epochs * math.ceil(len(splits.train) / config.batch_size)
-    scheduler = build_scheduler(config.scheduler, optimizer, steps)
+    scheduler = build_scheduler(config, optimizer, steps)
     train_data = make_dataset(splits.train, model.preprocess, train=True, augment=config.augment)
     val_data = make_dataset(splits.val, model.preprocess) if splits.val is not None else None
     trainer = Trainer(model, ClassificationObjective(), optimizer, scheduler, train_settings(config, context))

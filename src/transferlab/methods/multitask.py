@@ -203,7 +203,7 @@ def train_multitask(config: MultiTaskConfig, splits: MultiTaskSplits, context: R
         [min(config.batch_size, len(group)) for group in splits.train],
         config.steps_per_epoch,
     )
-    scheduler = build_scheduler(config.scheduler, optimizer, config.epochs * len(batches))
+    scheduler = build_scheduler(config, optimizer, config.epochs * len(batches))
     regularizers = {}
     if pretrained and (config.l2sp_alpha or config.l2sp_beta):
         regularizers["l2sp"] = L2SP(model, config.l2sp_alpha, config.l2sp_beta)

@@ -7,7 +7,11 @@ turns them into the maps a detector reads, and one of torchvision's detectors ru
   with a max-pooled extra level (P3-P6); one anchor size per level, 4x its stride (32-256 px), ratios 1:2, 1:1,
   2:1; RoI-align over P3-P5; a two-layer box head of 512 features (torchvision's has 1024); fewer proposals
   at test time (500) and RoIs sampled per training image (256) than torchvision's defaults, for CPUs.
-- ``fcos``: FCOS (Tian et al., ICCV 2019), anchor-free, on an FPN with P6 and P7 computed from P5 (P3-P7).
+- ``fcos``: FCOS (Tian et al., ICCV 2019), anchor-free, on an FPN with P6 and P7 computed from P5 (P3-P7). Its box
+  distances go through a softplus before torchvision's ReLU (``relu(softplus(x)) = softplus(x)``): a distance
+  that a plain ReLU sends to zero at every object location gets no gradient again, and such dead distances (often
+  from the very first steps) left every box of a run degenerate, mAP 0 (FCOS' own issue tracker knows it as
+  "reg_loss always 1.0"; its authors' fix is ``exp``, softplus is the same without the overflow).
 - ``retinanet``: RetinaNet (Lin et al., ICCV 2017), focal loss, 9 anchors a location (3 scales x 3 ratios, sizes
   4x-6.3x the stride), on the same P3-P7 FPN with GroupNorm in its heads.
 - ``ssdlite``: SSDlite (Sandler et al., CVPR 2018; torchvision's ``ssdlite320_mobilenet_v3_large``), without an
@@ -170,6 +174,8 @@ def _fcos(backbone: Backbone, num_classes: int, settings: DetectorSettings) -> t
     anchors = AnchorGenerator(tuple((stride,) for stride in strides), ((1.0,),) * len(strides))
     detector = FCOS(PyramidFeatures(backbone, neck), num_classes, anchor_generator=anchors, score_thresh=0.05,
                     **_sizes(settings), **_normalisation(backbone))
+    regression = detector.head.regression_head
+    regression.bbox_reg = nn.Sequential(regression.bbox_reg, nn.Softplus())
     return neck, detector
 
 

@@ -202,7 +202,7 @@ def train_adaptation(config, splits: Splits, context: RunContext, *, make_loss: 
     if adaptation is not None and list(adaptation.parameters()):
         param_groups.append({"params": list(adaptation.parameters()), "lr": config.lr, "name": "adaptation"})
     optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
-    scheduler = build_scheduler(config.scheduler, optimizer, total_steps)
+    scheduler = build_scheduler(config, optimizer, total_steps)
     objective = AdaptationObjective(adaptation, getattr(config, "trade_off", 0.0), total_steps)
     validation = AdaptationValidation(splits.val, splits.target, config.selection, max_target=config.selection_samples,
                                       seed=config.seed)
