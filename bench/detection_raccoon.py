@@ -14,7 +14,8 @@ inference images/s, for every ``--detectors`` x ``--backbones`` combination. Pri
 cores shared with another job slow torch down up to 10x).
 
 Usage:  python bench/detection_raccoon.py [--seeds 0 1 2] [--epochs 12] [--detectors fasterrcnn,fcos]
-            [--backbones efficientnet_lite0] [--conditions finetune,frozen,scratch] [--limit N] [--out DIR]
+            [--backbones efficientnet_lite0,torchvision:mobilenet_v2] [--conditions finetune,frozen,scratch]
+            [--limit N] [--out DIR]
 A quick smoke run:  python bench/detection_raccoon.py --seeds 0 --epochs 1 --limit 20 --conditions finetune
 """
 
@@ -28,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA, machine_line, mean_std
+from _common import DATA, machine_line, mean_std, mobilenet_weights
 
 from transferlab.api import fit
 from transferlab.data.detection import load_detection_data
 
 RACCOON = DATA / "raccoon"
+# backbones whose ImageNet weights come from a package file rather than the registry's own loader
+LOCAL_WEIGHTS = {"torchvision:mobilenet_v2": mobilenet_weights}
 CONDITIONS = {
     "finetune": {},
     "frozen": {"freeze": "backbone", "head_epochs": 0},
@@ -101,7 +104,10 @@ def main() -> None:
                     data = split_folder(out, seed, args.limit)
                     settings = {"method": "detection", "train": f"{data}@train", "test": f"{data}@test",
                                 "backbone": backbone, "detector": detector, "seed": seed,
-                                "out": str(out / f"{backbone}-{detector}-{condition}-{seed}"), "overwrite": True,
+                                **({"weights": str(LOCAL_WEIGHTS[backbone]())}
+                                   if backbone in LOCAL_WEIGHTS and condition != "scratch" else {}),
+                                "out": str(out / f"{backbone.replace(':', '-')}-{detector}-{condition}-{seed}"),
+                                "overwrite": True,
                                 **budget, **CONDITIONS[condition]}
                     torch.manual_seed(seed)
                     result = fit(settings, progress=False)

