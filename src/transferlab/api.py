@@ -21,7 +21,7 @@ from transferlab.backbones.registry import DEFAULT_BACKBONES
 from transferlab.config import FitConfig, flag_name, load_config_file
 from transferlab.data.text_tables import TextColumns
 from transferlab.engine.checkpoint import saved_train_seconds
-from transferlab.engine.distributed import is_main_process, share_from_main
+from transferlab.engine.distributed import init_from_environment, is_main_process, share_from_main, world_size
 from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.engine.tracking import MlflowTracker, TensorBoardTracker
 from transferlab.errors import TransferlabError
@@ -122,8 +122,10 @@ def fit(config: FitConfig | dict, *, splits=None, progress: bool = True) -> FitR
             the demo.
         progress: show progress bars.
     """
+    init_from_environment()
     if isinstance(config, dict):
         config = resolve_config(config)
+    _check_processes(config)
     method = get_method(config.method)
     main = is_main_process()
     with _claim_run_dir(config) as run:
@@ -155,7 +157,8 @@ def fit(config: FitConfig | dict, *, splits=None, progress: bool = True) -> FitR
             result = method.train(train_config, splits, context)
             train_seconds = seconds_before + time.perf_counter() - started
             model = result.model.cpu().eval()
-            metrics = _final_metrics(config, splits, model, context, train_seconds)
+            # scored once, by rank 0 (torchrun): every process returns the same metrics
+            metrics = share_from_main(_final_metrics(config, splits, model, context, train_seconds) if main else None)
             metrics.update(result.metrics)
             if main:
                 model.save(run.work)
@@ -201,6 +204,17 @@ def _claim_run_dir(config: FitConfig) -> RunDir:
     return claimed or RunDir(Path(config.out), work, resume=config.resume, main=False, finished=finished)
 
 
+def _check_processes(config: FitConfig) -> None:
+    """Refuse settings that need several processes, or GPUs, when the run has neither (one line)."""
+    if getattr(config, "sync_bn", False):
+        if world_size() == 1:
+            raise TransferlabError("--sync-bn synchronises BatchNorm over the processes of a torchrun run, and this "
+                                   "run has one process; drop it, or start with torchrun --nproc-per-node N")
+        if not torch.cuda.is_available():
+            raise TransferlabError("--sync-bn needs GPUs (torch's SyncBatchNorm runs on GPUs only); on CPUs each "
+                                   "process keeps its own BatchNorm statistics: drop --sync-bn")
+
+
 def _final_metrics(config: FitConfig, splits, model: Predictor, context: RunContext, train_seconds: float) -> dict:
     """What every run reports in ``metrics.json``: how it trained, and its validation and test metrics."""
     metrics = {
@@ -210,6 +224,7 @@ def _final_metrics(config: FitConfig, splits, model: Predictor, context: RunCont
         "train_seconds": round(train_seconds, 3),
         "precision": context.precision,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "processes": world_size(),
     }
     for role, data in (("val", splits.val), ("test", splits.test)):
         if data:

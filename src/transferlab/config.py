@@ -180,6 +180,8 @@ class TrainingSettings(BaseModel):
     warmup: float = Field(0.0, ge=0, lt=1, description="fraction of the training steps over which the learning rate "
                           "rises linearly from 0.1% to its value before the schedule starts (0: none)")
     patience: int | None = Field(None, ge=1, description="stop after N epochs without validation improvement")
+    sync_bn: bool = Field(False, description="torchrun on GPUs: BatchNorm statistics over the batches of every process "
+                          "(SyncBatchNorm) instead of each process's own")
 
     @model_validator(mode="after")
     def _check_warmup(self):

@@ -24,6 +24,7 @@ from transferlab.data.torch_dataset import make_dataset
 from transferlab.engine.batches import to_device
 from transferlab.engine.distributed import (
     collate_fn_of,
+    gather_in_order,
     is_main_process,
     make_loader,
     world_size,
@@ -201,8 +202,10 @@ def _embed_loader(backbone: Backbone, dataset, *, batch_size: int, precision: st
                   num_workers: int, progress: bool) -> torch.Tensor:
     if len(dataset) == 0:
         return torch.empty(0, backbone.num_features)
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    return predict_logits(backbone.to(device), loader, precision, device, "embedding" if progress else None)[0]
+    # under torchrun each process embeds its share; every process gets all rows, in order
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, shard=True)
+    mine = predict_logits(backbone.to(device), loader, precision, device, "embedding" if progress else None)[0]
+    return gather_in_order(mine.cpu(), len(dataset))
 
 
 def extract_features(

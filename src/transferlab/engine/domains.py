@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from torch.utils.data import Dataset
 
-from transferlab.engine.distributed import make_loader
+from transferlab.engine.distributed import make_loader, per_process
 
 __all__ = ["DomainPairLoader", "GroupBatches"]
 
@@ -17,7 +17,7 @@ def _cycle(dataset: Dataset, batch_size: int, seed: int, epoch: int, num_workers
     """Endless shuffled batches of ``dataset``: each pass gets its own order, all derived from ``(seed, epoch)``."""
     for repeat in itertools.count():
         loader = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed * 7919 + repeat,
-                             epoch=epoch, num_workers=num_workers, drop_last=len(dataset) >= batch_size)
+                             epoch=epoch, num_workers=num_workers, drop_last=per_process(len(dataset)) >= batch_size)
         yield from loader
 
 
@@ -28,7 +28,8 @@ class GroupBatches:
     Args:
         datasets: the datasets drawn together (e.g. the data of several tasks).
         batch_sizes: examples per step from each dataset.
-        steps_per_epoch: steps in an epoch; default: enough for one pass over the dataset that needs most steps.
+        steps_per_epoch: steps in an epoch; default: enough for one pass over the dataset that needs most steps (over
+            this process's share of it under torchrun).
     """
 
     datasets: list[Dataset]
@@ -38,7 +39,8 @@ class GroupBatches:
     def __len__(self) -> int:
         if self.steps_per_epoch is not None:
             return self.steps_per_epoch
-        return max(math.ceil(len(data) / size) for data, size in zip(self.datasets, self.batch_sizes, strict=True))
+        return max(math.ceil(per_process(len(data)) / size)
+                   for data, size in zip(self.datasets, self.batch_sizes, strict=True))
 
     def epoch_loader(self, *, epoch: int, seed: int, num_workers: int = 0):
         streams = [_cycle(data, size, seed + offset, epoch, num_workers)

@@ -23,8 +23,18 @@ from transferlab.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from transferlab.engine.distributed import is_main_process, make_loader
+from transferlab.engine.distributed import (
+    average_gradients,
+    data_parallel,
+    is_main_process,
+    make_loader,
+    per_process,
+    share_from_main,
+    sum_over_processes,
+    world_size,
+)
 from transferlab.engine.inference import predict_logits
+from transferlab.engine.optim import place_schedule
 from transferlab.engine.precision import autocast
 from transferlab.engine.progress import progress_bar
 from transferlab.fileio import atomic_path
@@ -51,6 +61,7 @@ class TrainSettings:
     run_dir: Path | None = None
     progress: bool = True
     trackers: tuple = ()  # `transferlab.engine.tracking.Tracker`s told every epoch's row (main process)
+    sync_batchnorm: bool = False  # under torchrun (GPUs): SyncBatchNorm over the batches of every process
 
 
 def _batch_size(batch) -> int:
@@ -67,9 +78,18 @@ def _epoch_loader(train_data, settings: TrainSettings, epoch: int):
     if hasattr(train_data, "epoch_loader"):
         return train_data.epoch_loader(epoch=epoch, seed=settings.seed, num_workers=settings.num_workers)
     # a last batch of a single example would break batch normalisation (e.g. a bottleneck head): drop it
-    single_last = len(train_data) % settings.batch_size == 1 and len(train_data) > 1
+    share = per_process(len(train_data))
+    single_last = share % settings.batch_size == 1 and share > 1
     return make_loader(train_data, batch_size=settings.batch_size, shuffle=True, seed=settings.seed, epoch=epoch,
                        num_workers=settings.num_workers, drop_last=single_last)
+
+
+def _averaged_over_processes(totals: dict[str, float], count: int) -> dict[str, float]:
+    """``totals`` (sums over examples) divided by the examples of every process."""
+    names = sorted(totals)
+    *sums, count = sum_over_processes([totals[name] for name in names] + [count])
+    totals = dict(zip(names, sums, strict=True))
+    return {name: total / max(count, 1) for name, total in totals.items()}
 
 
 class Trainer:
@@ -83,16 +103,25 @@ class Trainer:
             batches the loop cannot count (e.g. detection's lists of images of different sizes). An objective that is an ``nn.Module`` with state (learned loss
             weights, loss history) is checkpointed with the model.
         optimizer: built over the parameters that may ever train.
-        scheduler: stepped once per batch (built for ``epochs * steps_per_epoch`` steps), or ``None``.
+        scheduler: stepped once per batch (built for ``epochs * steps_per_epoch`` steps), or ``None``; one from
+            `transferlab.engine.optim.build_scheduler` resumes at the right step whatever the number of processes.
         settings: `TrainSettings`.
         epoch_hooks: called as ``hook(model, epoch)`` at the start of every epoch (e.g. gradual unfreezing);
             they must derive their state from ``epoch`` alone so that resuming restores it.
+
+    Under torchrun (`transferlab.engine.distributed`) every process runs this loop on its share of the batches:
+    the step runs inside `DistributedDataParallel` (gradients averaged during ``backward``; objectives with
+    ``computes_own_gradients`` get their gradients averaged after their own ``backward``), the logged losses are
+    averaged over all examples of all processes, and validation is scored once, by rank 0, and sent to the others,
+    so the best epoch and early stopping are decided identically everywhere.
     """
 
     def __init__(self, model, objective, optimizer, scheduler, settings: TrainSettings, epoch_hooks: list[Callable] = ()):
         # convolution weights in channels-last memory format (and image batches to match): faster training steps on
         # CPUs for CNNs (bench/train_step_memory_format.py: LeNet 1.37x, audio-cnn 1.59x); other layers are unaffected
         self.channels_last = any(p.dim() == 4 for p in model.parameters())
+        if settings.sync_batchnorm and world_size() > 1:  # the same parameters, in SyncBatchNorm layers
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(settings.device, memory_format=memory_format)
         self.objective = objective
@@ -130,10 +159,7 @@ class Trainer:
             loader = _epoch_loader(train_data, s, epoch)
             train_parts = self._train_one_epoch(loader, epoch)
             row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_parts.items()}}
-            if val_loader is not None:
-                row.update(self._validate(val_loader))
-            elif val_data is not None:
-                row.update(val_data.evaluate(self.model, s))
+            row.update(share_from_main(self._validation_row(val_data, val_loader) if is_main_process() else None))
             row["lr"] = max(group["lr"] for group in self.optimizer.param_groups)
             row["seconds"] = round(time.perf_counter() - started, 3)
             self._end_epoch(epoch, row)
@@ -143,18 +169,21 @@ class Trainer:
     def _train_one_epoch(self, loader, epoch: int) -> dict[str, float]:
         s = self.settings
         self.model.train()
+        step, averaged_by_step = self._step()
         totals: dict[str, float] = {}
         count = 0
         bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{s.epochs}", enabled=s.progress)
         for batch in bar:
             batch = to_device(batch, s.device, channels_last=self.channels_last)
             with autocast(s.precision, s.device):
-                out = self.objective(self.model, batch)
+                out = step(batch)
             loss = out["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} in epoch {epoch + 1}; lower --lr")
             self.optimizer.zero_grad(set_to_none=True)
             out.get("backward", loss.backward)()
+            if not averaged_by_step:
+                average_gradients(self.model.parameters())
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -163,7 +192,22 @@ class Trainer:
             for name, value in {"loss": loss, **out["parts"]}.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) * size
             bar.set_postfix(loss=f"{totals['loss'] / count:.4f}")
-        return {name: total / max(count, 1) for name, total in totals.items()}
+        return _averaged_over_processes(totals, count)
+
+    def _step(self) -> tuple[Callable, bool]:
+        """The training step ``batch -> objective output``, and whether it averages the gradients over processes
+        itself (one process: nothing to average; torchrun: `DistributedDataParallel`, built per epoch since the
+        trainable parameters may have changed)."""
+        if world_size() == 1:
+            return (lambda batch: self.objective(self.model, batch)), True
+        if getattr(self.objective, "computes_own_gradients", False):
+            return (lambda batch: self.objective(self.model, batch)), False
+        return data_parallel(self.model, self.objective), True
+
+    def _validation_row(self, val_data, val_loader) -> dict[str, float]:
+        if val_loader is not None:
+            return self._validate(val_loader)
+        return val_data.evaluate(self.model, self.settings) if val_data is not None else {}
 
     def _validate(self, loader) -> dict[str, float]:
         logits, labels = predict_logits(self.model, loader, self.settings.precision, self.settings.device)
@@ -214,6 +258,7 @@ class Trainer:
                 "rng": capture_rng_state(),
                 "objective": self.objective.state_dict() if isinstance(self.objective, nn.Module) else {},
                 "train_seconds": self._seconds_before + time.perf_counter() - self._fit_started,
+                "processes": world_size(),  # informative: a resume may use another number (see `_resume`)
             },
         )
 
@@ -229,7 +274,10 @@ class Trainer:
         state = load_checkpoint(self.settings.run_dir / CHECKPOINT)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
+        total_steps = getattr(self.scheduler, "total_steps", None)
+        if total_steps is not None:  # the start of the next epoch in this run's steps (the processes may differ)
+            place_schedule(self.scheduler, round((state["epoch"] + 1) * total_steps / self.settings.epochs))
+        elif self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if isinstance(self.objective, nn.Module) and state.get("objective"):
             self.objective.load_state_dict(state["objective"])

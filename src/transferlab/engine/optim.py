@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 
 from transferlab.config import SCHEDULERS, TrainingSettings
 from transferlab.errors import TransferlabError
 
-__all__ = ["OPTIMIZERS", "SCHEDULERS", "build_optimizer", "build_scheduler"]
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "WARMUP_START", "build_optimizer", "build_scheduler", "place_schedule"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 # the learning-rate factor a warm-up starts from
@@ -31,29 +34,48 @@ def build_scheduler(settings: TrainingSettings, optimizer: torch.optim.Optimizer
 
     ``inverse`` is the annealing of DANN (Ganin & Lempitsky, ICML 2015) used across domain-adaptation code:
     ``lr_p = lr / (1 + 10 p) ** 0.75`` at training progress ``p`` in [0, 1] (ends at 0.17 lr). The warm-up starts at
-    ``WARMUP_START`` x the learning rate, as torchvision's detection references do: new heads trained at full rate
-    from their first step can die (a detector's ReLU box regression stuck at zero for good).
+    ``WARMUP_START`` x the learning rate, as torchvision's detection references do.
+
+    Every schedule is a closed-form function of the step (`torch.optim.lr_scheduler.LambdaLR`, or ``OneCycleLR``),
+    with ``total_steps`` kept on it, so that `place_schedule` can put a resumed run at any step: also after a
+    change in the number of processes, which changes the steps per epoch. ``None`` for a constant rate.
     """
     total_steps = max(total_steps, 1)
-    warmup = min(round(settings.warmup * total_steps), total_steps - 1)
-    schedule = _schedule(settings.scheduler, optimizer, total_steps - warmup)
-    if warmup <= 0:
-        return schedule
-    ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_START, total_iters=warmup)
-    if schedule is None:
-        return ramp  # LinearLR holds the full rate after its ramp
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, schedule], milestones=[warmup])
-
-
-def _schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int):
-    total_steps = max(total_steps, 1)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if name == "onecycle":
+    if settings.scheduler == "onecycle":
         max_lrs = [group["lr"] for group in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total_steps)
-    if name == "inverse":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (1 + 10 * step / total_steps) ** -0.75)
-    if name == "constant":
+    warmup = min(round(settings.warmup * total_steps), total_steps - 1)
+    decay = _DECAYS.get(settings.scheduler)
+    if decay is None and settings.scheduler != "constant":
+        raise TransferlabError(f"unknown scheduler '{settings.scheduler}'; expected one of {', '.join(SCHEDULERS)}")
+    if decay is None and warmup == 0:
         return None
-    raise TransferlabError(f"unknown scheduler '{name}'; expected one of {', '.join(SCHEDULERS)}")
+    rest = total_steps - warmup
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return WARMUP_START + (1 - WARMUP_START) * step / warmup
+        return decay(min(step - warmup, rest) / rest) if decay is not None else 1.0
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler.total_steps = total_steps
+    return scheduler
+
+
+# learning-rate factor at training progress p in [0, 1]
+_DECAYS = {
+    "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
+    "inverse": lambda p: (1 + 10 * p) ** -0.75,
+}
+
+
+def place_schedule(scheduler, step: int) -> None:
+    """Put ``scheduler`` (from `build_scheduler`) and its optimizer's learning rates (and one-cycle's momentum) at
+    ``step``, as if it had been stepped that many times."""
+    scheduler.last_epoch = step
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # get_lr outside step(): intended, the schedules are closed-form
+        rates = scheduler.get_lr()
+    for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    scheduler._last_lr = list(rates)

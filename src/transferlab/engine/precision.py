@@ -7,11 +7,14 @@ import functools
 
 import torch
 
+from transferlab.engine.distributed import local_rank
+
 __all__ = ["autocast", "default_device", "resolve_precision"]
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    """The GPU of this process's local rank (torchrun) when there are GPUs, else the CPU."""
+    return torch.device("cuda", local_rank()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 @functools.lru_cache(maxsize=1)

@@ -149,4 +149,5 @@ def train_settings(config, context: RunContext) -> TrainSettings:
         run_dir=context.run_dir,
         progress=context.progress,
         trackers=context.trackers,
+        sync_batchnorm=getattr(config, "sync_bn", False),
     )

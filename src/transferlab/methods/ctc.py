@@ -13,7 +13,6 @@ embeddings), ``none``, or a pattern over group or parameter names.
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +24,7 @@ from transferlab.config import FinetuneSettings, FitConfig, PretrainedSettings, 
 from transferlab.data.audio_data import AudioData
 from transferlab.data.splits import hold_out_indices
 from transferlab.data.transcripts import build_vocabulary, drop_long_clips, load_transcribed_audio
+from transferlab.engine.distributed import steps_per_epoch
 from transferlab.engine.loop import Trainer, TrainSettings
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.errors import TransferlabError
@@ -181,7 +181,7 @@ def train_ctc(config: CTCConfig, splits: Splits, context: RunContext) -> MethodR
     param_groups, unfreezing = freeze_and_rates(model, config, transfer=True)
     train = drop_long_clips(splits.train, config.max_seconds)
     optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
-    scheduler = build_scheduler(config, optimizer, config.epochs * math.ceil(len(train) / config.batch_size))
+    scheduler = build_scheduler(config, optimizer, config.epochs * steps_per_epoch(len(train), config.batch_size))
     validation = TranscriptValidation(splits.val) if splits.val is not None else None
     trainer = Trainer(model, ctc_objective, optimizer, scheduler, train_settings(config, context), [unfreezing])
     history = trainer.fit(TranscribedAudioDataset(train, model), validation, resume=config.resume)

@@ -20,7 +20,6 @@ bf16); the best epoch by validation mAP (0.5:0.95) is kept.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Literal
 
 from pydantic import Field
@@ -47,6 +46,7 @@ from transferlab.data.detection import (
 from transferlab.data.detection.layout import FORMAT_LAYOUTS
 from transferlab.data.formats.request import choose_split
 from transferlab.data.splits import hold_out_indices
+from transferlab.engine.distributed import steps_per_epoch
 from transferlab.engine.loop import Trainer, TrainSettings
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.errors import TransferlabError
@@ -192,7 +192,7 @@ def train_detection(config: DetectionConfig, splits: Splits, context: RunContext
     always_frozen = batchnorm_parameter_names(model.backbone, "backbone.") if frozen_batchnorm else set()
     param_groups, unfreezing = freeze_and_rates(model, config, transfer=True, always_frozen=always_frozen)
     optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
-    steps = config.epochs * math.ceil(len(splits.train) / config.batch_size)
+    steps = config.epochs * steps_per_epoch(len(splits.train), config.batch_size)
     scheduler = build_scheduler(config, optimizer, steps)
     transform = detection_transform(train=True) if config.augment else None
     train_images = TrainingImages(splits.train, transform, max_size=config.max_size, drop_difficult=True)

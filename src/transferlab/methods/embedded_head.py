@@ -8,6 +8,7 @@ from torch.utils.data import TensorDataset
 
 from transferlab.config import FitConfig
 from transferlab.embeddings import extract_features
+from transferlab.engine.distributed import steps_per_epoch
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.methods.base import RunContext, Splits, train_settings
@@ -43,7 +44,7 @@ def train_head_on_embeddings(
     head = model.head
     optimizer = build_optimizer(config.optimizer, [{"params": list(head.parameters()), "lr": config.lr}],
                                 config.weight_decay)
-    steps = config.epochs * -(-len(train_x) // config.batch_size)
+    steps = config.epochs * steps_per_epoch(len(train_x), config.batch_size)
     trainer = Trainer(head, ClassificationObjective(), optimizer, build_scheduler(config, optimizer, steps),
                       train_settings(config, context))
     val_data = TensorDataset(val_x, torch.from_numpy(splits.val.labels)) if val_x is not None else None

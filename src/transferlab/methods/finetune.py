@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import math
 
 from transferlab.backbones import create_backbone
 from transferlab.config import (
@@ -26,6 +25,7 @@ from transferlab.config import (
     TrainingSettings,
 )
 from transferlab.data.torch_dataset import make_dataset
+from transferlab.engine.distributed import steps_per_epoch
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.methods.base import (
@@ -122,7 +122,7 @@ def train_end_to_end(config: FitConfig, splits: Splits, context: RunContext, *, 
         log.info("the whole backbone is frozen: training the head on cached embeddings")
         return MethodResult(model=model, history=train_head_on_embeddings(model, config, splits, context))
     optimizer = build_optimizer(config.optimizer, param_groups, config.weight_decay)
-    steps = config.epochs * math.ceil(len(splits.train) / config.batch_size)
+    steps = config.epochs * steps_per_epoch(len(splits.train), config.batch_size)
     scheduler = build_scheduler(config, optimizer, steps)
 
     regularizers = {}

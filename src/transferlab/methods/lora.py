@@ -19,7 +19,6 @@ Trainer's checkpoints hold the LoRA keys, and ``--resume`` adds the same adapter
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -39,7 +38,7 @@ from transferlab.config import (
     parse_list,
 )
 from transferlab.data.torch_dataset import make_dataset
-from transferlab.engine.distributed import is_main_process
+from transferlab.engine.distributed import is_main_process, steps_per_epoch
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.errors import TransferlabError
@@ -251,7 +250,7 @@ def train_lora(config: LoraConfig, splits: Splits, context: RunContext) -> Metho
         {"name": "head", "params": [p for p in model.head.parameters() if p.requires_grad], "lr": config.lr},
     ]
     optimizer = build_optimizer(config.optimizer, groups, config.weight_decay)
-    steps = config.epochs * math.ceil(len(splits.train) / config.batch_size)
+    steps = config.epochs * steps_per_epoch(len(splits.train), config.batch_size)
     scheduler = build_scheduler(config, optimizer, steps)
     train_data = make_dataset(splits.train, model.preprocess, train=True, augment=config.augment)
     val_data = make_dataset(splits.val, model.preprocess) if splits.val is not None else None

@@ -126,6 +126,12 @@ class MultiTaskObjective(nn.Module):
         self.weighting = weighting
         self.regularizers = regularizers or {}
 
+    @property
+    def computes_own_gradients(self) -> bool:
+        """Jacobian descent fills the gradients itself (under torchrun each process aggregates the Jacobian of its
+        own batch, and the aggregated gradients are averaged over the processes)."""
+        return self.weighting.computes_own_gradients
+
     def forward(self, model: MultiTaskModel, batch) -> dict:
         inputs = [x for x, _ in batch]
         features = model.backbone(concat_inputs(inputs))

@@ -50,7 +50,10 @@ AGGREGATORS = {
 class LossWeighting(nn.Module):
     """Base of the weightings: ``forward(losses: list of K scalars, features, shared_params) -> {"loss", "parts"
     [, "backward"]}``;
-    ``start_epoch`` is an epoch hook (``hook(model, epoch)``) for weightings that follow epoch statistics."""
+    ``start_epoch`` is an epoch hook (``hook(model, epoch)``) for weightings that follow epoch statistics;
+    ``computes_own_gradients``: whether ``forward`` may return a ``"backward"`` that fills the gradients itself."""
+
+    computes_own_gradients = False
 
     def __init__(self, names: list[str]):
         super().__init__()
@@ -171,6 +174,8 @@ class JacobianDescent(LossWeighting):
     Jacobian (a zero row would stall min-norm aggregators). When no backbone parameter trains, the plain sum is
     used.
     """
+
+    computes_own_gradients = True
 
     def __init__(self, names: list[str], method: str):
         super().__init__(names)

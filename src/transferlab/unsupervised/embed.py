@@ -22,6 +22,7 @@ from transferlab.data import Examples, load_splits
 from transferlab.data.text_tables import TextColumns
 from transferlab.data.torch_dataset import DATA_MODALITY
 from transferlab.embeddings import backbone_fingerprint, extract_features
+from transferlab.engine.distributed import init_from_environment, is_main_process
 from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.errors import TransferlabError
 from transferlab.models import load_predictor
@@ -118,6 +119,7 @@ def embed_data(spec: str, source: BackboneSource, *, pca: int | None = None, whi
         whiten: PCA-whiten (with ``pca`` components, else `projection.WHITEN_VARIANCE` of the variance).
         precision: ``auto``, ``fp32`` or ``bf16``.
     """
+    init_from_environment()  # under torchrun, the processes share the examples out (and all get every row)
     splits = load_splits(spec, skip_bad_files=skip_bad_files, columns=columns)
     if source.name is None:
         modality = DATA_MODALITY[type(next(iter(splits.values())))]
@@ -161,7 +163,9 @@ def embed_data(spec: str, source: BackboneSource, *, pca: int | None = None, whi
 
 def write_embeddings(embeddings: EmbeddingSet, out: Path, *, overwrite: bool = False) -> Path:
     """Write ``embeddings`` to ``out`` as one step: an existing directory is replaced (with ``overwrite``) only once
-    the new one is complete."""
+    the new one is complete. Under torchrun, rank 0 writes."""
+    if not is_main_process():
+        return Path(out)
     with claim_run_dir(out, overwrite=overwrite, resume=False, noun="embeddings directory") as claimed:
         claimed.start()
         embeddings.save(claimed.work)
