@@ -106,3 +106,32 @@ def test_sync_bn_without_torchrun_is_one_line(tmp_path):
     with pytest.raises(TransferlabError, match="sync-bn .* one process"):
         fit(head_settings(tmp_path / "x", batch_size=8, head="linear", method="finetune", sync_bn=True),
             progress=False)
+
+
+def every_kind_of_step(shared_data) -> dict[str, dict]:
+    """A method per way the loop draws batches or fills gradients, on real digits, a few steps each."""
+    mnist, usps = f"mnist:{shared_data / 'mnist'}@test", f"usps:{shared_data / 'usps'}@train"
+    small = {"backbone": "lenet", "epochs": 2, "steps_per_epoch": 6, "batch_size": 16, "lr": 3e-3}
+    return {
+        "joint": {"method": "joint", "source": mnist, "train": usps, "labels_per_class": 5, **small},
+        "dann": {"method": "dann", "source": mnist, "target": usps, "val_fraction": 0.05, "selection_samples": 200,
+                 "image_size": 28, **small},
+        "multitask-upgrad": {"method": "multitask", "weighting": "upgrad", **small, "tasks": [
+            {"name": "mnist", "data": mnist, "labels_per_class": 10},
+            {"name": "usps", "data": usps, "labels_per_class": 10}]},
+    }
+
+
+@pytest.mark.parametrize("name", ["joint", "dann", "multitask-upgrad"])
+def test_pairs_of_loaders_adversaries_and_own_gradients_train_under_torchrun(name, shared_data, tmp_path):
+    """Two domains drawn together (joint), a domain discriminator and label-free selection (dann), and a
+    Jacobian weighting that fills the gradients itself (multitask upgrad): each trains one model on 2 processes."""
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(every_kind_of_step(shared_data)[name]))
+    torchrun(["fit", "--config", str(config), "--out", str(tmp_path / "run")])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["processes"] == 2
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(history) == 3 and "nan" not in "".join(history).lower()

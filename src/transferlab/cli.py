@@ -33,6 +33,7 @@ def _setup_logging(quiet: bool) -> None:
     if quiet:  # read by huggingface_hub / transformers when they are first imported
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    quiet = quiet or _other_rank()
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU build of FAISS it loaded
     logging.captureWarnings(True)
@@ -430,7 +431,14 @@ def report(
         typer.echo(f"{verdict.claim}: {verdict.answer} - {verdict.summary}")
 
 
+def _other_rank() -> bool:
+    """A torchrun process other than rank 0: it reports warnings and errors only, so the output is said once."""
+    return int(os.environ.get("RANK", "0")) > 0
+
+
 def main() -> None:
+    if _other_rank():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the whole process)
     app()
 
 

@@ -10,6 +10,7 @@ through the same code with ``world_size() == 1``: the same sampler, the same ord
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -59,6 +60,13 @@ def init_from_environment() -> None:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    atexit.register(_leave_process_group)
+
+
+def _leave_process_group() -> None:
+    """Leave the group before the interpreter exits (gloo's threads otherwise abort the process at exit)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def share_from_main(value):
