@@ -91,10 +91,14 @@ def preprocessing_description(preprocess, files: Path | None = None, files_name:
     described = {"modality": preprocess.modality, **preprocess.to_dict()}
     if preprocess.modality == "image":
         size = preprocess.input_size[1]
+        draft = int(max(preprocess.input_size[1:]) / preprocess.crop_pct) + 1
         described["steps"] = [
+            f"JPEG files: decode with PIL's draft mode, image.draft('{preprocess.image_mode}', ({draft}, {draft}))",
             f"convert to {preprocess.image_mode}",
-            f"resize the shorter side to {math.floor(size / preprocess.crop_pct)} px ({preprocess.interpolation})",
-            f"{preprocess.crop_mode} crop {size}x{size}",
+            (f"resize the shorter side to {math.floor(size / preprocess.crop_pct)} px, the longer one in proportion "
+             f"(truncated) ({preprocess.interpolation}, as torchvision's Resize)"),
+            (f"{preprocess.crop_mode} crop {size}x{size} (offsets round((side - {size}) / 2), as torchvision's "
+             "CenterCrop)"),
             "scale pixels to [0, 1], then (x - mean) / std per channel",
             f"layout (batch, channels, height, width) float32, input '{IMAGE_INPUT}'",
         ]

@@ -147,7 +147,9 @@ def export_onnx(model: Predictor, run_dir: Path, out: Path | None = None, *, ops
         raise TransferlabError(f"output {clash[0]!r} has the name of an input of the graph; rename the task")
     batches = example_batches(data, model.preprocess) if data is not None else generated_batches(model.preprocess)
     with atomic_path(out) as tmp:
-        exporter, opset_used = _export(_Exported(model, tuple(trace), output_names), trace, output_names, opset, tmp)
+        # in eval mode: the TorchScript exporter restores the training flag of the module it is given, recursively
+        exported = _Exported(model, tuple(trace), output_names).eval()
+        exporter, opset_used = _export(exported, trace, output_names, opset, tmp)
         parity = check_parity(model, OnnxSession(tmp), batches)
         parity["data"] = data.name if data is not None else "generated inputs"
         if not parity["passed"]:
@@ -213,6 +215,7 @@ def check_parity(model: Predictor, session: OnnxSession, batches: list) -> dict:
     """PyTorch (fp32) against onnxruntime on the same ``batches``: per output the max abs difference, whether all
     values agree within `ATOL` + `RTOL` x |torch value|, and (outputs of several columns) the share of examples
     whose top column agrees; ``passed`` when all agree and every top-1 agrees."""
+    model.eval()
     with torch.inference_mode():
         expected = [{name: value.float().numpy() for name, value in model.prediction_outputs(batch).items()}
                     for batch in batches]
