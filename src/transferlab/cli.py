@@ -210,6 +210,39 @@ def export(
 
 @app.command()
 @_user_errors
+def serve(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'transferlab fit'."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (loopback by default; 0.0.0.0 for all, "
+                             "with --api-key-file)."),
+    port: int = typer.Option(8000, help="Port."),
+    engine: str = typer.Option("torch", help="torch | onnx (the run's model.onnx from 'transferlab export')."),
+    workers: int = typer.Option(1, help="Server processes, each holding the model."),
+    max_batch: int = typer.Option(32, help="Examples per model call: concurrent requests are batched up to this."),
+    max_items: int = typer.Option(64, help="Examples per request."),
+    max_request_mb: float = typer.Option(20.0, help="Largest request body, in MiB."),
+    timeout: float = typer.Option(30.0, help="Seconds a request may wait for its predictions."),
+    api_key_file: Optional[Path] = typer.Option(None, help="File whose first line is the API key that /predict and "
+                                                "/metadata then need in the X-API-Key header."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Serve a trained model over HTTP: POST /predict (image files or JSON texts, several per request), GET /health,
+    GET /metadata, OpenAPI at /docs."""
+    _setup_logging(quiet)
+    from transferlab.export.inputs import require_package
+
+    for package in ("fastapi", "uvicorn", "multipart"):
+        require_package(package, "transferlab serve")
+    from transferlab.serving import ServeSettings
+    from transferlab.serving import serve as serve_run
+
+    settings = ServeSettings(max_batch=max_batch, max_items=max_items, timeout=timeout,
+                             max_request_bytes=int(max_request_mb * 1024 * 1024))
+    serve_run(run_dir, host=host, port=port, engine=engine, workers=workers, settings=settings,
+              api_key_file=api_key_file)
+
+
+@app.command()
+@_user_errors
 def demo(
     out: Optional[Path] = typer.Option(None, help="Keep the demo's run directories here (default: a temp folder)."),
     labels_per_class: int = typer.Option(10, help="Labeled training images per digit class."),

@@ -33,9 +33,11 @@ class TorchEngine:
     def __init__(self, model: Predictor):
         self.model = model
 
-    def predict(self, data: Examples, **options) -> list[dict]:
-        """One row per example of ``data``; ``options``: the kind's prediction options (``None`` left out)."""
-        return self.model.predict(data, **{key: value for key, value in options.items() if value is not None})
+    def predict(self, data: Examples, *, num_workers: int | None = None, **options) -> list[dict]:
+        """One row per example of ``data``; ``num_workers`` decoding processes (default: by the data's size);
+        ``options``: the kind's prediction options (``None`` left out)."""
+        options = {key: value for key, value in options.items() if value is not None}
+        return self.model.predict(data, num_workers=num_workers, **options)
 
 
 class OnnxEngine:
@@ -67,8 +69,10 @@ class OnnxEngine:
         self.model = model
         self.session = OnnxSession(path)
 
-    def predict(self, data: Examples, *, batch_size: int = 64, **options) -> list[dict]:
-        """One row per example of ``data``, in the form of the kind's ``predict``."""
+    def predict(self, data: Examples, *, batch_size: int = 64, num_workers: int | None = None, **options
+                ) -> list[dict]:
+        """One row per example of ``data``, in the form of the kind's ``predict`` (decoded in this process:
+        ``num_workers`` is accepted for the torch engine's sake and ignored)."""
         given = [key for key, value in options.items() if value is not None]
         if given:
             raise TransferlabError(f"{given[0]} does not apply to --engine onnx")

@@ -9,6 +9,7 @@ varies; every axis of a text or audio input varies (batches are padded to their 
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -18,9 +19,18 @@ import torch
 from transferlab.data import Examples, ImageData, TextData
 from transferlab.data.torch_dataset import make_dataset
 from transferlab.engine.distributed import make_loader
+from transferlab.errors import TransferlabError
 
-__all__ = ["IMAGE_INPUT", "dynamic_axes", "example_batches", "generated_batches", "model_batch", "named_inputs",
-           "preprocessing_description"]
+__all__ = [
+    "IMAGE_INPUT",
+    "dynamic_axes",
+    "example_batches",
+    "generated_batches",
+    "model_batch",
+    "named_inputs",
+    "preprocessing_description",
+    "require_package",
+]
 
 IMAGE_INPUT = "pixel_values"
 
@@ -35,6 +45,14 @@ _SENTENCES = [
     "a mess",
     "it is what it is: a pleasant way to spend an evening, no more and no less",
 ]
+
+
+def require_package(name: str, purpose: str):
+    """The module ``name``, or an error saying which extra installs it (``pip install 'transferlab[deploy]'``)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise TransferlabError(f"{purpose} needs the Python package {name}: pip install 'transferlab[deploy]'") from None
 
 
 def named_inputs(batch) -> dict[str, torch.Tensor]:

@@ -40,6 +40,7 @@ from transferlab.export.inputs import (
     model_batch,
     named_inputs,
     preprocessing_description,
+    require_package,
 )
 from transferlab.export.session import OnnxSession
 from transferlab.fileio import atomic_path, read_json, write_json
@@ -172,6 +173,8 @@ def _export(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: tu
     if opset is not None:
         settings["opset_version"] = opset
     args = tuple(inputs.values())
+    for package in ("onnx", "onnxscript"):
+        require_package(package, "ONNX export")
     for name in ("onnxscript", "onnx_ir"):  # their optimiser logs every rewrite at INFO
         logging.getLogger(name).setLevel(logging.WARNING)
     try:

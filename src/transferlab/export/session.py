@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from transferlab.errors import TransferlabError
-from transferlab.export.inputs import named_inputs
+from transferlab.export.inputs import named_inputs, require_package
 
 __all__ = ["OnnxSession"]
 
@@ -24,7 +24,7 @@ class OnnxSession:
     """
 
     def __init__(self, path: Path):
-        import onnxruntime  # imported here: only exported models need it
+        onnxruntime = require_package("onnxruntime", "running ONNX models")
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
