@@ -45,8 +45,9 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, eng
     values = {key: value for key, value in asdict(settings).items() if key != "api_key"}
     os.environ[ENVIRONMENT] = json.dumps({"run_dir": str(run_dir), "engine": engine, "settings": values,
                                           "api_key_file": str(api_key_file) if api_key_file else None})
+    # a worker loading its model (torch, weights) may not answer uvicorn's 5 s health ping: give it two minutes
     uvicorn.run("transferlab.serving.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level="info")
+                log_level="info", timeout_worker_healthcheck=120)
 
 
 def _is_loopback(host: str) -> bool:
