@@ -241,3 +241,17 @@ def test_kinds_that_cannot_export_refuse_in_one_line(tmp_path):
     assert_user_error(invoke("predict", run, _digit_images(tmp_path / "images"), "--engine", "onnx"),
                       "--engine onnx", "detector model")
     assert not (run / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("command", ["export", "serve"])
+def test_deploy_commands_have_help(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_serve_refuses_what_it_cannot_run_before_listening(tmp_path):
+    run = _lenet_run(tmp_path / "run")
+    assert_user_error(invoke("serve", run, "--engine", "onnx"), "no exported model", "transferlab export")
+    assert_user_error(invoke("serve", run, "--port", "70000"), "--port must be between 1 and 65535")
+    assert_user_error(invoke("serve", run, "--max-batch", "0"), "max_batch must be a positive whole number")
+    assert_user_error(invoke("serve", tmp_path / "missing"), "run directory not found")
