@@ -19,7 +19,7 @@ import torch
 
 from transferlab.backbones.registry import DEFAULT_BACKBONES
 from transferlab.config import FitConfig, flag_name, load_config_file
-from transferlab.data import examples_from_paths
+from transferlab.data import examples_from_paths, load_data
 from transferlab.data.text_tables import TextColumns
 from transferlab.engine.checkpoint import saved_train_seconds
 from transferlab.engine.distributed import is_main_process, share_from_main
@@ -324,8 +324,8 @@ def export(run: str | Path, out: str | Path | None = None, *, output_format: str
            data: str | Path | None = None, overwrite: bool = False, columns: TextColumns | None = None
            ) -> ExportResult:
     """Export the model of a run directory (`transferlab.export.export_onnx`): ``out`` defaults to
-    ``RUN/model.onnx``; ``data`` (files, folders or a text table, as ``predict`` takes) gives the examples of the
-    parity check, else made-up inputs are used.
+    ``RUN/model.onnx``; ``data`` (a file or a data spec: a folder, a manifest or text table, ``sklearn-digits``...)
+    gives the examples of the parity check (its first 32), else made-up inputs are used.
 
     Raises:
         TransferlabError: an unknown ``output_format``, a kind that cannot export, an existing ``out`` without
@@ -334,7 +334,7 @@ def export(run: str | Path, out: str | Path | None = None, *, output_format: str
     if output_format not in EXPORT_FORMATS:
         raise TransferlabError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {output_format!r}")
     model = load(run)
-    examples = examples_from_paths([data], columns=columns) if data is not None else None
+    examples = _parity_examples(str(data), columns) if data is not None else None
     return export_onnx(model, Path(run), Path(out) if out is not None else None, opset=opset, data=examples,
                        overwrite=overwrite)
 
@@ -355,6 +355,15 @@ def check_prediction_request(model: Predictor, output_format: str = "csv", *, dr
             takes = ", ".join(flag_name(option) for option in model.prediction_options) or "no options"
             raise TransferlabError(f"{flag_name(name)} does not apply to this run's {model.kind} model (its "
                                    f"predictions take {takes})")
+
+
+def _parity_examples(spec: str, columns: TextColumns | None):
+    """The examples of ``export --data``: one file (an image, an audio clip), or any data spec (a folder, a manifest
+    or text table, a built-in set such as ``sklearn-digits``; its test split, else val, else all of it)."""
+    path = Path(spec)
+    if path.is_file() and path.suffix.lower() not in (".csv", ".tsv", ".jsonl"):
+        return examples_from_paths([path], columns=columns)
+    return load_data(spec, split_preference=("test", "val", "all"), columns=columns)
 
 
 @dataclass

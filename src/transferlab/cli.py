@@ -186,8 +186,9 @@ def export(
     out: Optional[Path] = typer.Option(None, help="File to write (default: RUN_DIR/model.onnx); FILE.json (classes, "
                                        "preprocessing, parity) and, for text, FILE.preprocessing/ go beside it."),
     opset: Optional[int] = typer.Option(None, help="ONNX opset (default: the exporter's)."),
-    data: Optional[Path] = typer.Option(None, help="Files, a folder or a text table to check the export on (its "
-                                        "first 32 examples; default: made-up inputs of the right shape)."),
+    data: Optional[str] = typer.Option(None, help="Data to check the export on (its first 32 examples): a file, a "
+                                       "folder, a manifest or text table, a data spec such as sklearn-digits; "
+                                       "default: made-up inputs of the right shape."),
     text_column: Optional[str] = typer.Option(None, help="Text column of a --data text table."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -230,7 +231,7 @@ def serve(
     _setup_logging(quiet)
     from transferlab.export.inputs import require_package
 
-    for package in ("fastapi", "uvicorn", "multipart"):
+    for package in ("fastapi", "uvicorn", "python_multipart"):
         require_package(package, "transferlab serve")
     from transferlab.serving import ServeSettings
     from transferlab.serving import serve as serve_run
