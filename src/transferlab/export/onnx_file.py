@@ -16,10 +16,13 @@ complete file always has its JSON.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -175,25 +178,21 @@ def _export(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: tu
     args = tuple(inputs.values())
     for package in ("onnx", "onnxscript"):
         require_package(package, "ONNX export")
-    for name in ("onnxscript", "onnx_ir"):  # their optimiser logs every rewrite at INFO
-        logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's notes on axis names and deprecations
+        with _quiet_exporters():
             program = torch.onnx.export(module, args, dynamo=True, verbose=False,
                                         dynamic_shapes=_dynamic_shapes(axes), **settings)
             program.save(str(path), external_data=False)
         exporter = "dynamo"
     except Exception as exc:  # noqa: BLE001 - any failure of the dynamo exporter falls back to the older one
-        log.warning("the dynamo ONNX exporter failed (%s: %s); exporting with the TorchScript exporter",
-                    type(exc).__name__, _first_line(exc))
+        first = f"{type(exc).__name__}: {_first_line(exc)}"
+        log.warning("the dynamo ONNX exporter failed (%s); exporting with the TorchScript exporter", first)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with _quiet_exporters():
                 torch.onnx.export(module, args, str(path), dynamo=False, dynamic_axes=axes, **settings)
         except Exception as second:  # noqa: BLE001 - reported in one line
-            raise TransferlabError(f"neither ONNX exporter could export this model: {type(second).__name__}: "
-                                   f"{_first_line(second)}") from None
+            raise TransferlabError(f"neither ONNX exporter could export this model (dynamo: {first}; TorchScript: "
+                                   f"{type(second).__name__}: {_first_line(second)})") from None
         exporter = "torchscript"
     import onnx
 
@@ -210,8 +209,39 @@ def _dynamic_shapes(axes: dict[str, dict[int, str]]) -> tuple:
     return (specs,)
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+def _first_line(exc: Exception, limit: int = 200) -> str:
+    """The gist of an exporter's error: the summary torch.export gives, else the first line; without terminal
+    colours or the graph dump it may carry."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "## Exception summary" in lines and lines.index("## Exception summary") + 1 < len(lines):
+        lines = lines[lines.index("## Exception summary") + 1:]
+    line = lines[0].split(" [Caused by")[0] if lines else ""
+    return line if len(line) <= limit else f"{line[:limit]}..."
+
+
+@contextlib.contextmanager
+def _quiet_exporters():
+    """Keep the exporters' own output (graph dumps on failure, optimiser notes) off the terminal: their Python
+    warnings are ignored and whatever they write to the standard streams, from Python or C++, is dropped."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporters' notes on axis names and deprecations
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for descriptor in saved:
+            os.close(descriptor)
 
 
 def check_parity(model: Predictor, session: OnnxSession, batches: list) -> dict:
