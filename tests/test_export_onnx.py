@@ -257,3 +257,18 @@ def test_serve_refuses_what_it_cannot_run_before_listening(tmp_path):
     assert_user_error(invoke("serve", run, "--port", "70000"), "--port must be between 1 and 65535")
     assert_user_error(invoke("serve", run, "--max-batch", "0"), "max_batch must be a positive whole number")
     assert_user_error(invoke("serve", tmp_path / "missing"), "run directory not found")
+
+
+def test_when_both_exporters_fail_the_error_is_one_line_and_nothing_is_written(tmp_path, monkeypatch):
+    run = _lenet_run(tmp_path / "run")
+
+    def fails(*args, dynamo=True, **kwargs):
+        print("a graph dump nobody should see")
+        raise RuntimeError("\x1b[96mno ONNX form\x1b[0m for this operator\n%1 : Float(...) = aten::stft(...)")
+
+    monkeypatch.setattr(torch.onnx, "export", fails)
+    result = invoke("export", run, "--format", "onnx")
+    assert_user_error(result, "neither ONNX exporter could export this model", "dynamo: RuntimeError: no ONNX form",
+                      "TorchScript: RuntimeError")
+    assert "graph dump" not in result.output and "aten::stft" not in result.output
+    assert sorted(path.name for path in run.iterdir()) == ["model.json", "model.safetensors"]

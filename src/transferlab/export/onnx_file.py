@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import re
@@ -228,7 +229,8 @@ def _quiet_exporters():
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
     try:
-        with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+        with tempfile.TemporaryFile() as sink, warnings.catch_warnings(), \
+                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")  # the exporters' notes on axis names and deprecations
             os.dup2(sink.fileno(), 1)
             os.dup2(sink.fileno(), 2)
