@@ -177,8 +177,8 @@ def _export(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: tu
     if opset is not None:
         settings["opset_version"] = opset
     args = tuple(inputs.values())
-    for package in ("onnx", "onnxscript"):
-        require_package(package, "ONNX export")
+    onnx = require_package("onnx", "ONNX export")
+    require_package("onnxscript", "ONNX export with the dynamo exporter")
     try:
         with _quiet_exporters():
             program = torch.onnx.export(module, args, dynamo=True, verbose=False,
@@ -195,8 +195,6 @@ def _export(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: tu
             raise TransferlabError(f"neither ONNX exporter could export this model (dynamo: {first}; TorchScript: "
                                    f"{type(second).__name__}: {_first_line(second)})") from None
         exporter = "torchscript"
-    import onnx
-
     opsets = {entry.domain: entry.version for entry in onnx.load(str(path), load_external_data=False).opset_import}
     return exporter, int(opsets.get("", opsets.get("ai.onnx", 0)))
 
