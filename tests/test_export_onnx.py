@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from transferlab.api import export, load
+from transferlab.api import export, load, predict
 from transferlab.backbones import create_backbone
 from transferlab.cli import app
 from transferlab.data import TextData, examples_from_paths
+from transferlab.errors import TransferlabError
 from transferlab.export import OnnxEngine
 from transferlab.export.session import OnnxSession
 from transferlab.models import (
@@ -124,6 +125,9 @@ def test_predict_engine_onnx_gives_the_torch_rows(image_run, shared_data):
     data = examples_from_paths([folder])
     torch_rows = load(run).predict(data, precision="fp32")
     onnx_rows = OnnxEngine(load(run), run).predict(data)
+    assert predict(run, data, engine="onnx") == onnx_rows
+    with pytest.raises(TransferlabError, match="pass the run directory"):
+        predict(load(run), data, engine="onnx")
     assert [row["label"] for row in onnx_rows] == [row["label"] for row in torch_rows]
     assert max(abs(a["probabilities"][c] - b["probabilities"][c]) for a, b in zip(onnx_rows, torch_rows, strict=True)
                for c in ("ants", "bees")) < 1e-4

@@ -200,3 +200,15 @@ def test_serve_refuses_bad_settings_in_one_line(image_run, tmp_path):
     with pytest.raises(TransferlabError, match="at least 8 characters"):
         read_api_key(tmp_path / "key")
     assert json.dumps(ServeSettings(api_key=KEY).without_key()).find(KEY) == -1
+
+
+def test_each_uvicorn_worker_builds_the_app_from_the_environment(image_run, tmp_path, monkeypatch):
+    from transferlab.serving.app import ENVIRONMENT, app_from_environment
+
+    (tmp_path / "key").write_text(f"{KEY}\n")
+    monkeypatch.setenv(ENVIRONMENT, json.dumps({"run_dir": str(image_run), "engine": "torch",
+                                                "settings": {"max_items": 2}, "api_key_file": str(tmp_path / "key")}))
+    with TestClient(app_from_environment()) as worker:
+        meta = worker.get("/metadata", headers={"X-API-Key": KEY}).json()
+        assert meta["limits"]["max_items"] == 2 and meta["limits"]["api_key_required"]
+        assert_refused(worker.post("/predict", files=_files(_png(0))), 401, "X-API-Key")
