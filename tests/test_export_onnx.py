@@ -174,6 +174,8 @@ def test_multitask_model_exports_every_task(tmp_path):
     meta = export(run).metadata
     assert meta["output_names"] == ["digit", "tags", "score"] and meta["parity"]["passed"]
     assert set(meta["parity"]["outputs"]["digit"]) >= {"top1_agreement", "max_abs_diff"}
+    assert "softmax" in meta["outputs"]["digit"] and "sigmoid" in meta["outputs"]["tags"]
+    assert "units" in meta["outputs"]["score"] and meta["tasks"][2]["mean"] == 3.0
     data = examples_from_paths([_digit_images(tmp_path / "images")])
     torch_rows = load(run).predict(data, precision="fp32")
     onnx_rows = OnnxEngine(load(run), run).predict(data)

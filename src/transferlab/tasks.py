@@ -35,6 +35,8 @@ class Task:
     name: str
     column: str | None = None
     type = "task"
+    # what `predictions` gives, for the JSON beside an exported model
+    predictions_meaning = ""
 
     @property
     def label_column(self) -> str:
@@ -108,6 +110,7 @@ class ClassificationTask(_ClassesTask):
     """Single-label classification: softmax over ``classes``, cross-entropy; accuracy and macro-F1."""
 
     type = "classification"
+    predictions_meaning = "(batch, classes) softmax probabilities"
 
     def valid(self, targets):
         return targets >= 0
@@ -137,6 +140,7 @@ class MultiLabelTask(_ClassesTask):
     probability is at least 0.5. Metrics: micro- and macro-F1, exact-match accuracy, mean average precision."""
 
     type = "multilabel"
+    predictions_meaning = "(batch, classes) sigmoid probabilities; a class is predicted at >= 0.5"
 
     def valid(self, targets):
         return ~torch.isnan(targets).any(dim=1)
@@ -176,6 +180,7 @@ class RegressionTask(Task):
     mean: float = 0.0
     std: float = 1.0
     type = "regression"
+    predictions_meaning = "(batch, 1) the value, in the label column's units"
 
     @property
     def num_outputs(self) -> int:

@@ -111,11 +111,8 @@ class MultiTaskModel(TransferModel):
         return [{"tasks": {name: rows[i] for name, rows in decoded.items()}} for i in range(count)]
 
     def export_description(self):
-        meaning = {"classification": "(batch, classes) softmax probabilities",
-                   "multilabel": "(batch, classes) sigmoid probabilities, a class is predicted at >= 0.5",
-                   "regression": "(batch, 1) value in the label column's units"}
         return {"tasks": [task.to_dict() for task in self.tasks],
-                "outputs": {task.name: meaning[task.type] for task in self.tasks}}
+                "outputs": {task.name: task.predictions_meaning for task in self.tasks}}
 
     def prediction_table(self, rows):
         """Per task its label (``a|b`` for multi-label) or value, then probabilities as ``TASK:p_CLASS`` columns."""
