@@ -106,6 +106,11 @@ def test_bad_requests_are_4xx_json_errors_naming_the_problem(client):
     truncated = _png(3)[:60]  # a PNG header, then nothing: identifiable, not decodable
     response = client.post("/predict", files=_files(truncated))
     assert 400 <= response.status_code < 500 and "digit0.png" in response.json()["error"], response.text
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    half = buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3]  # a readable header, pixels that do not decode
+    assert_refused(client.post("/predict", files=[("files", ("half.jpg", half, "image/jpeg"))]), 400,
+                   "'half.jpg'", "truncated")
     assert_refused(client.get("/nothing"), 404, "Not Found")
     assert_refused(client.get("/predict"), 405, "Method Not Allowed")
 

@@ -112,8 +112,11 @@ def create_app(run_dir: str | Path, *, engine: str = "torch", settings: ServeSet
                 rows = await asyncio.wait_for(batcher.submit(examples), settings.timeout)
             except asyncio.TimeoutError:
                 raise RequestError(504, f"the prediction took longer than {settings.timeout:g} s") from None
-            except TransferlabError as exc:
-                raise RequestError(400, str(exc).replace(folder, "the request")) from None
+            except TransferlabError as exc:  # e.g. a file whose header looked fine and whose pixels do not decode
+                message = str(exc)
+                for path, name in zip(getattr(examples, "paths", None) or [], names, strict=False):
+                    message = message.replace(str(path), repr(name))
+                raise RequestError(400, message.replace(folder, "the request")) from None
         key = "text" if modality == "text" else "name"
         return {"predictions": [{key: name, **row} for name, row in zip(names, rows, strict=True)]}
 
