@@ -19,12 +19,14 @@ import torch
 
 from transferlab.backbones.registry import DEFAULT_BACKBONES
 from transferlab.config import FitConfig, flag_name, load_config_file
+from transferlab.data import examples_from_paths, load_data
 from transferlab.data.text_tables import TextColumns
 from transferlab.engine.checkpoint import saved_train_seconds
 from transferlab.engine.distributed import init_from_environment, is_main_process, share_from_main, world_size
 from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.engine.tracking import MlflowTracker, TensorBoardTracker
 from transferlab.errors import TransferlabError
+from transferlab.export import EXPORT_FORMATS, ExportResult, export_onnx, open_engine
 from transferlab.fileio import read_json, write_json
 from transferlab.methods import RunContext, build_config, get_method
 from transferlab.models import DataOptions, Predictor, load_predictor
@@ -40,8 +42,8 @@ from transferlab.rundir import (
 from transferlab.unsupervised.embedding_set import is_embedding_dir
 from transferlab.unsupervised.evaluation import evaluate_embeddings, retrieval_lines
 
-__all__ = ["Evaluation", "FitResult", "build_config", "check_prediction_request", "evaluate", "evaluate_path", "fit",
-           "load", "predict",
+__all__ = ["Evaluation", "FitResult", "build_config", "check_prediction_request", "evaluate", "evaluate_path", "export",
+           "fit", "load", "predict",
            "prepare_splits", "resolve_config", "seed_everything"]
 
 log = logging.getLogger("transferlab")
@@ -314,17 +316,42 @@ def evaluate(run: str | Path | Predictor, data_spec: str, *, task: str | None = 
     return model.evaluate(model.load_eval_data(data_spec, options))
 
 
-def predict(run: str | Path | Predictor, data, **options) -> list[dict]:
+def predict(run: str | Path | Predictor, data, *, engine: str = "torch", **options) -> list[dict]:
     """One dict per example of ``data`` (`ImageData`, `TextData` or `AudioData`), in the form of the model's kind:
     ``{"label", "probabilities"}`` for a classifier, ``{"tasks": {name: prediction}}`` for a multi-task model,
     ``{"transcript"}`` for a speech recogniser, ``{"objects": [{"label", "score", "box"}, ...]}`` for a detector.
 
-    ``options`` are the keyword options of the kind's ``predict`` (`Predictor.prediction_options`, e.g. a detector's
-    ``score_threshold``); ``None`` values are left out. Options the kind does not take are refused
-    (`check_prediction_request`)."""
+    ``engine``: ``torch`` (the model itself) or ``onnx`` (the run's exported ``model.onnx`` under onnxruntime, the
+    same rows; ``run`` must then be the run directory). ``options`` are the keyword options of the kind's
+    ``predict`` (`Predictor.prediction_options`, e.g. a detector's ``score_threshold``); ``None`` values are left
+    out. Options the kind does not take are refused (`check_prediction_request`)."""
     model = _model(run)
     check_prediction_request(model, **options)
-    return model.predict(data, **{name: value for name, value in options.items() if value is not None})
+    if isinstance(run, Predictor):
+        if engine != "torch":
+            raise TransferlabError(f"engine {engine!r} reads the run directory's exported model: pass the run "
+                                   "directory, not a loaded model")
+        return model.predict(data, **{name: value for name, value in options.items() if value is not None})
+    return open_engine(model, Path(run), engine).predict(data, **options)
+
+
+def export(run: str | Path, out: str | Path | None = None, *, output_format: str = "onnx", opset: int | None = None,
+           data: str | Path | None = None, overwrite: bool = False, columns: TextColumns | None = None
+           ) -> ExportResult:
+    """Export the model of a run directory (`transferlab.export.export_onnx`): ``out`` defaults to
+    ``RUN/model.onnx``; ``data`` (a file or a data spec: a folder, a manifest or text table, ``sklearn-digits``...)
+    gives the examples of the parity check (its first 32), else made-up inputs are used.
+
+    Raises:
+        TransferlabError: an unknown ``output_format``, a kind that cannot export, an existing ``out`` without
+            ``overwrite``, or a failed parity check.
+    """
+    if output_format not in EXPORT_FORMATS:
+        raise TransferlabError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {output_format!r}")
+    model = load(run)
+    examples = _parity_examples(str(data), columns) if data is not None else None
+    return export_onnx(model, Path(run), Path(out) if out is not None else None, opset=opset, data=examples,
+                       overwrite=overwrite)
 
 
 def check_prediction_request(model: Predictor, output_format: str = "csv", *, draw: bool = False, **options) -> None:
@@ -343,6 +370,15 @@ def check_prediction_request(model: Predictor, output_format: str = "csv", *, dr
             takes = ", ".join(flag_name(option) for option in model.prediction_options) or "no options"
             raise TransferlabError(f"{flag_name(name)} does not apply to this run's {model.kind} model (its "
                                    f"predictions take {takes})")
+
+
+def _parity_examples(spec: str, columns: TextColumns | None):
+    """The examples of ``export --data``: one file (an image, an audio clip), or any data spec (a folder, a manifest
+    or text table, a built-in set such as ``sklearn-digits``; its test split, else val, else all of it)."""
+    path = Path(spec)
+    if path.is_file() and path.suffix.lower() not in (".csv", ".tsv", ".jsonl"):
+        return examples_from_paths([path], columns=columns)
+    return load_data(spec, split_preference=("test", "val", "all"), columns=columns)
 
 
 @dataclass

@@ -146,20 +146,23 @@ def predict(
     score_threshold: Optional[float] = typer.Option(None, help="Detectors: leave out boxes scoring less (default: "
                                                     "the run's score_threshold, 0.5 unless set when fitting)."),
     text_column: Optional[str] = typer.Option(None, help="Text column of a text table (default: text, else sentence)."),
+    engine: str = typer.Option("torch", help="torch (the model) | onnx (the run's model.onnx, written by 'transferlab "
+                               "export', under onnxruntime; the same rows)."),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Skip unreadable images with a warning."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Predict each image, clip or text: label and class probabilities, a transcript, or a detector's boxes."""
     _setup_logging(quiet)
     from transferlab.api import check_prediction_request, load
-    from transferlab.api import predict as predict_run
     from transferlab.data import examples_from_paths
     from transferlab.data.text_tables import TextColumns
+    from transferlab.export import open_engine
 
     model = load(run_dir)
     check_prediction_request(model, output_format, draw=draw is not None, score_threshold=score_threshold)
+    predictor = open_engine(model, run_dir, engine)  # before reading the inputs: a missing export is the problem
     data = examples_from_paths(inputs, skip_bad_files=skip_bad_files, columns=TextColumns(text_column))
-    rows = predict_run(model, data, score_threshold=score_threshold)
+    rows = predictor.predict(data, score_threshold=score_threshold)
     key, names = ("text", data.texts) if hasattr(data, "texts") else ("path", [str(p) for p in data.paths])
     if draw is not None:
         written = model.draw_predictions(data, rows, draw)
@@ -174,6 +177,70 @@ def predict(
     writer = csv.writer(sys.stdout)
     writer.writerow([key, *columns])
     writer.writerows([names[index], *cells] for index, cells in lines)
+
+
+@app.command()
+@_user_errors
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'transferlab fit'."),
+    export_format: str = typer.Option(..., "--format", help="onnx."),
+    out: Optional[Path] = typer.Option(None, help="File to write (default: RUN_DIR/model.onnx); FILE.json (classes, "
+                                       "preprocessing, parity) and, for text, FILE.preprocessing/ go beside it."),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset (default: the exporter's)."),
+    data: Optional[str] = typer.Option(None, help="Data to check the export on (its first 32 examples): a file, a "
+                                       "folder, a manifest or text table, a data spec such as sklearn-digits; "
+                                       "default: made-up inputs of the right shape."),
+    text_column: Optional[str] = typer.Option(None, help="Text column of a --data text table."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Export a trained model to ONNX (outputs: probabilities, or values for regression tasks), checked against
+    PyTorch with onnxruntime: the export fails, writing nothing, unless every output agrees within atol 1e-4 +
+    rtol 1e-3 and every example keeps its top class."""
+    _setup_logging(quiet)
+    from transferlab.api import export as export_run
+    from transferlab.data.text_tables import TextColumns
+
+    result = export_run(run_dir, out, output_format=export_format, opset=opset, data=data, overwrite=overwrite,
+                        columns=TextColumns(text_column))
+    meta, parity = result.metadata, result.metadata["parity"]
+    typer.echo(f"exported {meta['kind']} ({meta['exporter']} exporter, opset {meta['opset']}) -> {result.path}")
+    typer.echo(f"parity on {parity['examples']} examples of {parity['data']}: max abs difference "
+               f"{parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.2%}")
+    typer.echo(f"metadata (classes, preprocessing, parity) -> {result.metadata_path}")
+
+
+@app.command()
+@_user_errors
+def serve(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'transferlab fit'."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (loopback by default; 0.0.0.0 for all, "
+                             "with --api-key-file)."),
+    port: int = typer.Option(8000, help="Port."),
+    engine: str = typer.Option("torch", help="torch | onnx (the run's model.onnx from 'transferlab export')."),
+    workers: int = typer.Option(1, help="Server processes, each holding the model."),
+    max_batch: int = typer.Option(32, help="Examples per model call: concurrent requests are batched up to this."),
+    max_items: int = typer.Option(64, help="Examples per request."),
+    max_request_mb: float = typer.Option(20.0, help="Largest request body, in MiB."),
+    timeout: float = typer.Option(30.0, help="Seconds a request may wait for its predictions."),
+    api_key_file: Optional[Path] = typer.Option(None, help="File whose first line is the API key that /predict and "
+                                                "/metadata then need in the X-API-Key header."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Serve a trained model over HTTP: POST /predict (image files or JSON texts, several per request), GET /health,
+    GET /metadata, OpenAPI at /docs."""
+    _setup_logging(quiet)
+    from transferlab.export.inputs import require_package
+
+    for package in ("fastapi", "uvicorn", "python_multipart"):
+        require_package(package, "transferlab serve")
+    from transferlab.serving import ServeSettings
+    from transferlab.serving import serve as serve_run
+
+    settings = ServeSettings(max_batch=max_batch, max_items=max_items, timeout=timeout,
+                             max_request_bytes=int(max_request_mb * 1024 * 1024))
+    serve_run(run_dir, host=host, port=port, engine=engine, workers=workers, settings=settings,
+              api_key_file=api_key_file)
 
 
 @app.command()

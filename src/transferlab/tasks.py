@@ -35,6 +35,8 @@ class Task:
     name: str
     column: str | None = None
     type = "task"
+    # what `predictions` gives, for the JSON beside an exported model
+    predictions_meaning = ""
 
     @property
     def label_column(self) -> str:
@@ -64,7 +66,16 @@ class Task:
         return {"n": int(keep.sum()), **self._metrics(outputs[keep], targets[keep])}
 
     def decode(self, outputs: np.ndarray) -> list[dict]:
-        """Per-example predictions a user reads (labels, probabilities, values)."""
+        """Per-example predictions a user reads (labels, probabilities, values) from the head's raw outputs."""
+        return self.decode_predictions(self.predictions(torch.as_tensor(outputs)).numpy())
+
+    def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
+        """What the head's raw outputs ``(N, num_outputs)`` mean for a user, ``(N, num_outputs)``: probabilities or
+        values. Written in torch, so an exported (ONNX) model computes it too."""
+        raise NotImplementedError
+
+    def decode_predictions(self, predictions: np.ndarray) -> list[dict]:
+        """Per-example predictions a user reads from `predictions`' values ``(N, num_outputs)``."""
         raise NotImplementedError
 
     def to_dict(self) -> dict:
@@ -99,6 +110,7 @@ class ClassificationTask(_ClassesTask):
     """Single-label classification: softmax over ``classes``, cross-entropy; accuracy and macro-F1."""
 
     type = "classification"
+    predictions_meaning = "(batch, classes) softmax probabilities"
 
     def valid(self, targets):
         return targets >= 0
@@ -113,10 +125,13 @@ class ClassificationTask(_ClassesTask):
     def probabilities(self, outputs: np.ndarray) -> np.ndarray:
         return torch.softmax(torch.as_tensor(outputs), dim=1).numpy()
 
-    def decode(self, outputs):
-        probabilities = self.probabilities(outputs)
+    def predictions(self, outputs):
+        """Softmax probabilities over ``classes``."""
+        return torch.softmax(outputs, dim=1)
+
+    def decode_predictions(self, predictions):
         return [{"label": self.classes[int(row.argmax())], "probabilities": rows}
-                for row, rows in zip(probabilities, self.probability_rows(probabilities), strict=True)]
+                for row, rows in zip(predictions, self.probability_rows(predictions), strict=True)]
 
 
 @dataclass
@@ -125,6 +140,7 @@ class MultiLabelTask(_ClassesTask):
     probability is at least 0.5. Metrics: micro- and macro-F1, exact-match accuracy, mean average precision."""
 
     type = "multilabel"
+    predictions_meaning = "(batch, classes) sigmoid probabilities; a class is predicted at >= 0.5"
 
     def valid(self, targets):
         return ~torch.isnan(targets).any(dim=1)
@@ -148,10 +164,13 @@ class MultiLabelTask(_ClassesTask):
             "score": micro,
         }
 
-    def decode(self, outputs):
-        probabilities = torch.sigmoid(torch.as_tensor(outputs)).numpy()
+    def predictions(self, outputs):
+        """A sigmoid probability per class."""
+        return torch.sigmoid(outputs)
+
+    def decode_predictions(self, predictions):
         return [{"labels": [name for name, p in rows.items() if p >= MULTILABEL_THRESHOLD], "probabilities": rows}
-                for rows in self.probability_rows(probabilities)]
+                for rows in self.probability_rows(predictions)]
 
 
 @dataclass
@@ -161,6 +180,7 @@ class RegressionTask(Task):
     mean: float = 0.0
     std: float = 1.0
     type = "regression"
+    predictions_meaning = "(batch, 1) the value, in the label column's units"
 
     @property
     def num_outputs(self) -> int:
@@ -187,8 +207,12 @@ class RegressionTask(Task):
             "score": r2,
         }
 
-    def decode(self, outputs):
-        return [{"value": float(value)} for value in self.values(outputs)]
+    def predictions(self, outputs):
+        """Values in target units, ``(N, 1)``."""
+        return outputs * self.std + self.mean
+
+    def decode_predictions(self, predictions):
+        return [{"value": float(value)} for value in predictions[:, 0]]
 
     def to_dict(self):
         return {**super().to_dict(), "mean": self.mean, "std": self.std}

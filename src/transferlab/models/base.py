@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,6 +68,9 @@ class Predictor(nn.Module):
     draws_predictions: ClassVar[bool] = False
     # headline metrics (see `headline_metrics`) where lower is better, e.g. error rates
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    # None when the kind exports to ONNX (`transferlab export`: the graph is `prediction_outputs`, read back by
+    # `rows_from_predictions`); else why it cannot, in a few words, for the one line export and --engine onnx print
+    onnx_refusal: ClassVar[str | None] = "transferlab has no ONNX export for this kind of model"
 
     def load_eval_data(self, spec: str, options: DataOptions) -> Any:
         """The labeled data at ``spec`` in the form `evaluate` takes."""
@@ -100,6 +104,22 @@ class Predictor(nn.Module):
     def draw_predictions(self, data: Any, rows: list[dict], out_dir: Path) -> list[Path]:
         """Write the examples of ``data`` with `predict`'s ``rows`` drawn on them into ``out_dir`` (never over an
         input); return the files written. Kinds with `draws_predictions` implement it."""
+        raise NotImplementedError
+
+    def prediction_outputs(self, batch: Any) -> dict[str, torch.Tensor]:
+        """What an exported model computes from a batch of inputs (the tensor or dict the kind's preprocessing
+        makes): named ``(B, ...)`` outputs a user reads (probabilities, values), never raw logits. ONNX export
+        traces this method; kinds with an `onnx_refusal` need not implement it."""
+        raise NotImplementedError
+
+    def rows_from_predictions(self, predictions: dict[str, np.ndarray]) -> list[dict]:
+        """`predict`'s rows from the values of `prediction_outputs` over every example (what the ONNX engine gives),
+        so both engines print the same rows."""
+        raise NotImplementedError
+
+    def export_description(self) -> dict:
+        """What an exported model's outputs hold, for the JSON beside it: e.g. ``{"classes": [...], "outputs":
+        {name: meaning}}``."""
         raise NotImplementedError
 
     def metric_lines(self, metrics: dict, *, detail: bool = False) -> list[str]:

@@ -43,6 +43,7 @@ class TransferModel(FrozenBatchNormMixin, Predictor):
     """
 
     kind = "classifier"
+    onnx_refusal = None
 
     def __init__(self, backbone: Backbone, head: nn.Module, classes: list[str],
                  head_settings: HeadSettings | None = None,
@@ -85,9 +86,20 @@ class TransferModel(FrozenBatchNormMixin, Predictor):
         """``{"label": best class, "probabilities": {class: p}}`` per example."""
         probabilities = predict_proba(self, data, precision=precision, num_workers=num_workers,
                                       feature_cache=self.cache_features)
+        return self.rows_from_predictions({"probabilities": probabilities})
+
+    def prediction_outputs(self, batch):
+        """``{"probabilities": (B, len(classes))}``, the softmax of the logits."""
+        return {"probabilities": torch.softmax(self(batch), dim=1)}
+
+    def rows_from_predictions(self, predictions):
         return [{"label": self.classes[int(row.argmax())],
                  "probabilities": {name: float(p) for name, p in zip(self.classes, row, strict=True)}}
-                for row in probabilities]
+                for row in predictions["probabilities"]]
+
+    def export_description(self):
+        return {"classes": self.classes,
+                "outputs": {"probabilities": "(batch, classes) softmax probabilities, in the order of 'classes'"}}
 
     def prediction_table(self, rows):
         columns = ["label", *[f"p_{name}" for name in self.classes]]

@@ -84,6 +84,8 @@ class CTCModel(Predictor):
     """
 
     kind = "ctc"
+    onnx_refusal = ("its transcripts come from greedy CTC decoding of variable-length frame outputs in Python, which "
+                    "an ONNX graph of the network would leave out")
     lower_is_better = frozenset({"wer", "cer"})
 
     def __init__(self, backbone: Backbone, vocabulary: dict[str, int], *, transcript_column: str = "transcript"):

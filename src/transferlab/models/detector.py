@@ -60,6 +60,8 @@ class DetectorModel(FrozenBatchNormMixin, Predictor):
     """
 
     kind = "detector"
+    onnx_refusal = ("torchvision's detectors take lists of images of any size and keep boxes by data-dependent "
+                    "score filtering and NMS, which transferlab does not export yet")
     output_formats = ("csv", "json", "coco")
     prediction_options = ("score_threshold",)
     draws_predictions = True

@@ -96,8 +96,23 @@ class MultiTaskModel(TransferModel):
     def predict(self, data, *, precision="auto", num_workers=None):
         """``{"tasks": {name: prediction}}`` per example, each task in its own form (`Task.decode`)."""
         outputs = predict_task_outputs(self, data, precision=precision, num_workers=num_workers)
-        decoded = {task.name: task.decode(outputs[task.name]) for task in self.tasks}
-        return [{"tasks": {name: rows[i] for name, rows in decoded.items()}} for i in range(len(data))]
+        return self.rows_from_predictions({task.name: task.predictions(torch.as_tensor(outputs[task.name])).numpy()
+                                           for task in self.tasks})
+
+    def prediction_outputs(self, batch):
+        """One output per task, named after it: probabilities (classification, multi-label) or values in the
+        column's units (regression), `Task.predictions`."""
+        outputs = self(batch)
+        return {task.name: task.predictions(outputs[task.name]) for task in self.tasks}
+
+    def rows_from_predictions(self, predictions):
+        decoded = {task.name: task.decode_predictions(predictions[task.name]) for task in self.tasks}
+        count = len(next(iter(decoded.values())))
+        return [{"tasks": {name: rows[i] for name, rows in decoded.items()}} for i in range(count)]
+
+    def export_description(self):
+        return {"tasks": [task.to_dict() for task in self.tasks],
+                "outputs": {task.name: task.predictions_meaning for task in self.tasks}}
 
     def prediction_table(self, rows):
         """Per task its label (``a|b`` for multi-label) or value, then probabilities as ``TASK:p_CLASS`` columns."""

