@@ -259,6 +259,8 @@ class Trainer:
                 "objective": self.objective.state_dict() if isinstance(self.objective, nn.Module) else {},
                 "train_seconds": self._seconds_before + time.perf_counter() - self._fit_started,
                 "processes": world_size(),  # informative: a resume may use another number (see `_resume`)
+                "schedule_progress": None if getattr(self.scheduler, "total_steps", None) is None else
+                {"step": self.scheduler.last_epoch, "total_steps": self.scheduler.total_steps},
             },
         )
 
@@ -274,9 +276,11 @@ class Trainer:
         state = load_checkpoint(self.settings.run_dir / CHECKPOINT)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        total_steps = getattr(self.scheduler, "total_steps", None)
-        if total_steps is not None:  # the start of the next epoch in this run's steps (the processes may differ)
-            place_schedule(self.scheduler, round((state["epoch"] + 1) * total_steps / self.settings.epochs))
+        total_steps, saved = getattr(self.scheduler, "total_steps", None), state.get("schedule_progress")
+        if total_steps is not None and saved is not None:
+            # the same point of training in this run's steps: the number of processes, and so the steps per epoch,
+            # may have changed (the same number: the very step the run was at)
+            place_schedule(self.scheduler, round(saved["step"] * total_steps / saved["total_steps"]))
         elif self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if isinstance(self.objective, nn.Module) and state.get("objective"):
