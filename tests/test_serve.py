@@ -217,3 +217,15 @@ def test_each_uvicorn_worker_builds_the_app_from_the_environment(image_run, tmp_
         meta = worker.get("/metadata", headers={"X-API-Key": KEY}).json()
         assert meta["limits"]["max_items"] == 2 and meta["limits"]["api_key_required"]
         assert_refused(worker.post("/predict", files=_files(_png(0))), 401, "X-API-Key")
+
+
+def test_a_body_is_bounded_by_the_bytes_received_whatever_its_headers_say(client):
+    chunked = {"Content-Type": "image/png", "Content-Length": "10", "Transfer-Encoding": "chunked"}
+    assert_refused(client.post("/predict", content=_png(0), headers=chunked), 411, "Transfer-Encoding")
+    too_long = iter([b"\0" * 100_000] * 3)  # declares 10 bytes, sends 300 000 (limit 200 000)
+    assert_refused(client.post("/predict", content=too_long, headers={"Content-Type": "image/png",
+                                                                       "Content-Length": "10"}), 413, "at most 200000")
+    form = b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\n\r\n" + b"\0" * 300_000
+    assert_refused(client.post("/predict", content=iter([form[:1000], form[1000:]]), headers={
+        "Content-Type": "multipart/form-data; boundary=x", "Content-Length": "10"}), 413, "at most 200000")
+    assert client.post("/predict", files=_files(_png(1))).status_code == 200

@@ -2,9 +2,10 @@
 ``/openapi.json`` and ``/docs``).
 
 Every refused request is a 4xx JSON ``{"error": "..."}`` naming the problem: a body that is not what the model reads
-(415), a bad field or an empty text (400), too large or too many items (413), an undeclared body length (411), a
-missing or wrong API key (401). A prediction that outlasts the timeout is a 504. Concurrent requests are batched
-(`transferlab.serving.batcher.MicroBatcher`).
+(415), a bad field or an empty text (400), a body or image too large or too many items (413), a body sent with a
+``Transfer-Encoding`` instead of a ``Content-Length`` (411), a missing or wrong API key (401). A prediction that
+outlasts the timeout is a 504; any other failure is a 500 ``{"error": "internal error"}``, its traceback logged.
+Concurrent requests are batched (`transferlab.serving.batcher.MicroBatcher`).
 """
 
 from __future__ import annotations
@@ -165,27 +166,60 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 class _BodyLimit:
-    """ASGI middleware: a request body must declare its length (411 otherwise) and stay within ``max_bytes`` (413),
-    checked before any of it is read."""
+    """ASGI middleware bounding a request body to ``max_bytes``.
+
+    A request with a ``Transfer-Encoding`` header is refused (411): its length is not declared, and with a
+    ``Content-Length`` beside it the two could disagree. A declared length above ``max_bytes`` is refused before any
+    of the body is read (413), and the bytes actually received are counted, so a body that outgrows the limit is
+    refused (413) whatever its headers say.
+    """
 
     def __init__(self, app, max_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            headers = dict(scope["headers"])
-            length = headers.get(b"content-length")
-            refusal = None
-            if length is None and headers.get(b"transfer-encoding"):
-                refusal = (411, "send the body with a Content-Length header")
-            elif length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-                refusal = (413, f"the request body has {length.decode('latin-1')} bytes; at most {self.max_bytes}")
-            if refusal is not None:
-                response = JSONResponse({"error": refusal[1]}, status_code=refusal[0])
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if b"transfer-encoding" in headers:
+            await _refuse(411, "the request has a Transfer-Encoding header: send the body with a Content-Length header "
+                               "and no Transfer-Encoding", scope, receive, send)
+            return
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await _refuse(413, f"the request body has {length.decode('latin-1')} bytes; at most {self.max_bytes}",
+                          scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise RequestError(413, f"the request body has more than {self.max_bytes} bytes; at most "
+                                            f"{self.max_bytes}")
+            return message
+
+        async def watched_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except RequestError as exc:  # raised while reading the body, outside the app's own handlers
+            if started:
+                raise
+            await _refuse(exc.status, exc.message, scope, receive, send)
+
+
+async def _refuse(status: int, message: str, scope, receive, send) -> None:
+    await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
 
 
 def _version() -> str | None:

@@ -99,6 +99,8 @@ def _texts(body: bytes, max_items: int) -> list[str]:
 async def _uploads(request: Request, max_items: int) -> list[tuple[str, bytes]]:
     try:
         form = await request.form(max_files=max_items + 1, max_fields=max_items + 1)
+    except RequestError:  # the body outgrew the request limit while it was read (413)
+        raise
     except Exception as exc:  # noqa: BLE001 - python-multipart's and Starlette's parse errors
         raise RequestError(400, f"the multipart body cannot be read: {exc}") from None
     uploads = []
