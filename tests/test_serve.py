@@ -229,3 +229,25 @@ def test_a_body_is_bounded_by_the_bytes_received_whatever_its_headers_say(client
     assert_refused(client.post("/predict", content=iter([form[:1000], form[1000:]]), headers={
         "Content-Type": "multipart/form-data; boundary=x", "Content-Length": "10"}), 413, "at most 200000")
     assert client.post("/predict", files=_files(_png(1))).status_code == 200
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG signature, an IHDR chunk declaring ``width`` x ``height`` pixels and an empty IDAT (~60 bytes)."""
+    import struct
+    import zlib
+
+    def chunk(data: bytes) -> bytes:
+        return struct.pack(">I", len(data) - 4) + data + struct.pack(">I", zlib.crc32(data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(
+        b"IDAT")
+
+
+def test_an_image_bomb_is_a_413_and_formats_transferlab_does_not_read_are_a_415(client):
+    assert_refused(client.post("/predict", files=_files(_png_header(100_000, 100_000))), 413, "'digit0.png'",
+                   "89,478,485 pixels")
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(buffer, format="PPM")  # PIL reads it; transferlab does not
+    assert_refused(client.post("/predict", files=_files(buffer.getvalue())), 415, "'digit0.png'", "JPEG, PNG")
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"  # would run Ghostscript if opened
+    assert_refused(client.post("/predict", content=eps, headers={"Content-Type": "image/eps"}), 415, "'body'")

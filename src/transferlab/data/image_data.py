@@ -20,6 +20,7 @@ from transferlab.errors import TransferlabError
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
     "DOMAINS",
+    "IMAGE_FORMATS",
     "MAX_IMAGE_PIXELS_VARIABLE",
     "ImageData",
     "ImageReadError",
@@ -36,6 +37,10 @@ DOMAINS = ("source", "target")
 # 1 GiB of 32-bit pixels / 3; the environment variable, then the max_image_pixels setting, override it
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 MAX_IMAGE_PIXELS_VARIABLE = "TRANSFERLAB_MAX_IMAGE_PIXELS"
+
+# the PIL formats of the image files transferlab reads (`transferlab.data.formats.files.IMAGE_EXTENSIONS`); PIL's
+# JPEG opener also opens a multi-picture JPEG (format "MPO")
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
 
 # how image bytes become pixels (`transferlab.data.image_modes`), part of the feature cache's key: version 2 scales
 # high-bit-depth images and composites transparency on white (version 1 clipped and dropped alpha)
@@ -89,14 +94,20 @@ def _pil_pixel_limit_lifted() -> Iterator[None]:
 
 
 @contextmanager
-def open_image(path: Path, limit: int) -> Iterator[Image.Image]:
+def open_image(path: Path, limit: int, formats: tuple[str, ...] | None = None) -> Iterator[Image.Image]:
     """``path`` opened with PIL (its header read, its pixels not yet), once its size is checked against ``limit``.
+
+    Args:
+        path: the image file.
+        limit: the most pixels the image may have.
+        formats: the PIL formats to try (e.g. `IMAGE_FORMATS`, for files from untrusted senders); ``None``: all.
 
     Raises:
         ImageReadError: the image has more than ``limit`` pixels; the message names the file, its size and the
-            limit, and how to raise it. PIL's errors for a missing or unreadable file pass through.
+            limit, and how to raise it. PIL's errors for a missing or unreadable file (or one of none of
+            ``formats``: ``UnidentifiedImageError``) pass through.
     """
-    with _pil_pixel_limit_lifted(), Image.open(path) as image:
+    with _pil_pixel_limit_lifted(), Image.open(path, formats=formats) as image:
         width, height = image.size
         if width * height > limit:
             raise ImageReadError(

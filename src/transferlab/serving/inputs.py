@@ -8,7 +8,6 @@ a temporary folder and read exactly as ``transferlab predict`` reads files (head
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -18,6 +17,12 @@ from starlette.requests import Request
 
 from transferlab.data import Examples, TextData, examples_from_paths
 from transferlab.data.audio_data import AUDIO_EXTENSIONS
+from transferlab.data.image_data import (
+    IMAGE_FORMATS,
+    ImageReadError,
+    max_image_pixels,
+    open_image,
+)
 from transferlab.errors import TransferlabError
 
 __all__ = ["RequestError", "read_examples"]
@@ -122,7 +127,11 @@ def _check_count(count: int, max_items: int) -> None:
 
 
 def _save(folder: Path, index: int, name: str, payload: bytes, modality: str) -> Path:
-    """The upload as a file the data loaders read, with the suffix its content has."""
+    """The upload as a file the data loaders read, with the suffix its content has.
+
+    An image must be of one of `IMAGE_FORMATS` (415 otherwise; no other format PIL knows is tried) and have at most
+    the pixel limit of `transferlab.data.image_data.max_image_pixels` (413), checked from its header.
+    """
     if not payload:
         raise RequestError(400, f"item {index} ({name!r}) is empty")
     if modality == "audio":
@@ -130,12 +139,19 @@ def _save(folder: Path, index: int, name: str, payload: bytes, modality: str) ->
         if suffix not in AUDIO_EXTENSIONS:
             raise RequestError(415, f"item {index} ({name!r}) is not an audio file this model reads: name it with "
                                     f"one of {', '.join(AUDIO_EXTENSIONS)}")
-    else:
-        try:
-            with Image.open(io.BytesIO(payload)) as image:
-                suffix = _IMAGE_SUFFIXES.get(image.format or "", ".png")
-        except (UnidentifiedImageError, OSError, ValueError):
-            raise RequestError(415, f"item {index} ({name!r}) is not an image (PIL cannot identify it)") from None
-    path = folder / f"{index}{suffix}"
-    path.write_bytes(payload)
-    return path
+        path = folder / f"{index}{suffix}"
+        path.write_bytes(payload)
+        return path
+    upload = folder / f"{index}.upload"
+    upload.write_bytes(payload)
+    limit = max_image_pixels()
+    try:
+        with open_image(upload, limit, formats=IMAGE_FORMATS) as image:
+            suffix = _IMAGE_SUFFIXES[image.format]
+    except (ImageReadError, Image.DecompressionBombError):
+        raise RequestError(413, f"item {index} ({name!r}) has more pixels than the limit of {limit:,} "
+                                "pixels (a guard against decompression bombs)") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise RequestError(415, f"item {index} ({name!r}) is not an image of a format this model reads "
+                                f"({', '.join(IMAGE_FORMATS)})") from None
+    return upload.rename(folder / f"{index}{suffix}")
