@@ -167,6 +167,9 @@ def test_text_models_take_json_texts(tmp_path):
         assert_refused(text_client.post("/predict", json={"sentences": ["ok"]}), 400, "'sentences'")
         assert_refused(text_client.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"}),
                        400, "not valid JSON")
+        for hostile in (b"[" * 100_000, b'{"texts": ' + b"7" * 5000 + b"}"):  # RecursionError, ValueError
+            assert_refused(text_client.post("/predict", content=hostile, headers={"Content-Type": "application/json"}),
+                           400, "not valid JSON")
         assert_refused(text_client.post("/predict", files=_files(_png(0))), 415, "reads texts")
 
 

@@ -81,7 +81,9 @@ def _texts(body: bytes, max_items: int) -> list[str]:
         raise RequestError(400, "the body is empty: send JSON {\"texts\": [...]}")
     try:
         value = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise RequestError(400, "the body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # bad JSON, bad UTF-8, an integer of more than 4300 digits
         raise RequestError(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise RequestError(400, f"the body must be a JSON object {{\"texts\": [...]}}, got a {type(value).__name__}")
