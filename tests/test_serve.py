@@ -254,3 +254,20 @@ def test_an_image_bomb_is_a_413_and_formats_transferlab_does_not_read_are_a_415(
     assert_refused(client.post("/predict", files=_files(buffer.getvalue())), 415, "'digit0.png'", "JPEG, PNG")
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"  # would run Ghostscript if opened
     assert_refused(client.post("/predict", content=eps, headers={"Content-Type": "image/eps"}), 415, "'body'")
+
+
+def test_an_unexpected_error_is_a_logged_json_500_and_the_server_keeps_serving(image_run, caplog):
+    with TestClient(create_app(image_run)) as server:
+        real, calls = server.app.state.batcher.predict, []
+
+        def fails_once(data):
+            calls.append(len(data))
+            if len(calls) == 1:
+                raise RuntimeError("the engine broke")
+            return real(data)
+
+        server.app.state.batcher.predict = fails_once
+        response = server.post("/predict", files=_files(_png(0)))
+        assert response.status_code == 500 and response.json() == {"error": "internal error"}, response.text
+        assert "RuntimeError: the engine broke" in caplog.text and "POST /predict" in caplog.text
+        assert server.post("/predict", files=_files(_png(1))).status_code == 200

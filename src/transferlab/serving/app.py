@@ -90,6 +90,7 @@ def create_app(run_dir: str | Path, *, engine: str = "torch", settings: ServeSet
     app = FastAPI(title="transferlab", version=_version() or "unknown", lifespan=lifespan,
                   description=f"Predictions of the {model.kind} model of {run_dir.name} ({engine} engine).")
     app.add_middleware(_BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(_InternalErrors)  # outermost of ours: what nothing else answered
     _add_error_handlers(app)
     require_key = _key_check(settings.api_key)
 
@@ -216,6 +217,37 @@ class _BodyLimit:
             if started:
                 raise
             await _refuse(exc.status, exc.message, scope, receive, send)
+
+
+class _InternalErrors:
+    """ASGI middleware: an exception no handler answered (a bug, a failing engine) is logged with its traceback and
+    answered with a 500 JSON ``{"error": "internal error"}``; the process keeps serving.
+
+    A middleware rather than ``exception_handler(Exception)``: Starlette re-raises after such a handler, and uvicorn
+    would log the traceback a second time.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception:
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await _refuse(500, "internal error", scope, receive, send)
 
 
 async def _refuse(status: int, message: str, scope, receive, send) -> None:
