@@ -271,3 +271,18 @@ def test_an_unexpected_error_is_a_logged_json_500_and_the_server_keeps_serving(i
         assert response.status_code == 500 and response.json() == {"error": "internal error"}, response.text
         assert "RuntimeError: the engine broke" in caplog.text and "POST /predict" in caplog.text
         assert server.post("/predict", files=_files(_png(1))).status_code == 200
+
+
+def test_the_deploy_and_test_extras_require_the_versions_the_code_uses():
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    too_old = {"uvicorn": "0.36.0", "torch": "2.4.1"}  # timeout_worker_healthcheck; torch.onnx.export(dynamo=...)
+    for extra in ("deploy", "test"):
+        requirements = {Requirement(line).name: Requirement(line) for line in
+                        pyproject["project"]["optional-dependencies"][extra]}
+        for name, version in too_old.items():
+            assert name in requirements and not requirements[name].specifier.contains(version), (extra, name)
