@@ -208,6 +208,19 @@ def test_serve_refuses_bad_settings_in_one_line(image_run, tmp_path):
     with pytest.raises(TransferlabError, match="at least 8 characters"):
         read_api_key(tmp_path / "key")
     assert json.dumps(ServeSettings(api_key=KEY).without_key()).find(KEY) == -1
+    (tmp_path / "key").write_text("clé-secrète-longue\n", encoding="utf-8")
+    with pytest.raises(TransferlabError, match="printable ASCII"):
+        read_api_key(tmp_path / "key")
+
+
+def test_the_api_key_is_never_shown(image_run):
+    settings = ServeSettings(api_key=KEY)
+    assert KEY not in repr(settings) and KEY not in str(settings)
+    with TestClient(create_app(image_run, settings=settings)) as keyed:
+        metadata = keyed.get("/metadata", headers={"X-API-Key": KEY})
+        openapi = keyed.get("/openapi.json")
+        assert metadata.status_code == openapi.status_code == 200
+        assert KEY not in metadata.text and KEY not in openapi.text
 
 
 def test_each_uvicorn_worker_builds_the_app_from_the_environment(image_run, tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transferlab.errors import TransferlabError
@@ -20,7 +20,8 @@ class ServeSettings:
         max_request_bytes: bytes per request body (a larger or undeclared length is refused before it is read).
         timeout: seconds a request may wait for its predictions (queue and model).
         batch_wait: seconds the batcher waits for more requests once one has arrived.
-        api_key: when set, ``/predict`` and ``/metadata`` need it in the ``X-API-Key`` header.
+        api_key: when set, ``/predict`` and ``/metadata`` need it in the ``X-API-Key`` header (printable ASCII:
+            Starlette reads headers as latin-1; never shown by ``repr``).
     """
 
     max_batch: int = 32
@@ -28,7 +29,7 @@ class ServeSettings:
     max_request_bytes: int = 20 * 1024 * 1024
     timeout: float = 30.0
     batch_wait: float = 0.005
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_items", "max_request_bytes"):
@@ -38,6 +39,9 @@ class ServeSettings:
         if not self.timeout > 0 or self.batch_wait < 0:
             raise TransferlabError(f"timeout must be positive and batch_wait not negative, got {self.timeout!r} and "
                                    f"{self.batch_wait!r}")
+        if self.api_key is not None and not _is_header_value(self.api_key):
+            raise TransferlabError("api_key must be printable ASCII (it travels in the X-API-Key header); the key "
+                                   "given has other characters")
 
     def without_key(self) -> dict:
         """The settings to show (``/metadata``): everything but the key."""
@@ -46,7 +50,8 @@ class ServeSettings:
 
 
 def read_api_key(path: Path) -> str:
-    """The API key in ``path`` (its first line, stripped); an error naming the file when it is empty or unreadable."""
+    """The API key in ``path`` (its first line, stripped); an error naming the file when it is empty, unreadable, or
+    not printable ASCII."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -54,4 +59,11 @@ def read_api_key(path: Path) -> str:
     key = text.strip().splitlines()[0].strip() if text.strip() else ""
     if len(key) < 8:
         raise TransferlabError(f"the API key file {path} must hold a key of at least 8 characters on its first line")
+    if not _is_header_value(key):
+        raise TransferlabError(f"the API key in {path} must be printable ASCII (it travels in the X-API-Key header, "
+                               "which the server reads as latin-1, so it could never match)")
     return key
+
+
+def _is_header_value(key: str) -> bool:
+    return key.isascii() and key.isprintable()
