@@ -104,19 +104,25 @@ def _texts(body: bytes, max_items: int) -> list[str]:
 
 
 async def _uploads(request: Request, max_items: int) -> list[tuple[str, bytes]]:
+    """The files of a multipart body, read while Starlette's spooled copies are open (closed on leaving)."""
     try:
-        form = await request.form(max_files=max_items + 1, max_fields=max_items + 1)
-    except RequestError:  # the body outgrew the request limit while it was read (413)
+        async with request.form(max_files=max_items, max_fields=max_items) as form:
+            uploads = []
+            for field, value in form.multi_items():
+                if field not in FILE_FIELDS:
+                    raise RequestError(400, f"unknown field {field!r}: send files in the 'files' field")
+                if not isinstance(value, UploadFile):
+                    raise RequestError(400, f"field {field!r} holds text, not a file: send files in the 'files' "
+                                            "field")
+                uploads.append((value.filename or f"file {len(uploads)}", await value.read()))
+    except RequestError:  # ours, or the body outgrew the request limit while it was read (413)
         raise
     except Exception as exc:  # noqa: BLE001 - python-multipart's and Starlette's parse errors
-        raise RequestError(400, f"the multipart body cannot be read: {exc}") from None
-    uploads = []
-    for field, value in form.multi_items():
-        if field not in FILE_FIELDS:
-            raise RequestError(400, f"unknown field {field!r}: send files in the 'files' field")
-        if not isinstance(value, UploadFile):
-            raise RequestError(400, f"field {field!r} holds text, not a file: send files in the 'files' field")
-        uploads.append((value.filename or f"file {len(uploads)}", await value.read()))
+        message = str(getattr(exc, "detail", exc))
+        if message.startswith("Too many files"):  # Starlette stopped at max_files
+            raise RequestError(413, f"the request holds more than {max_items} items; at most {max_items} per "
+                                    "request") from None
+        raise RequestError(400, f"the multipart body cannot be read: {message}") from None
     _check_count(len(uploads), max_items)
     return uploads
 
