@@ -30,8 +30,8 @@ from pathlib import Path
 import httpx
 import psutil
 import torch
-
 from _common import DATA, machine_line
+
 from transferlab.api import export
 from transferlab.backbones import create_backbone
 from transferlab.models import TransferModel, build_head
@@ -48,18 +48,20 @@ def build_run(folder: Path, image_size: int, engine: str) -> Path:
     return run
 
 
-def start_server(run: Path, args) -> subprocess.Popen:
+def start_server(run: Path, args, log) -> subprocess.Popen:
+    """The server process, its stderr going to ``log`` (an open file: a pipe nobody reads would block it once full)."""
     command = [sys.executable, "-m", "transferlab.cli", "serve", str(run), "--port", str(args.port), "--engine",
                args.engine, "--workers", str(args.workers), "--max-batch", str(args.max_batch), "--max-items",
                str(max(args.items, 1)), "-q"]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=os.environ.copy())
 
 
-def wait_until_healthy(base: str, server: subprocess.Popen, seconds: float = 180.0) -> None:
+def wait_until_healthy(base: str, server: subprocess.Popen, log_path: Path, seconds: float = 180.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"the server exited ({server.returncode}): {server.stderr.read().decode()[-2000:]}")
+            tail = log_path.read_bytes()[-2000:].decode(errors="replace")
+            raise SystemExit(f"the server exited ({server.returncode}): {tail}")
         try:
             if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
                 return
@@ -134,17 +136,19 @@ def main() -> None:
     base = f"http://127.0.0.1:{args.port}"
     with tempfile.TemporaryDirectory() as folder:
         run = args.run or build_run(Path(folder), args.image_size, args.engine)
-        server = start_server(run, args)
-        try:
-            wait_until_healthy(base, server)
-            latencies, errors, wall = asyncio.run(load_test(base, photos, args))
-            rss, peak = server_memory(server.pid)
-        finally:
-            server.terminate()
+        log_path = Path(folder) / "server.log"
+        with log_path.open("wb") as log:
+            server = start_server(run, args, log)
             try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+                wait_until_healthy(base, server, log_path)
+                latencies, errors, wall = asyncio.run(load_test(base, photos, args))
+                rss, peak = server_memory(server.pid)
+            finally:
+                server.terminate()
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
     result = {
         "engine": args.engine, "workers": args.workers, "concurrency": args.concurrency, "items": args.items,
         "max_batch": args.max_batch, "requests": len(latencies), "errors": errors,

@@ -301,3 +301,28 @@ def test_the_deploy_and_test_extras_require_the_versions_the_code_uses():
                         pyproject["project"]["optional-dependencies"][extra]}
         for name, version in too_old.items():
             assert name in requirements and not requirements[name].specifier.contains(version), (extra, name)
+
+
+def test_the_load_benchmark_sends_the_servers_stderr_to_a_file_read_on_failure(tmp_path, monkeypatch):
+    """A pipe nobody reads blocks the server once 64 KB of log fill it."""
+    import argparse
+    import importlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("psutil")
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))
+    monkeypatch.delitem(sys.modules, "serve_load", raising=False)
+    serve_load = importlib.import_module("serve_load")
+    log_path = tmp_path / "server.log"
+    args = argparse.Namespace(port=1, engine="torch", workers=1, max_batch=2, items=1)
+    with log_path.open("wb") as log:
+        monkeypatch.setattr(serve_load.subprocess, "Popen", lambda command, **kwargs: kwargs)
+        assert serve_load.start_server(tmp_path, args, log)["stderr"] is log
+    monkeypatch.undo()
+    log_path.write_bytes(b"x" * 100_000 + b"\nTraceback: the model would not load\n")
+    exited = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    exited.wait()
+    with pytest.raises(SystemExit, match="(?s)exited \\(3\\).*the model would not load"):
+        serve_load.wait_until_healthy("http://127.0.0.1:1", exited, log_path)
