@@ -278,3 +278,34 @@ def test_when_both_exporters_fail_the_error_is_one_line_and_nothing_is_written(t
                       "TorchScript: RuntimeError")
     assert "graph dump" not in result.output and "aten::stft" not in result.output
     assert sorted(path.name for path in run.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_overwrite_never_pairs_a_model_with_another_models_json(tmp_path, monkeypatch):
+    import transferlab.fileio
+
+    run = _lenet_run(tmp_path / "run")
+    first = export(run).metadata
+    model = load(run)
+    with torch.no_grad():
+        next(model.head.parameters()).add_(1.0)
+    model.save(run)  # retrained: the next export describes other weights
+    real_replace = transferlab.fileio.os.replace
+
+    def crash_on_the_model(source, target):
+        if str(target).endswith(".onnx"):
+            raise OSError("disk full")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(transferlab.fileio.os, "replace", crash_on_the_model)
+    with pytest.raises(OSError, match="disk full"):
+        export(run, overwrite=True)
+    monkeypatch.undo()
+    json_file = run / "model.onnx.json"  # the old model is still there: its old JSON or none, never the new JSON
+    assert not json_file.exists() or json.loads(json_file.read_text())["weights_sha256"] == first["weights_sha256"]
+    second = export(run, overwrite=True).metadata
+    assert second["weights_sha256"] != first["weights_sha256"]
+    assert json.loads(json_file.read_text())["weights_sha256"] == second["weights_sha256"]
+
+    (run / "model.onnx.preprocessing").write_text("not ours")
+    assert_user_error(invoke("export", run, "--format", "onnx", "--overwrite"), "model.onnx.preprocessing is a file")
+    assert (run / "model.onnx.preprocessing").read_text() == "not ours"

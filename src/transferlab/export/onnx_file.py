@@ -10,8 +10,9 @@ from the inputs its preprocessing makes. Beside it:
 
 The parity check runs the exported file with onnxruntime and the model with PyTorch (fp32) on the same batches
 (real examples when given, else made-up ones of the right shape): every output must agree within `ATOL` + `RTOL`
-and every example must keep its top class. A failed check writes nothing; the ``.onnx`` file appears last, so a
-complete file always has its JSON.
+and every example must keep its top class. A failed check writes nothing. The JSON is written last, once the new
+``.onnx`` is in place (an old JSON is removed before that): an interrupted export leaves a ``.onnx`` without JSON,
+which readers refuse, never a model paired with another model's JSON.
 """
 
 from __future__ import annotations
@@ -133,13 +134,17 @@ def export_onnx(model: Predictor, run_dir: Path, out: Path | None = None, *, ops
     fails; the JSON records which wrote the file.
 
     Raises:
-        TransferlabError: the kind cannot export, ``out`` (or its JSON) exists without ``overwrite``, both exporters
-            fail, or the parity check fails (nothing is written then).
+        TransferlabError: the kind cannot export, ``out`` (or its JSON) exists without ``overwrite``,
+            ``FILE.onnx.preprocessing`` is a file, both exporters fail, or the parity check fails (nothing is
+            written then).
     """
     require_exportable(model)
     out = Path(out) if out is not None else Path(run_dir) / DEFAULT_FILE
     if out.suffix != ".onnx":
         raise TransferlabError(f"--out {out}: an ONNX file name ends in .onnx")
+    if preprocessing_path(out).exists() and not preprocessing_path(out).is_dir():
+        raise TransferlabError(f"{preprocessing_path(out)} is a file, where the export keeps its preprocessing folder; "
+                               "move it away or export to another --out")
     existing = [path for path in (out, metadata_path(out), preprocessing_path(out)) if path.exists()]
     if existing and not overwrite:
         raise TransferlabError(f"{existing[0]} exists; pass --overwrite to replace it")
@@ -164,8 +169,9 @@ def export_onnx(model: Predictor, run_dir: Path, out: Path | None = None, *, ops
                 f"{parity['top1_agreement']:.2%}; nothing was written"
             )
         metadata = _metadata(model, run_dir, out, trace, output_names, exporter, opset_used, parity)
+        metadata_path(out).unlink(missing_ok=True)  # from here on, an old JSON never describes the new model
         metadata["preprocessing"] = _write_preprocessing(model.preprocess, out, overwrite)
-        write_json(metadata_path(out), metadata)
+    write_json(metadata_path(out), metadata)  # last, once the new .onnx is in place
     return ExportResult(out, metadata_path(out), metadata)
 
 
