@@ -249,6 +249,10 @@ def test_kinds_that_cannot_export_refuse_in_one_line(tmp_path):
     assert_user_error(invoke("predict", run, _digit_images(tmp_path / "images"), "--engine", "onnx"),
                       "--engine onnx", "detector model")
     assert not (run / "model.onnx").exists()
+    audio = _classifier_run(tmp_path / "audio", create_backbone("audio-cnn", pretrained=False, max_seconds=1.0))
+    assert_user_error(invoke("export", audio, "--format", "onnx"), "audio-cnn backbone, which cannot be exported",
+                      "torch.stft")
+    assert not (audio / "model.onnx").exists()
 
 
 @pytest.mark.parametrize("command", ["export", "serve"])

@@ -41,6 +41,8 @@ class AudioCNN(Backbone):
         weights_source: where the weights came from, recorded in ``spec``.
     """
 
+    onnx_refusal = ("its mel spectrogram front end (torch.stft) has no ONNX form in either exporter")
+
     def __init__(self, max_seconds: float = 10.0, weights_source: str = "random"):
         super().__init__()
         self.mel = MelSpectrogram(SAMPLING_RATE, N_FFT, HOP_LENGTH, N_MELS)

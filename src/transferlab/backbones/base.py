@@ -104,7 +104,8 @@ class Backbone(nn.Module):
             architecture again (without pretrained weights; weights then come from the run directory). Text and
             audio specs carry ``"modality"``.
 
-    Backbones whose pretrained weights come with their source classifier may override `source_logits`.
+    Backbones whose pretrained weights come with their source classifier may override `source_logits`. Backbones
+    with no ONNX form set `onnx_refusal` to the reason (`transferlab export` refuses their models in one line).
 
     ``x`` is ``(B, C, H, W)`` images, or the ``{name: tensor}`` batch the text/audio preprocessing's ``collate``
     makes.
@@ -114,6 +115,7 @@ class Backbone(nn.Module):
     num_features: int
     preprocess: "PreprocessConfig"
     spec: dict
+    onnx_refusal: ClassVar[str | None] = None
 
     @property
     def modality(self) -> str:

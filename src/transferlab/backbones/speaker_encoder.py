@@ -63,6 +63,8 @@ class SpeakerEncoderBackbone(Backbone):
         preprocess: how waveforms become the batch; by default raw 16 kHz samples (no feature extractor).
     """
 
+    onnx_refusal = "the Resemblyzer encoder's mel spectrogram (torch.stft) has no ONNX form in either exporter"
+
     def __init__(self, *, pretrained: bool = True, max_seconds: float = 10.0, normalize_volume: bool = True,
                  preprocess: AudioPreprocess | None = None):
         super().__init__()

@@ -81,10 +81,14 @@ def preprocessing_path(path: Path) -> Path:
 
 
 def require_exportable(model: Predictor, what: str = "export") -> None:
-    """Refuse, in one line, a model whose kind has no ONNX export (`Predictor.onnx_refusal`)."""
+    """Refuse, in one line, a model whose kind (`Predictor.onnx_refusal`) or backbone
+    (`transferlab.backbones.base.Backbone.onnx_refusal`) has no ONNX export."""
     if model.onnx_refusal is not None:
         raise TransferlabError(f"{what}: this run holds a {model.kind} model, which cannot be exported to ONNX: "
                                f"{model.onnx_refusal}")
+    if model.backbone.onnx_refusal is not None:
+        raise TransferlabError(f"{what}: this run's {model.kind} model reads with the {model.backbone.spec.get('name')} "
+                               f"backbone, which cannot be exported to ONNX: {model.backbone.onnx_refusal}")
 
 
 def weights_digest(run_dir: Path) -> str | None:
