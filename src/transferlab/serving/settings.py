@@ -15,9 +15,11 @@ class ServeSettings:
     """Limits and batching of ``transferlab serve``.
 
     Attributes:
-        max_batch: examples per model call; concurrent requests are batched together up to this many.
+        max_batch: concurrent requests are batched together up to this many examples per model call; one request
+            with more (up to ``max_items``) runs alone, in one call.
         max_items: examples per request.
-        max_request_bytes: bytes per request body (a larger or undeclared length is refused before it is read).
+        max_request_bytes: bytes per request body (a larger declared length is refused before it is read, and a
+            body is cut off once it outgrows this, whatever its headers say).
         timeout: seconds a request may wait for its predictions (queue and model).
         batch_wait: seconds the batcher waits for more requests once one has arrived.
         api_key: when set, ``/predict`` and ``/metadata`` need it in the ``X-API-Key`` header (printable ASCII:
