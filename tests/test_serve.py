@@ -326,3 +326,17 @@ def test_the_load_benchmark_sends_the_servers_stderr_to_a_file_read_on_failure(t
     exited.wait()
     with pytest.raises(SystemExit, match="(?s)exited \\(3\\).*the model would not load"):
         serve_load.wait_until_healthy("http://127.0.0.1:1", exited, log_path)
+
+
+def test_uploaded_files_are_closed_once_read(client, monkeypatch):
+    from starlette.datastructures import UploadFile
+
+    closed, real_close = [], UploadFile.close
+
+    async def counting_close(self):
+        closed.append(self.filename)
+        await real_close(self)
+
+    monkeypatch.setattr(UploadFile, "close", counting_close)
+    assert client.post("/predict", files=_files(_png(0), _png(1))).status_code == 200
+    assert sorted(closed) == ["digit0.png", "digit1.png"]
