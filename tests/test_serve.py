@@ -340,3 +340,32 @@ def test_uploaded_files_are_closed_once_read(client, monkeypatch):
     monkeypatch.setattr(UploadFile, "close", counting_close)
     assert client.post("/predict", files=_files(_png(0), _png(1))).status_code == 200
     assert sorted(closed) == ["digit0.png", "digit1.png"]
+
+
+def test_no_model_call_gets_more_than_max_batch_examples():
+    calls = []
+
+    def predict(data):
+        calls.append(len(data))
+        return [{"label": text} for text in data.texts]
+
+    async def scenario():
+        batcher = MicroBatcher(predict, max_batch=2, batch_wait=0.0)
+        batcher.start()
+        rows = await batcher.submit(TextData("r", [], None, [f"t{i}" for i in range(5)]))
+        await batcher.stop()
+        return rows
+
+    assert asyncio.run(scenario()) == [{"label": f"t{i}"} for i in range(5)]
+    assert calls == [2, 2, 1]
+
+
+def test_a_request_larger_than_max_batch_is_predicted_in_chunks_with_the_same_rows(client, image_run):
+    files = _files(_png(20), _png(21), _png(22))
+    with TestClient(create_app(image_run, settings=ServeSettings(max_batch=2))) as small:
+        chunked = small.post("/predict", files=files)
+    assert chunked.status_code == 200, chunked.text
+    whole = client.post("/predict", files=files).json()["predictions"]
+    for row, expected in zip(chunked.json()["predictions"], whole, strict=True):
+        assert (row["name"], row["label"]) == (expected["name"], expected["label"])
+        assert row["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5)

@@ -220,7 +220,7 @@ def serve(
     engine: str = typer.Option("torch", help="torch | onnx (the run's model.onnx from 'transferlab export')."),
     workers: int = typer.Option(1, help="Server processes, each holding the model."),
     max_batch: int = typer.Option(32, help="Concurrent requests are batched together up to this many examples per "
-                                  "model call; one request larger than this (up to --max-items) runs alone."),
+                                  "model call; a larger request runs alone, split into such calls."),
     max_items: int = typer.Option(64, help="Examples per request."),
     max_request_mb: float = typer.Option(20.0, help="Largest request body, in MiB."),
     timeout: float = typer.Option(30.0, help="Seconds a request may wait for its predictions."),

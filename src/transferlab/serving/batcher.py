@@ -38,7 +38,8 @@ class MicroBatcher:
 
     Once a request arrives, the batcher waits ``batch_wait`` seconds for more (or until ``max_batch`` examples are
     queued), runs ``predict`` on all of them in a worker thread, and hands each request its own rows. One batch runs
-    at a time, so the model is never called concurrently. A request larger than ``max_batch`` runs alone.
+    at a time, so the model is never called concurrently. A request larger than ``max_batch`` runs alone, split into
+    calls of at most ``max_batch`` examples: no call of ``predict`` ever gets more.
 
     Args:
         predict: ``Examples -> rows``, one row per example (e.g. an engine's ``predict``).
@@ -93,13 +94,21 @@ class MicroBatcher:
                 size += len(pending.examples)
             await self._run(batch)
 
+    def _predict_in_chunks(self, examples: Examples) -> list[dict]:
+        if len(examples) <= self.max_batch:
+            return self.predict(examples)
+        rows = []
+        for start in range(0, len(examples), self.max_batch):
+            rows += self.predict(examples.subset(range(start, min(start + self.max_batch, len(examples)))))
+        return rows
+
     async def _run(self, batch: list[_Pending]) -> None:
         live = [pending for pending in batch if not pending.future.done()]  # timed-out requests are skipped
         if not live:
             return
         self.batches += 1
         try:
-            rows = await asyncio.to_thread(self.predict, concat_examples([p.examples for p in live]))
+            rows = await asyncio.to_thread(self._predict_in_chunks, concat_examples([p.examples for p in live]))
         except Exception as exc:  # noqa: BLE001 - handed to the requests, each on its own
             if len(live) > 1:  # one request's bad file must not fail the others: each runs alone
                 for pending in live:

@@ -15,8 +15,8 @@ class ServeSettings:
     """Limits and batching of ``transferlab serve``.
 
     Attributes:
-        max_batch: concurrent requests are batched together up to this many examples per model call; one request
-            with more (up to ``max_items``) runs alone, in one call.
+        max_batch: examples per model call at most; concurrent requests are batched together up to this many, and
+            one request with more (up to ``max_items``) runs alone, split into calls of this many.
         max_items: examples per request.
         max_request_bytes: bytes per request body (a larger declared length is refused before it is read, and a
             body is cut off once it outgrows this, whatever its headers say).
