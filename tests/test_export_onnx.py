@@ -141,6 +141,19 @@ def test_predict_engine_onnx_gives_the_torch_rows(image_run, shared_data):
     assert set(rows[0]) == {"path", "label", "probabilities"} and len(rows) == len(data)
 
 
+def test_a_batch_of_one_example_runs_and_matches_torch(image_run, shared_data):
+    """The graph was traced with a batch of 2: its batch axis must stay dynamic down to 1 (no 0/1 specialisation)."""
+    run, _ = image_run
+    session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    one = session.run(["probabilities"], {"pixel_values": np.zeros((1, 3, 64, 64), dtype=np.float32)})[0]
+    assert one.shape == (1, 2) and np.allclose(one.sum(1), 1, atol=1e-5)
+    data = examples_from_paths(sorted((shared_data / "hymenoptera" / "val" / "ants").iterdir())[:1])
+    onnx_row, = OnnxEngine(load(run), run).predict(data)
+    torch_row, = load(run).predict(data, precision="fp32")
+    assert onnx_row["label"] == torch_row["label"]
+    assert onnx_row["probabilities"] == pytest.approx(torch_row["probabilities"], abs=1e-4)
+
+
 def test_text_classifier_exports_with_dynamic_batch_and_sequence(text_run):
     transformers = pytest.importorskip("transformers")
     meta = json.loads((text_run / "model.onnx.json").read_text())
