@@ -326,3 +326,27 @@ def test_overwrite_never_pairs_a_model_with_another_models_json(tmp_path, monkey
     (run / "model.onnx.preprocessing").write_text("not ours")
     assert_user_error(invoke("export", run, "--format", "onnx", "--overwrite"), "model.onnx.preprocessing is a file")
     assert (run / "model.onnx.preprocessing").read_text() == "not ours"
+
+
+def test_parity_excuses_a_swapped_near_tie_but_not_a_real_disagreement():
+    from transferlab.export.onnx_file import check_parity
+
+    class Fixed:
+        def __init__(self, values):
+            self.values = values
+            self.output_names = ["probabilities"]
+
+        def eval(self):
+            return self
+
+        def prediction_outputs(self, batch):
+            return {"probabilities": torch.tensor(self.values)}
+
+        def run(self, batch):
+            return {"probabilities": np.array(self.values, dtype=np.float32)}
+
+    torch_side = [[0.50002, 0.49998], [0.9, 0.1]]
+    tie = check_parity(Fixed(torch_side), Fixed([[0.49998, 0.50002], [0.9, 0.1]]), [None])
+    assert tie["passed"] and tie["top1_agreement"] == 0.5 and tie["outputs"]["probabilities"]["top1_near_ties"] == 1
+    flipped = check_parity(Fixed(torch_side), Fixed([[0.50002, 0.49998], [0.1, 0.9]]), [None])
+    assert not flipped["passed"] and flipped["outputs"]["probabilities"]["top1_near_ties"] == 0
