@@ -369,3 +369,20 @@ def test_a_request_larger_than_max_batch_is_predicted_in_chunks_with_the_same_ro
     for row, expected in zip(chunked.json()["predictions"], whole, strict=True):
         assert (row["name"], row["label"]) == (expected["name"], expected["label"])
         assert row["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5)
+
+
+def test_a_served_features_run_does_not_fill_the_embedding_cache(tmp_path, monkeypatch):
+    import importlib
+
+    evaluate_module = importlib.import_module("transferlab.evaluate")  # the package's `evaluate` is the function
+    run = _save_run(tmp_path / "features", create_backbone("lenet", image_size=28), ["zero", "one"])
+    model = load(run)
+    model.cache_features = True  # what a `features` run saves
+    model.save(run)
+    assert load(run).cache_features
+    cached = []
+    real = evaluate_module.extract_features
+    monkeypatch.setattr(evaluate_module, "extract_features", lambda *a, **k: (cached.append(1), real(*a, **k))[1])
+    with TestClient(create_app(run)) as server:
+        assert server.post("/predict", files=_files(_png(0))).status_code == 200
+    assert cached == []

@@ -71,6 +71,10 @@ class Predictor(nn.Module):
     # None when the kind exports to ONNX (`transferlab export`: the graph is `prediction_outputs`, read back by
     # `rows_from_predictions`); else why it cannot, in a few words, for the one line export and --engine onnx print
     onnx_refusal: ClassVar[str | None] = "transferlab has no ONNX export for this kind of model"
+    # whether `predict` and `evaluate` may read and fill the embedding cache (a kind whose backbone can be a frozen
+    # pretrained one sets it per model, e.g. a ``features`` run); `transferlab serve` turns it off: uploads are
+    # one-off files from strangers, which must not grow the cache on disk
+    cache_features: bool = False
 
     def load_eval_data(self, spec: str, options: DataOptions) -> Any:
         """The labeled data at ``spec`` in the form `evaluate` takes."""

@@ -65,6 +65,7 @@ def create_app(run_dir: str | Path, *, engine: str = "torch", settings: ServeSet
     settings = settings or ServeSettings()
     run_dir = Path(run_dir)
     model = load(run_dir)
+    model.cache_features = False  # uploads must not fill the embedding cache (`Predictor.cache_features`)
     predictor = open_engine(model, run_dir, engine)
     modality = model.preprocess.modality
     info = read_model_info(run_dir)
