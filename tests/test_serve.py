@@ -386,3 +386,26 @@ def test_a_served_features_run_does_not_fill_the_embedding_cache(tmp_path, monke
     with TestClient(create_app(run)) as server:
         assert server.post("/predict", files=_files(_png(0))).status_code == 200
     assert cached == []
+
+
+def test_one_bad_request_costs_a_few_extra_model_calls_not_one_per_request():
+    calls = []
+
+    def predict(data):
+        calls.append(len(data))
+        if "boom" in data.texts:
+            raise TransferlabError("cannot read text 'boom'")
+        return [{"label": text} for text in data.texts]
+
+    async def scenario():
+        batcher = MicroBatcher(predict, max_batch=32, batch_wait=0.05)
+        batcher.start()
+        texts = [f"t{i}" for i in range(15)] + ["boom"]
+        results = await asyncio.gather(*(batcher.submit(TextData("r", [], None, [text])) for text in texts),
+                                       return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert results[:15] == [[{"label": f"t{i}"}] for i in range(15)] and isinstance(results[15], TransferlabError)
+    assert len(calls) == 9  # 16, then 8 + 8, 4 + 4, 2 + 2, 1 + 1 (one request per call: 17)

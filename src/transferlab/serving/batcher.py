@@ -37,9 +37,11 @@ class MicroBatcher:
     """Collects the examples of concurrent requests and predicts them in batches of at most ``max_batch`` examples.
 
     Once a request arrives, the batcher waits ``batch_wait`` seconds for more (or until ``max_batch`` examples are
-    queued), runs ``predict`` on all of them in a worker thread, and hands each request its own rows. One batch runs
-    at a time, so the model is never called concurrently. A request larger than ``max_batch`` runs alone, split into
-    calls of at most ``max_batch`` examples: no call of ``predict`` ever gets more.
+    queued), runs ``predict`` on all of them in a worker thread, and hands each request its own rows. When the call
+    fails, the batch is halved and each half run again, down to the request that fails, which gets the error. One
+    batch runs at a time, so the model is never called concurrently. A request larger than ``max_batch`` runs alone,
+    split into calls of at most ``max_batch`` examples: no call of ``predict`` ever gets more. Requests that timed
+    out meanwhile are skipped.
 
     Args:
         predict: ``Examples -> rows``, one row per example (e.g. an engine's ``predict``).
@@ -110,9 +112,10 @@ class MicroBatcher:
         try:
             rows = await asyncio.to_thread(self._predict_in_chunks, concat_examples([p.examples for p in live]))
         except Exception as exc:  # noqa: BLE001 - handed to the requests, each on its own
-            if len(live) > 1:  # one request's bad file must not fail the others: each runs alone
-                for pending in live:
-                    await self._run([pending])
+            if len(live) > 1:  # one request's bad file must not fail the others: halve the batch until it is found
+                half = len(live) // 2  # (log2 of the batch size in extra calls, not one per request: fewer time out)
+                await self._run(live[:half])
+                await self._run(live[half:])
                 return
             if not live[0].future.done():
                 live[0].future.set_exception(exc)
