@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from transferlab.errors import TransferlabError
 
-__all__ = ["atomic_path", "cache_root", "write_json", "read_json"]
+__all__ = ["atomic_path", "cache_root", "sha256_file", "write_json", "read_json"]
 
 
 def cache_root() -> Path:
@@ -54,3 +55,12 @@ def read_json(path: Path):
         raise TransferlabError(f"file not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TransferlabError(f"{path} is not valid JSON: {exc}") from None
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

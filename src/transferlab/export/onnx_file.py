@@ -18,7 +18,6 @@ which readers refuse, never a model paired with another model's JSON.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -48,7 +47,7 @@ from transferlab.export.inputs import (
     require_package,
 )
 from transferlab.export.session import OnnxSession
-from transferlab.fileio import atomic_path, read_json, write_json
+from transferlab.fileio import atomic_path, read_json, sha256_file, write_json
 from transferlab.models import Predictor
 
 __all__ = ["ATOL", "DEFAULT_FILE", "EXPORT_FORMATS", "RTOL", "ExportResult", "check_parity", "export_onnx",
@@ -96,11 +95,7 @@ def weights_digest(run_dir: Path) -> str | None:
     path = Path(run_dir) / MODEL_WEIGHTS
     if not path.is_file():
         return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def read_export_metadata(path: Path) -> dict:

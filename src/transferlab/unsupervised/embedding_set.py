@@ -14,14 +14,13 @@ one (damaged, truncated, edited) is an error naming it, never silently used.
 from __future__ import annotations
 
 import csv
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from transferlab.errors import TransferlabError
-from transferlab.fileio import atomic_path, read_json, write_json
+from transferlab.fileio import atomic_path, read_json, sha256_file, write_json
 from transferlab.unsupervised.projection import Projection
 
 __all__ = ["EMBEDDING_JSON", "FORMAT_VERSION", "ITEMS", "PROJECTION", "EmbeddingSet", "file_digest", "is_embedding_dir",
@@ -35,11 +34,8 @@ FORMAT_VERSION = 1
 
 
 def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The SHA-256 of a file of an embeddings directory (`transferlab.fileio.sha256_file`)."""
+    return sha256_file(path)
 
 
 def is_embedding_dir(path: Path) -> bool:
