@@ -101,3 +101,16 @@ def mobilenet_weights() -> Path:
     if len(found) != 1:
         raise SystemExit(f"expected one .pth in {folder}, found {[p.name for p in found]}")
     return found[0]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for every printed figure: machines here differ in bf16 support."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

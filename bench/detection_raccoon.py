@@ -22,14 +22,13 @@ A quick smoke run:  python bench/detection_raccoon.py --seeds 0 --epochs 1 --lim
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DATA, machine_line, mean_std, mobilenet_weights
+from _common import DATA, cpu_model, machine_line, mean_std, mobilenet_weights
 
 from transferlab.api import fit
 from transferlab.data.detection import load_detection_data
@@ -42,16 +41,6 @@ CONDITIONS = {
     "frozen": {"freeze": "backbone", "head_epochs": 0},
     "scratch": {"pretrained": False},
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def split_folder(root: Path, seed: int, limit: int | None) -> Path:

@@ -24,16 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import DATA, machine_line, mean_std
+from _common import DATA, cpu_model, machine_line, mean_std
 
 from transferlab.api import load
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def run(processes: int, threads: int, settings: dict, out: Path) -> dict:

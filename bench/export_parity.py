@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from _common import DATA, machine_line, read_table
+from _common import DATA, cpu_model, machine_line, read_table
 from transferlab.api import export, load
 from transferlab.backbones import create_backbone
 from transferlab.data import TextData, examples_from_paths
@@ -36,13 +36,6 @@ from transferlab.engine.batches import to_device
 from transferlab.export.inputs import example_batches
 from transferlab.export.session import OnnxSession
 from transferlab.models import TransferModel, build_head
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def build_run(kind: str, out: Path, args) -> tuple[Path, object]:

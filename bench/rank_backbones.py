@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from _common import (
     DATA,
+    cpu_model,
     machine_line,
     markdown_table,
     mobilenet_weights,
@@ -162,13 +163,6 @@ def pct(values: list[float]) -> str:
 
 def tau_cell(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:+.2f}"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 class WarningLog(logging.Handler):

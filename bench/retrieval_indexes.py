@@ -24,7 +24,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
-from _common import DATA, machine_line
+from _common import DATA, cpu_model, machine_line
 from feature_throughput import plain_loop
 
 from transferlab.backbones import create_backbone
@@ -32,13 +32,6 @@ from transferlab.data import load_splits
 from transferlab.unsupervised import BackboneSource, embed_data
 from transferlab.unsupervised.index import INDEX_KINDS, build_index
 from transferlab.unsupervised.projection import l2_normalise
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def index_rows(name: str, gallery: np.ndarray, queries: np.ndarray) -> None:
