@@ -195,7 +195,7 @@ class _BodyLimit:
                           scope, receive, send)
             return
         received = 0
-        started = False
+        watched = _WatchedSend(send)
 
         async def counted_receive():
             nonlocal received
@@ -207,17 +207,25 @@ class _BodyLimit:
                                             f"{self.max_bytes}")
             return message
 
-        async def watched_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, counted_receive, watched_send)
+            await self.app(scope, counted_receive, watched)
         except RequestError as exc:  # raised while reading the body, outside the app's own handlers
-            if started:
+            if watched.started:
                 raise
             await _refuse(exc.status, exc.message, scope, receive, send)
+
+
+class _WatchedSend:
+    """An ASGI ``send`` that remembers whether the response has started: after that, an error can no longer be
+    answered with a response of its own."""
+
+    def __init__(self, send):
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message):
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.send(message)
 
 
 class _InternalErrors:
@@ -235,18 +243,12 @@ class _InternalErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watched_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        watched = _WatchedSend(send)
         try:
-            await self.app(scope, receive, watched_send)
+            await self.app(scope, receive, watched)
         except Exception:
             log.exception("%s %s failed", scope.get("method"), scope.get("path"))
-            if started:
+            if watched.started:
                 raise
             await _refuse(500, "internal error", scope, receive, send)
 
