@@ -87,9 +87,9 @@ def sum_over_processes(values: list[float]) -> list[float]:
     return summed.tolist()
 
 
-def per_process(count: int, *, shard: bool = True) -> int:
+def per_process(count: int) -> int:
     """How many of ``count`` examples one process reads per epoch (a sharded loader pads the shards to equal size)."""
-    return -(-count // world_size()) if shard else count
+    return -(-count // world_size())
 
 
 def steps_per_epoch(count: int, batch_size: int) -> int:

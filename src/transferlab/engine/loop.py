@@ -198,11 +198,9 @@ class Trainer:
         """The training step ``batch -> objective output``, and whether it averages the gradients over processes
         itself (one process: nothing to average; torchrun: `DistributedDataParallel`, built per epoch since the
         trainable parameters may have changed)."""
-        if world_size() == 1:
-            return (lambda batch: self.objective(self.model, batch)), True
-        if getattr(self.objective, "computes_own_gradients", False):
-            return (lambda batch: self.objective(self.model, batch)), False
-        return data_parallel(self.model, self.objective), True
+        if world_size() > 1 and not getattr(self.objective, "computes_own_gradients", False):
+            return data_parallel(self.model, self.objective), True
+        return (lambda batch: self.objective(self.model, batch)), world_size() == 1
 
     def _validation_row(self, val_data, val_loader) -> dict[str, float]:
         if val_loader is not None:
