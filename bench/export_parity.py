@@ -13,8 +13,13 @@ Reported: the export's parity (max abs difference of probabilities, top-1 agreem
 and p90 milliseconds per batch over ``--repeats`` timed runs (after ``--warmup``), and examples per second. Run it
 alone on the machine: under CPU contention both engines slow down unevenly.
 
+``--trained RUN DATA`` (repeatable) adds the parity of a trained run directory (any kind that exports), checked on
+the first 32 examples of the data spec DATA; the run directory is left as it was (the file goes to a temporary
+folder). Use ``--models`` with no name to check only trained runs.
+
 Usage:  python bench/export_parity.py [--models image text] [--image-size 224] [--max-length 128]
-            [--examples 64] [--batch-sizes 1 32] [--repeats 30] [--warmup 5] [--json results.json]
+            [--examples 64] [--batch-sizes 1 32] [--repeats 30] [--warmup 5] [--trained RUN DATA]...
+            [--json results.json]
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import DATA, cpu_model, machine_line, read_table
+
 from transferlab.api import export, load
 from transferlab.backbones import create_backbone
 from transferlab.data import TextData, examples_from_paths
 from transferlab.engine.batches import to_device
+from transferlab.export import agreement_text
 from transferlab.export.inputs import example_batches
 from transferlab.export.session import OnnxSession
 from transferlab.models import TransferModel, build_head
@@ -109,15 +115,29 @@ def bench_model(kind: str, out: Path, args) -> dict:
     return report
 
 
+def trained_parity(run: Path, data: str, out: Path) -> dict:
+    """The parity check of ``transferlab export RUN --data DATA`` (to a file under ``out``)."""
+    result = export(run, out / f"{run.name}.onnx", data=data)
+    return {"model": str(run), "kind": result.metadata["kind"], "backbone": result.metadata["backbone"],
+            "parity": result.metadata["parity"]}
+
+
+def parity_line(parity: dict) -> str:
+    return (f"parity on {parity['examples']} examples of {parity['data']}: max abs diff {parity['max_abs_diff']:.2e}"
+            f"{agreement_text(parity)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["image", "text"], choices=["image", "text"])
+    parser.add_argument("--models", nargs="*", default=["image", "text"], choices=["image", "text"])
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--examples", type=int, default=64, help="texts in the text model's parity check")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--trained", nargs=2, action="append", default=[], metavar=("RUN", "DATA"),
+                        help="also check the parity of this trained run directory on this data spec")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     print(machine_line())
@@ -127,13 +147,15 @@ def main() -> None:
         for kind in args.models:
             report = bench_model(kind, Path(folder), args)
             reports.append(report)
-            parity = report["parity"]
             print(f"\n{kind}: {report['exporter']} exporter, opset {report['opset']}, export {report['export_seconds']}"
-                  f" s; parity on {parity['examples']} examples of {parity['data']}: max abs diff "
-                  f"{parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.2%}")
+                  f" s; {parity_line(report['parity'])}")
             for name, values in report["latency"].items():
                 print(f"  {name:<16} median {values['median_ms']:8.2f} ms  p90 {values['p90_ms']:8.2f} ms  "
                       f"{values['examples_per_second']:8.1f} examples/s")
+        for run, data in args.trained:
+            report = trained_parity(Path(run), data, Path(folder))
+            reports.append(report)
+            print(f"\ntrained {report['kind']} {run} ({report['backbone']}): {parity_line(report['parity'])}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine_line(), "cpu": cpu_model(), "results": reports}, indent=2))
 

@@ -187,6 +187,8 @@ def test_multitask_model_exports_every_task(tmp_path):
     meta = export(run).metadata
     assert meta["output_names"] == ["digit", "tags", "score"] and meta["parity"]["passed"]
     assert set(meta["parity"]["outputs"]["digit"]) >= {"top1_agreement", "max_abs_diff"}
+    assert "threshold_agreement" in meta["parity"]["outputs"]["tags"] and "score" in meta["parity"]["outputs"]
+    assert not {"top1_agreement", "threshold_agreement"} & set(meta["parity"]["outputs"]["score"])
     assert "softmax" in meta["outputs"]["digit"] and "sigmoid" in meta["outputs"]["tags"]
     assert "units" in meta["outputs"]["score"] and meta["tasks"][2]["mean"] == 3.0
     data = examples_from_paths([_digit_images(tmp_path / "images")])
@@ -332,12 +334,16 @@ def test_parity_excuses_a_swapped_near_tie_but_not_a_real_disagreement():
     from transferlab.export.onnx_file import check_parity
 
     class Fixed:
-        def __init__(self, values):
+        def __init__(self, values, decision="argmax"):
             self.values = values
+            self.decision = decision
             self.output_names = ["probabilities"]
 
         def eval(self):
             return self
+
+        def output_decisions(self):
+            return {"probabilities": self.decision}
 
         def prediction_outputs(self, batch):
             return {"probabilities": torch.tensor(self.values)}
@@ -350,3 +356,36 @@ def test_parity_excuses_a_swapped_near_tie_but_not_a_real_disagreement():
     assert tie["passed"] and tie["top1_agreement"] == 0.5 and tie["outputs"]["probabilities"]["top1_near_ties"] == 1
     flipped = check_parity(Fixed(torch_side), Fixed([[0.50002, 0.49998], [0.1, 0.9]]), [None])
     assert not flipped["passed"] and flipped["outputs"]["probabilities"]["top1_near_ties"] == 0
+
+
+def test_multilabel_parity_compares_each_class_decision_at_one_half():
+    from transferlab.export.onnx_file import agreement_text, check_parity
+
+    class Fixed:
+        output_names = ["tags"]
+
+        def __init__(self, values):
+            self.values = values
+
+        def eval(self):
+            return self
+
+        def output_decisions(self):
+            return {"tags": "threshold"}
+
+        def prediction_outputs(self, batch):
+            return {"tags": torch.tensor(self.values)}
+
+        def run(self, batch):
+            return {"tags": np.array(self.values, dtype=np.float32)}
+
+    # torch's first example has two confident classes: the top class never changes below, only whether the second
+    # one is also predicted, which a top-1 comparison would miss
+    torch_side = [[0.9, 0.6, 0.1], [0.2, 0.50002, 0.7]]
+    near_half = check_parity(Fixed(torch_side), Fixed([[0.9, 0.6, 0.1], [0.2, 0.49998, 0.7]]), [None])
+    assert near_half["passed"] and near_half["outputs"]["tags"]["threshold_near_ties"] == 1
+    assert near_half["threshold_agreement"] == 5 / 6 and "top1_agreement" not in near_half
+    assert agreement_text(near_half) == ", multi-label decisions agree 83.33%"
+    second_class_lost = [[0.9, 0.6 - 0.2, 0.1], [0.2, 0.50002, 0.7]]
+    flipped = check_parity(Fixed(torch_side), Fixed(second_class_lost), [None])
+    assert not flipped["passed"] and flipped["outputs"]["tags"]["threshold_near_ties"] == 0

@@ -196,17 +196,18 @@ def export(
 ):
     """Export a trained model to ONNX (outputs: probabilities, or values for regression tasks), checked against
     PyTorch with onnxruntime: the export fails, writing nothing, unless every output agrees within atol 1e-4 +
-    rtol 1e-3 and every example keeps its top class."""
+    rtol 1e-3 and every example keeps its decisions (top class; multi-label: each class at >= 0.5)."""
     _setup_logging(quiet)
     from transferlab.api import export as export_run
     from transferlab.data.text_tables import TextColumns
+    from transferlab.export import agreement_text
 
     result = export_run(run_dir, out, output_format=export_format, opset=opset, data=data, overwrite=overwrite,
                         columns=TextColumns(text_column))
     meta, parity = result.metadata, result.metadata["parity"]
     typer.echo(f"exported {meta['kind']} ({meta['exporter']} exporter, opset {meta['opset']}) -> {result.path}")
     typer.echo(f"parity on {parity['examples']} examples of {parity['data']}: max abs difference "
-               f"{parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.2%}")
+               f"{parity['max_abs_diff']:.2e}{agreement_text(parity)}")
     typer.echo(f"metadata (classes, preprocessing, parity) -> {result.metadata_path}")
 
 

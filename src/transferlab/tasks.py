@@ -14,6 +14,7 @@ Missing labels are masked out of losses and metrics, so one manifest may label e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ class Task:
     type = "task"
     # what `predictions` gives, for the JSON beside an exported model
     predictions_meaning = ""
+    # how `predictions` become decisions (`transferlab.models.base.Predictor.output_decisions`): "argmax", "threshold"
+    # (a class per column at >= MULTILABEL_THRESHOLD), or None for values
+    decision: ClassVar[str | None] = None
 
     @property
     def label_column(self) -> str:
@@ -111,6 +115,7 @@ class ClassificationTask(_ClassesTask):
 
     type = "classification"
     predictions_meaning = "(batch, classes) softmax probabilities"
+    decision = "argmax"
 
     def valid(self, targets):
         return targets >= 0
@@ -141,6 +146,7 @@ class MultiLabelTask(_ClassesTask):
 
     type = "multilabel"
     predictions_meaning = "(batch, classes) sigmoid probabilities; a class is predicted at >= 0.5"
+    decision = "threshold"
 
     def valid(self, targets):
         return ~torch.isnan(targets).any(dim=1)

@@ -8,10 +8,11 @@ from transferlab.export.onnx_file import (
     EXPORT_FORMATS,
     RTOL,
     ExportResult,
+    agreement_text,
     check_parity,
     export_onnx,
     require_exportable,
 )
 
 __all__ = ["ATOL", "DEFAULT_FILE", "ENGINES", "EXPORT_FORMATS", "RTOL", "ExportResult", "OnnxEngine", "TorchEngine",
-           "check_parity", "export_onnx", "open_engine", "require_exportable"]
+           "agreement_text", "check_parity", "export_onnx", "open_engine", "require_exportable"]

@@ -49,9 +49,10 @@ from transferlab.export.inputs import (
 from transferlab.export.session import OnnxSession
 from transferlab.fileio import atomic_path, read_json, sha256_file, write_json
 from transferlab.models import Predictor
+from transferlab.tasks import MULTILABEL_THRESHOLD
 
-__all__ = ["ATOL", "DEFAULT_FILE", "EXPORT_FORMATS", "RTOL", "ExportResult", "check_parity", "export_onnx",
-           "metadata_path", "preprocessing_path", "read_export_metadata", "require_exportable", "weights_digest"]
+__all__ = ["ATOL", "DEFAULT_FILE", "EXPORT_FORMATS", "RTOL", "ExportResult", "agreement_text", "check_parity",
+           "export_onnx", "metadata_path", "preprocessing_path", "read_export_metadata", "require_exportable", "weights_digest"]
 
 log = logging.getLogger("transferlab")
 
@@ -164,8 +165,8 @@ def export_onnx(model: Predictor, run_dir: Path, out: Path | None = None, *, ops
         if not parity["passed"]:
             raise TransferlabError(
                 f"the ONNX export of {run_dir} disagrees with PyTorch on {parity['data']}: max abs difference "
-                f"{parity['max_abs_diff']:.3g} (allowed {ATOL} + {RTOL} x |value|), top-1 agreement "
-                f"{parity['top1_agreement']:.2%}; nothing was written"
+                f"{parity['max_abs_diff']:.3g} (allowed {ATOL} + {RTOL} x |value|){agreement_text(parity)}; "
+                "nothing was written"
             )
         metadata = _metadata(model, run_dir, out, trace, output_names, exporter, opset_used, parity)
         metadata_path(out).unlink(missing_ok=True)  # from here on, an old JSON never describes the new model
@@ -250,16 +251,18 @@ def _quiet_exporters():
 
 
 def check_parity(model: Predictor, session: OnnxSession, batches: list) -> dict:
-    """PyTorch (fp32) against onnxruntime on the same ``batches``: per output the max abs difference, whether all
-    values agree within `ATOL` + `RTOL` x |torch value|, and (outputs of several columns) the share of examples
-    whose top column agrees and how many of the others are near-ties (torch's top two columns within twice that
-    tolerance, so rounding may swap them); ``passed`` when all values agree and every top-1 that is not a near-tie
-    agrees."""
+    """PyTorch (fp32) against onnxruntime on the same ``batches``: per output the max abs difference and whether all
+    values agree within `ATOL` + `RTOL` x |torch value|; for outputs that decide something
+    (`Predictor.output_decisions`) the share of decisions that agree and how many of the others are near-ties, which
+    rounding may swap: an ``argmax`` output's top class (torch's top two within twice that tolerance), a ``threshold``
+    output's classes at >= 0.5 (a probability within twice that tolerance of 0.5). ``passed`` when all values agree
+    and every decision that is not a near-tie agrees."""
     model.eval()
     with torch.inference_mode():
         expected = [{name: value.float().numpy() for name, value in model.prediction_outputs(batch).items()}
                     for batch in batches]
     got = [session.run(batch) for batch in batches]
+    decisions = model.output_decisions()
     report, passed = {}, True
     for name in session.output_names:
         reference = np.concatenate([chunk[name] for chunk in expected])
@@ -268,21 +271,43 @@ def check_parity(model: Predictor, session: OnnxSession, batches: list) -> dict:
         entry = {"max_abs_diff": float(np.abs(exported - reference).max()) if reference.size else 0.0,
                  "within_tolerance": close}
         decisive_flips = 0
-        if reference.ndim == 2 and reference.shape[1] > 1:
-            agree = exported.argmax(1) == reference.argmax(1)
-            top_two = np.sort(reference, axis=1)[:, -2:]
-            near_tie = top_two[:, 1] - top_two[:, 0] <= 2 * (ATOL + RTOL * np.abs(top_two[:, 1]))
-            entry["top1_agreement"] = float(agree.mean())
-            entry["top1_near_ties"] = int((~agree & near_tie).sum())
+        if name in decisions and reference.size:
+            agree, near_tie = _decisions(decisions[name], reference, exported)
+            key = "top1" if decisions[name] == "argmax" else "threshold"
+            entry[f"{key}_agreement"] = float(agree.mean())
+            entry[f"{key}_near_ties"] = int((~agree & near_tie).sum())
             decisive_flips = int((~agree & ~near_tie).sum())
         passed = passed and close and decisive_flips == 0
         report[name] = entry
     examples = sum(len(next(iter(chunk.values()))) for chunk in expected)
-    return {"examples": examples, "atol": ATOL, "rtol": RTOL, "passed": passed,
-            "max_abs_diff": max(entry["max_abs_diff"] for entry in report.values()),
-            "top1_agreement": min((entry["top1_agreement"] for entry in report.values() if "top1_agreement" in entry),
-                                  default=1.0),
-            "outputs": report}
+    summary = {"examples": examples, "atol": ATOL, "rtol": RTOL, "passed": passed,
+               "max_abs_diff": max(entry["max_abs_diff"] for entry in report.values())}
+    for key in ("top1_agreement", "threshold_agreement"):
+        shares = [entry[key] for entry in report.values() if key in entry]
+        if shares:
+            summary[key] = min(shares)
+    return {**summary, "outputs": report}
+
+
+def agreement_text(parity: dict) -> str:
+    """``", top-1 agreement 100.00%"`` and/or ``", multi-label decisions agree 100.00%"``: the decision shares of a
+    `check_parity` report, for one line of output (empty for a model of values only)."""
+    names = {"top1_agreement": "top-1 agreement", "threshold_agreement": "multi-label decisions agree"}
+    return "".join(f", {label} {parity[key]:.2%}" for key, label in names.items() if key in parity)
+
+
+def _decisions(rule: str, reference: np.ndarray, exported: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(agree, near_tie)`` boolean arrays: per example (``argmax``) or per example and class (``threshold``),
+    whether onnxruntime decides as torch did, and whether torch's decision was within rounding of the other one."""
+    margin = 2 * ATOL
+    if rule == "argmax":
+        top_two = np.sort(reference, axis=1)[:, -2:]
+        near_tie = top_two[:, 1] - top_two[:, 0] <= margin + 2 * RTOL * np.abs(top_two[:, 1])
+        return exported.argmax(1) == reference.argmax(1), near_tie
+    if rule == "threshold":
+        near_tie = np.abs(reference - MULTILABEL_THRESHOLD) <= margin + 2 * RTOL * MULTILABEL_THRESHOLD
+        return (exported >= MULTILABEL_THRESHOLD) == (reference >= MULTILABEL_THRESHOLD), near_tie
+    raise ValueError(f"unknown decision rule {rule!r}: expected 'argmax' or 'threshold'")
 
 
 def _metadata(model: Predictor, run_dir: Path, out: Path, inputs: dict[str, torch.Tensor],

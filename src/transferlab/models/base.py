@@ -121,6 +121,12 @@ class Predictor(nn.Module):
         so both engines print the same rows."""
         raise NotImplementedError
 
+    def output_decisions(self) -> dict[str, str]:
+        """How outputs of `prediction_outputs` become what a user reads, for the export's parity check: ``"argmax"``
+        (the top column is the class) or ``"threshold"`` (every column at >= 0.5 is a class, multi-label). Outputs
+        not named are values, compared within tolerance only."""
+        return {}
+
     def export_description(self) -> dict:
         """What an exported model's outputs hold, for the JSON beside it: e.g. ``{"classes": [...], "outputs":
         {name: meaning}}``."""

@@ -97,6 +97,9 @@ class TransferModel(FrozenBatchNormMixin, Predictor):
                  "probabilities": {name: float(p) for name, p in zip(self.classes, row, strict=True)}}
                 for row in predictions["probabilities"]]
 
+    def output_decisions(self):
+        return {"probabilities": "argmax"}
+
     def export_description(self):
         return {"classes": self.classes,
                 "outputs": {"probabilities": "(batch, classes) softmax probabilities, in the order of 'classes'"}}

@@ -110,6 +110,9 @@ class MultiTaskModel(TransferModel):
         count = len(next(iter(decoded.values())))
         return [{"tasks": {name: rows[i] for name, rows in decoded.items()}} for i in range(count)]
 
+    def output_decisions(self):
+        return {task.name: task.decision for task in self.tasks if task.decision is not None}
+
     def export_description(self):
         return {"tasks": [task.to_dict() for task in self.tasks],
                 "outputs": {task.name: task.predictions_meaning for task in self.tasks}}
