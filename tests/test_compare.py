@@ -52,7 +52,8 @@ def test_a_grid_of_ordinary_runs_continues_where_it_was_killed(photos, tmp_path,
     assert all(is_finished(outcome.run_dir) for outcome in result.outcomes)
     config = json.loads((out / "cells" / "features-lenet-3pc-seed1" / "config.json").read_text())
     assert config["method"] == "features" and config["labels_per_class"] == 3 and config["seed"] == 1
-    assert "augment" not in config and config["epochs"] == 1  # features does not take augment: left out of its cells
+    assert "augment" not in config  # features does not take augment: left out of its cells
+    assert config["epochs"] == 10  # the default: its logistic head would ignore the shared epochs 1, which is left out
     assert json.loads((out / "cells" / "scratch-lenet-all-seed0" / "config.json").read_text())["augment"] is False
 
     calls = count_fits(monkeypatch)  # more seeds: only the new cells train

@@ -23,6 +23,19 @@ def test_features_defaults_to_logistic_head():
     assert build_config(overrides={"train": "x", "out": "o", "method": "features"}).head == "logistic"
 
 
+def test_training_settings_the_logistic_head_would_ignore_are_refused_in_one_line(tmp_path):
+    base = {"train": "x", "out": "o", "method": "features"}
+    with pytest.raises(TransferlabError, match=r"^--epochs, --lr would be ignored by features here: the logistic head "
+                       r"is fitted by scikit-learn .* \(in flags\); drop them$"):
+        build_config(overrides={**base, "epochs": 5, "lr": 0.1}, source="flags")
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("method: features\ntrain: x\nout: o\nwarmup: 0.1\n")
+    with pytest.raises(TransferlabError, match=r"--warmup would be ignored .*in .*run.yaml\); drop it"):
+        build_config(load_config_file(config_file), source=str(config_file))
+    assert build_config(overrides={**base, "head": "linear", "epochs": 5}).epochs == 5  # a torch head trains
+    assert build_config(overrides={**base, "batch_size": 8}).batch_size == 8  # embedding batches: used
+
+
 def test_unknown_key_names_it_and_suggests(tmp_path):
     config_file = tmp_path / "run.yaml"
     config_file.write_text("train: data/\nout: o\nepoch: 3\n")

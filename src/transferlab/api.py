@@ -28,7 +28,7 @@ from transferlab.engine.tracking import MlflowTracker, TensorBoardTracker
 from transferlab.errors import TransferlabError
 from transferlab.export import EXPORT_FORMATS, ExportResult, export_onnx, open_engine
 from transferlab.fileio import read_json, write_json
-from transferlab.methods import RunContext, build_config, get_method
+from transferlab.methods import RunContext, build_config, get_method, ignored_given_settings
 from transferlab.models import DataOptions, Predictor, load_predictor
 from transferlab.rundir import (
     CHECKPOINT,
@@ -43,7 +43,7 @@ from transferlab.unsupervised.embedding_set import is_embedding_dir
 from transferlab.unsupervised.evaluation import evaluate_embeddings, retrieval_lines
 
 __all__ = ["Evaluation", "FitResult", "build_config", "check_prediction_request", "evaluate", "evaluate_path", "export",
-           "fit", "load", "predict",
+           "fit", "ignored_given_settings", "load", "predict",
            "prepare_splits", "resolve_config", "seed_everything"]
 
 log = logging.getLogger("transferlab")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.api import build_config, fit
+from transferlab.api import build_config, fit, ignored_given_settings
 from transferlab.backbones.registry import check_backbone_name
 from transferlab.config import FitConfig
 from transferlab.data import load_data
@@ -179,14 +179,21 @@ def _plan(grid: Grid, settings: dict, method_settings: dict, cells_dir: Path) ->
         raise TransferlabError(f"setting {clashing[0]!r} is set per cell by compare (--methods, --backbones, "
                                "--labels-per-class, --seeds, --out); drop it from the shared settings")
     taken = {method: _taken(method, given) for method in grid.methods}
-    untaken = sorted(set(given) - set().union(*taken.values()))
-    if untaken:
-        raise TransferlabError(f"setting {untaken[0]!r} applies to none of the compared methods "
-                               f"({', '.join(grid.methods)})")
     for method, keys in taken.items():
         left_out = sorted(set(given) - keys)
         if left_out:
             log.info("%s does not take %s: its cells run without", method, ", ".join(left_out))
+        probe = {**{key: given[key] for key in keys}, **method_settings.get(method, {}), "method": method,
+                 "out": cells_dir / "settings-check"}
+        ignored = set(ignored_given_settings(probe, source=f"compare settings of {method}")) - set(
+            method_settings.get(method, {}))  # a method's own settings stay, and build_config refuses them below
+        if ignored:
+            keys -= ignored
+            log.info("%s would ignore %s here: its cells run without", method, ", ".join(sorted(ignored)))
+    untaken = sorted(set(given) - set().union(*taken.values()))
+    if untaken:
+        raise TransferlabError(f"setting {untaken[0]!r} applies to none of the compared methods "
+                               f"({', '.join(grid.methods)})")
     unknown = sorted(set(method_settings) - set(grid.methods))
     if unknown:
         raise TransferlabError(f"settings given for method {unknown[0]!r}, which is not compared")

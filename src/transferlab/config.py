@@ -25,7 +25,7 @@ from pydantic import (
 from transferlab.errors import TransferlabError, suggest
 
 __all__ = [
-    "AugmentSettings", "ExampleSettings", "FinetuneSettings", "FitConfig", "HEADS", "HeadSettings", "L2SPSettings", "LabelSettings",
+    "AugmentSettings", "ExampleSettings", "FinetuneSettings", "FitConfig", "GRADIENT_TRAINING_SETTINGS", "HEADS", "HeadSettings", "L2SPSettings", "LabelSettings",
     "PretrainedSettings", "SCHEDULERS", "SplitSettings", "TRAINED_HEADS", "TaskSpec", "TrainDataSettings",
     "TrainingSettings", "flag_name", "format_validation_error", "load_config_file", "parse_list", "parse_task_list",
 ]
@@ -75,6 +75,12 @@ class FitConfig(BaseModel):
     mlflow: str | None = Field(None, description="log settings, per-epoch metrics and the run directory to MLflow at "
                                "this tracking URI, e.g. sqlite:///mlflow.db")
     mlflow_experiment: str = Field("transferlab", description="MLflow experiment to log to (with --mlflow)")
+
+    def ignored_settings(self) -> dict[str, str]:
+        """Settings that this configuration's other values leave unused (e.g. training settings of a head that
+        scikit-learn fits), each with why. `transferlab.methods.base.build_config` refuses the ones a user gave;
+        `transferlab.compare` leaves them out of the cells they do not apply to."""
+        return {}
 
     @model_validator(mode="after")
     def _resume_or_overwrite(self):
@@ -189,6 +195,11 @@ class TrainingSettings(BaseModel):
             raise ValueError(f"warmup {self.warmup} with scheduler onecycle: one-cycle warms up by itself; set "
                              "warmup 0 or choose another scheduler")
         return self
+
+
+# the TrainingSettings that only a gradient-trained model uses (batch_size also sets how many examples are embedded
+# at a time, so it applies to every method)
+GRADIENT_TRAINING_SETTINGS = ("epochs", "lr", "optimizer", "weight_decay", "scheduler", "warmup", "patience", "sync_bn")
 
 
 class AugmentSettings(BaseModel):

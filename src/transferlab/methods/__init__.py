@@ -10,9 +10,10 @@ from transferlab.methods.base import (
     Splits,
     build_config,
     get_method,
+    ignored_given_settings,
     register_method,
     setting_owners,
 )
 
 __all__ = ["METHODS", "MethodResult", "MethodSpec", "RunContext", "Splits", "build_config", "get_method",
-           "register_method", "setting_owners"]
+           "ignored_given_settings", "register_method", "setting_owners"]

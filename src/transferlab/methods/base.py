@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from transferlab.config import FitConfig, format_validation_error
+from transferlab.config import FitConfig, flag_name, format_validation_error
 from transferlab.data import Examples
 from transferlab.data.torch_dataset import DATA_MODALITY
 from transferlab.engine.loop import TrainSettings
@@ -124,14 +124,33 @@ def build_config(file_values: dict | None = None, overrides: dict | None = None,
 
     Raises:
         TransferlabError: an unknown method, a setting the method does not take (naming the methods that take it),
-            or an invalid value; one message for every problem, naming ``source``.
+            a setting the method would ignore with the other values given (`FitConfig.ignored_settings`), or an
+            invalid value; one message for every problem, naming ``source``.
     """
+    config, given = _validated(file_values, overrides, source)
+    ignored = {key: why for key, why in config.ignored_settings().items() if key in given}
+    if ignored:
+        flags = ", ".join(flag_name(key) for key in ignored)
+        raise TransferlabError(f"{flags} would be ignored by {config.method} here: {next(iter(ignored.values()))} "
+                               f"(in {source}); drop {'them' if len(ignored) > 1 else 'it'}")
+    return config
+
+
+def ignored_given_settings(values: dict, source: str = "config") -> dict[str, str]:
+    """The settings among ``values`` (a method's settings, as `build_config` takes them) that the method would
+    ignore with the others, each with why; a compare leaves them out of that method's cells."""
+    config, given = _validated(None, values, source)
+    return {key: why for key, why in config.ignored_settings().items() if key in given}
+
+
+def _validated(file_values: dict | None, overrides: dict | None, source: str) -> tuple[FitConfig, dict]:
+    """The method's settings model over recipe < file values < overrides, and the values given (not the recipe)."""
     values = dict(file_values or {})
     values.update({key: value for key, value in (overrides or {}).items() if value is not None})
     spec = get_method(values.get("method", FitConfig.model_fields["method"].default))
     merged = {**{k: v for k, v in spec.recipe.items() if k not in values}, **values, "method": spec.name}
     try:
-        return spec.settings(**merged)
+        return spec.settings(**merged), values
     except ValidationError as exc:
         message = format_validation_error(exc, spec.settings, source, spec.name, setting_owners())
         raise TransferlabError(message) from None

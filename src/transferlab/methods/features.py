@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from transferlab.config import (
+    GRADIENT_TRAINING_SETTINGS,
     HEADS,
     ExampleSettings,
     FitConfig,
@@ -54,6 +55,13 @@ class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSetting
     head: Literal[HEADS] = Field("logistic", description="'logistic' (scikit-learn, C by cross-validation on the "
                                  "training labels, refit on all), or a "
                                  "torch head trained on the embeddings: 'linear', 'mlp', 'bottleneck'")
+
+    def ignored_settings(self):
+        if self.head != "logistic":
+            return {}
+        why = ("the logistic head is fitted by scikit-learn (C by cross-validation); the training settings apply to "
+               "--head linear, mlp or bottleneck")
+        return dict.fromkeys(GRADIENT_TRAINING_SETTINGS, why)
 
 log = logging.getLogger("transferlab")
 
