@@ -229,12 +229,27 @@ def test_each_uvicorn_worker_builds_the_app_from_the_environment(image_run, tmp_
     from transferlab.serving.app import ENVIRONMENT, app_from_environment
 
     (tmp_path / "key").write_text(f"{KEY}\n")
-    monkeypatch.setenv(ENVIRONMENT, json.dumps({"run_dir": str(image_run), "engine": "torch",
+    monkeypatch.setenv(ENVIRONMENT, json.dumps({"run_dir": str(image_run), "engine": "torch", "threads": 1,
                                                 "settings": {"max_items": 2}, "api_key_file": str(tmp_path / "key")}))
-    with TestClient(app_from_environment()) as worker:
-        meta = worker.get("/metadata", headers={"X-API-Key": KEY}).json()
-        assert meta["limits"]["max_items"] == 2 and meta["limits"]["api_key_required"]
-        assert_refused(worker.post("/predict", files=_files(_png(0))), 401, "X-API-Key")
+    threads = torch.get_num_threads()
+    try:
+        with TestClient(app_from_environment()) as worker:
+            assert torch.get_num_threads() == 1  # its share of the cores
+            meta = worker.get("/metadata", headers={"X-API-Key": KEY}).json()
+            assert meta["limits"]["max_items"] == 2 and meta["limits"]["api_key_required"]
+            assert_refused(worker.post("/predict", files=_files(_png(0))), 401, "X-API-Key")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_workers_share_the_cores_unless_omp_num_threads_says_otherwise(monkeypatch):
+    from transferlab.serving.server import worker_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert [worker_threads(n) for n in (1, 2, 3, 4, 8)] == [4, 2, 1, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert worker_threads(2) is None
 
 
 def test_a_body_is_bounded_by_the_bytes_received_whatever_its_headers_say(client):

@@ -20,6 +20,7 @@ import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -128,8 +129,12 @@ def create_app(run_dir: str | Path, *, engine: str = "torch", settings: ServeSet
 
 
 def app_from_environment() -> FastAPI:
-    """`create_app` with the settings in the `ENVIRONMENT` variable: what each uvicorn worker process builds."""
+    """`create_app` with the settings in the `ENVIRONMENT` variable: what each uvicorn worker process builds, with
+    its share of the cores (`transferlab.serving.server.worker_threads`)."""
     values = json.loads(os.environ[ENVIRONMENT])
+    threads = values.pop("threads", None)
+    if threads:  # before the engine starts: onnxruntime sessions take torch's thread count
+        torch.set_num_threads(threads)
     key_file = values.pop("api_key_file", None)
     settings = ServeSettings(**values.pop("settings"), api_key=read_api_key(Path(key_file)) if key_file else None)
     return create_app(values["run_dir"], engine=values["engine"], settings=settings)
