@@ -52,7 +52,8 @@ from transferlab.models import Predictor
 from transferlab.tasks import MULTILABEL_THRESHOLD
 
 __all__ = ["ATOL", "DEFAULT_FILE", "EXPORT_FORMATS", "RTOL", "ExportResult", "agreement_text", "check_parity",
-           "export_onnx", "metadata_path", "preprocessing_path", "read_export_metadata", "require_exportable", "weights_digest"]
+           "export_onnx", "metadata_path", "preprocessing_path", "read_export_metadata", "require_exportable",
+           "weights_digest"]
 
 log = logging.getLogger("transferlab")
 

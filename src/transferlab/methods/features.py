@@ -63,6 +63,7 @@ class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSetting
                "--head linear, mlp or bottleneck")
         return dict.fromkeys(GRADIENT_TRAINING_SETTINGS, why)
 
+
 log = logging.getLogger("transferlab")
 
 SMALL_PROBLEM_BLAS_THREADS = 1
