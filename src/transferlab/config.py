@@ -27,7 +27,8 @@ from transferlab.errors import TransferlabError, suggest
 __all__ = [
     "AugmentSettings", "ExampleSettings", "FinetuneSettings", "FitConfig", "GRADIENT_TRAINING_SETTINGS", "HEADS",
     "HeadSettings", "L2SPSettings", "LabelSettings", "PretrainedSettings", "SCHEDULERS", "SplitSettings",
-    "TRAINED_HEADS", "TaskSpec", "TrainDataSettings", "TrainingSettings", "flag_name", "format_validation_error", "load_config_file", "parse_list", "parse_task_list",
+    "TRAINED_HEADS", "TaskSpec", "TrainDataSettings", "TrainingSettings", "flag_name", "format_validation_error",
+    "load_config_file", "parse_list", "parse_task_list",
 ]
 
 # classification heads (transferlab.models.build_head) and learning-rate schedules (transferlab.engine.optim)
