@@ -18,7 +18,7 @@ def photos(tmp_path):
 
 
 def settings(photos):
-    return {"train": str(photos), "epochs": 1, "val_fraction": 0.25}
+    return {"train": str(photos), "val_fraction": 0.25}
 
 
 def count_fits(monkeypatch, fail_at: int | None = None):
@@ -40,7 +40,7 @@ def test_a_grid_of_ordinary_runs_continues_where_it_was_killed(photos, tmp_path,
     grid = Grid(methods=["scratch", "features"], backbones=["lenet"], labels_per_class=[3, None], seeds=[0, 1])
     out = tmp_path / "cmp"
     calls = count_fits(monkeypatch, fail_at=3)
-    shared = {**settings(photos), "augment": False}  # scratch takes it, features does not
+    shared = {**settings(photos), "epochs": 1, "augment": False}  # scratch takes both, features neither
     with pytest.raises(KeyboardInterrupt):
         run_compare(grid, shared, out, progress=False)
     assert len(calls) == 3
@@ -97,6 +97,8 @@ def test_bad_grids_are_refused_before_anything_runs(photos, tmp_path):
     assert_user_error(invoke(*base, "--methods", "scratch", "--labels-per-class", "5,some"), "'some'")
     assert_user_error(invoke(*base, "--methods", "scratch,features", "--trade-off", 0.3), "trade_off",
                       "none of the compared methods")
+    assert_user_error(invoke(*base, "--methods", "features", "--epochs", 3), "'epochs' would be ignored by features",
+                      "logistic head")
     assert not out.exists()
 
 

@@ -179,18 +179,22 @@ def _plan(grid: Grid, settings: dict, method_settings: dict, cells_dir: Path) ->
         raise TransferlabError(f"setting {clashing[0]!r} is set per cell by compare (--methods, --backbones, "
                                "--labels-per-class, --seeds, --out); drop it from the shared settings")
     taken = {method: _taken(method, given) for method in grid.methods}
+    ignored_by: dict[str, str] = {}  # setting -> why a method of the grid would ignore it
     for method, keys in taken.items():
         left_out = sorted(set(given) - keys)
         if left_out:
             log.info("%s does not take %s: its cells run without", method, ", ".join(left_out))
         probe = {**{key: given[key] for key in keys}, **method_settings.get(method, {}), "method": method,
                  "out": cells_dir / "settings-check"}
-        ignored = set(ignored_given_settings(probe, source=f"compare settings of {method}")) - set(
-            method_settings.get(method, {}))  # a method's own settings stay, and build_config refuses them below
+        reasons = ignored_given_settings(probe, source=f"compare settings of {method}")
+        ignored = set(reasons) - set(method_settings.get(method, {}))  # its own settings stay: build_config refuses
         if ignored:
             keys -= ignored
+            ignored_by.update({key: f"{method}: {reasons[key]}" for key in ignored})
             log.info("%s would ignore %s here: its cells run without", method, ", ".join(sorted(ignored)))
     untaken = sorted(set(given) - set().union(*taken.values()))
+    if untaken and untaken[0] in ignored_by:
+        raise TransferlabError(f"setting {untaken[0]!r} would be ignored by {ignored_by[untaken[0]]}; drop it")
     if untaken:
         raise TransferlabError(f"setting {untaken[0]!r} applies to none of the compared methods "
                                f"({', '.join(grid.methods)})")
