@@ -115,9 +115,9 @@ def bench_model(kind: str, out: Path, args) -> dict:
     return report
 
 
-def trained_parity(run: Path, data: str, out: Path) -> dict:
-    """The parity check of ``transferlab export RUN --data DATA`` (to a file under ``out``)."""
-    result = export(run, out / f"{run.name}.onnx", data=data)
+def trained_parity(number: int, run: Path, data: str, out: Path) -> dict:
+    """The parity check of ``transferlab export RUN --data DATA`` (to a file of its own under ``out``)."""
+    result = export(run, out / f"trained{number}.onnx", data=data)
     return {"model": str(run), "kind": result.metadata["kind"], "backbone": result.metadata["backbone"],
             "parity": result.metadata["parity"]}
 
@@ -152,8 +152,8 @@ def main() -> None:
             for name, values in report["latency"].items():
                 print(f"  {name:<16} median {values['median_ms']:8.2f} ms  p90 {values['p90_ms']:8.2f} ms  "
                       f"{values['examples_per_second']:8.1f} examples/s")
-        for run, data in args.trained:
-            report = trained_parity(Path(run), data, Path(folder))
+        for number, (run, data) in enumerate(args.trained):
+            report = trained_parity(number, Path(run), data, Path(folder))
             reports.append(report)
             print(f"\ntrained {report['kind']} {run} ({report['backbone']}): {parity_line(report['parity'])}")
     if args.json:

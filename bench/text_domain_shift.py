@@ -92,6 +92,7 @@ def settings(method: str, target: dict, source: tuple[str, str], seed: int, args
         return {**common, "method": method, "source": source[0], "target": target["target"], "epochs": args.epochs,
                 "batch_size": 32, "steps_per_epoch": args.steps, "selection_samples": args.selection_samples}
     if args.supervised_method == "features":
+        common.pop("lr")  # scikit-learn fits the logistic head: no learning rate
         return {**common, "method": "features", "head": "logistic", "train": target["labeled"], "labels_per_class": 10}
     return {**common, "method": args.supervised_method, "train": target["labeled"], "labels_per_class": 10,
             "epochs": args.supervised_epochs, "batch_size": 8}

@@ -66,7 +66,7 @@ def test_a_grid_of_ordinary_runs_continues_where_it_was_killed(photos, tmp_path,
 
 def test_a_budget_larger_than_the_data_is_skipped_and_noted(photos, tmp_path):
     grid = Grid(methods=["features"], backbones=["lenet"], labels_per_class=[2, 50], seeds=[0])
-    result = run_compare(grid, settings(photos), tmp_path / "cmp", progress=False)
+    result = run_compare(grid, {"train": str(photos)}, tmp_path / "cmp", progress=False)
     statuses = {outcome.cell.labels_per_class: outcome.status for outcome in result.outcomes}
     assert statuses == {2: "trained", 50: "skipped"}
     assert any("50 labels per class is more than class" in note for note in result.notes)
@@ -75,16 +75,17 @@ def test_a_budget_larger_than_the_data_is_skipped_and_noted(photos, tmp_path):
 def test_another_grid_s_directory_is_refused_naming_what_differs(photos, tmp_path):
     grid = Grid(methods=["features"], backbones=["lenet"], seeds=[0])
     out = tmp_path / "cmp"
-    run_compare(grid, settings(photos), out, progress=False)
-    with pytest.raises(TransferlabError, match="val_fraction .saved 0.25, given 0.5.*--overwrite"):
-        run_compare(grid, {**settings(photos), "val_fraction": 0.5}, out, progress=False)
-    result = run_compare(grid, {**settings(photos), "val_fraction": 0.5}, out, overwrite=True, progress=False)
+    shared = {"train": str(photos), "image_size": 28}
+    run_compare(grid, shared, out, progress=False)
+    with pytest.raises(TransferlabError, match="image_size .saved 28, given 32.*--overwrite"):
+        run_compare(grid, {**shared, "image_size": 32}, out, progress=False)
+    result = run_compare(grid, {**shared, "image_size": 32}, out, overwrite=True, progress=False)
     assert [outcome.status for outcome in result.outcomes] == ["trained"]
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(TransferlabError, match="does not hold a compare"):
-        run_compare(grid, settings(photos), other, progress=False)
+        run_compare(grid, shared, other, progress=False)
     assert (other / "notes.txt").read_text() == "mine"
 
 
@@ -115,6 +116,14 @@ def test_the_command_line_runs_a_grid(photos, tmp_path):
         (row,) = list(csv.DictReader(handle))
     assert row["method"] == "features" and row["seeds"] == "2" and float(row["train_seconds_mean"]) > 0
     assert 'id="leaderboard-table"' in (out / "report.html").read_text()
+
+
+def test_settings_given_for_features_alone_that_its_logistic_head_would_ignore_are_refused(photos, tmp_path):
+    grid = Grid(methods=["scratch", "features"], backbones=["lenet"], seeds=[0])
+    with pytest.raises(TransferlabError, match="--epochs would be ignored by features"):
+        run_compare(grid, settings(photos), tmp_path / "cmp", method_settings={"features": {"epochs": 3}},
+                    progress=False)
+    assert not (tmp_path / "cmp").exists()
 
 
 def test_budgets_parse():

@@ -358,6 +358,21 @@ def test_parity_excuses_a_swapped_near_tie_but_not_a_real_disagreement():
     assert not flipped["passed"] and flipped["outputs"]["probabilities"]["top1_near_ties"] == 0
 
 
+def test_a_model_of_values_only_reports_no_decisions(tmp_path):
+    from transferlab.export.onnx_file import _decisions, agreement_text
+
+    backbone = create_backbone("lenet", image_size=28)
+    task = RegressionTask("score", mean=3.0, std=2.0)
+    run = tmp_path / "values"
+    run.mkdir()
+    MultiTaskModel(backbone, {"score": build_head("linear", backbone.num_features, 1, [], 0.0)}, [task]).eval().save(run)
+    parity = export(run).metadata["parity"]
+    assert parity["passed"] and agreement_text(parity) == ""
+    assert not {"top1_agreement", "threshold_agreement"} & set(parity)
+    with pytest.raises(ValueError, match="unknown decision rule 'vote'"):
+        _decisions("vote", np.zeros((1, 2)), np.zeros((1, 2)))
+
+
 def test_multilabel_parity_compares_each_class_decision_at_one_half():
     from transferlab.export.onnx_file import agreement_text, check_parity
 

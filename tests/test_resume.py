@@ -46,3 +46,17 @@ def test_killed_run_resumes_to_identical_result(tmp_path, monkeypatch):
     full_weights = load_file(str(tmp_path / "full" / "model.safetensors"))
     resumed_weights = load_file(str(tmp_path / "killed" / "model.safetensors"))
     assert all(torch.equal(full_weights[k], resumed_weights[k]) for k in full_weights)
+
+
+def test_a_features_run_resumes_from_its_directory_alone_even_with_settings_an_older_version_saved(tmp_path):
+    import json
+
+    run = tmp_path / "features"
+    first = fit(build_config(overrides={"train": "sklearn-digits", "method": "features", "backbone": "lenet",
+                                        "labels_per_class": 5, "out": run}), progress=False)
+    # config.json holds every setting, the logistic head's unused epochs and lr included: none of them was "given"
+    resumed = fit({"out": run, "resume": True}, progress=False)
+    assert resumed.metrics["logistic"] == first.metrics["logistic"]
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "epochs": 1, "lr": 0.5}))  # an older compare's cell
+    assert fit({"out": run, "resume": True}, progress=False).metrics["logistic"] == first.metrics["logistic"]

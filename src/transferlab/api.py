@@ -78,15 +78,16 @@ def resolve_config(values: dict | None = None, *, config_file: Path | None = Non
     file_values = load_config_file(config_file) if config_file is not None else {}
     source = str(config_file) if config_file is not None else source
     out = values.get("out", file_values.get("out"))
+    saved = None
     if values.get("resume", file_values.get("resume")) and out is not None:
         require_resumable(Path(out))  # before validating settings: a missing run is the real problem
         saved_path = Path(out) / CONFIG
         if saved_path.is_file():
             saved = {key: value for key, value in _saved_settings(saved_path).items()
                      if key not in ("resume", "overwrite")}
-            file_values = {**_applicable(saved, {**saved, **file_values, **values}), **file_values}
+            saved = _applicable(saved, {**saved, **file_values, **values})
             source = f"{saved_path}" + (f" and {config_file}" if config_file is not None else "")
-    return build_config(file_values, values, source=source)
+    return build_config(file_values, values, source=source, saved=saved)
 
 
 def _saved_settings(path: Path) -> dict:
@@ -283,7 +284,9 @@ def _check_resume_settings(run_dir: Path, config: FitConfig) -> None:
     if not saved_path.is_file():
         return
     saved, given = _saved_settings(saved_path), config.model_dump(mode="json", by_alias=True)
-    changed = [key for key in given if key not in _RESUME_MAY_CHANGE and key in saved and saved[key] != given[key]
+    unused = config.ignored_settings()  # e.g. an older run's epochs of a logistic head: they never mattered
+    changed = [key for key in given if key not in _RESUME_MAY_CHANGE and key not in unused and key in saved
+               and saved[key] != given[key]
                and not (key == "backbone" and given[key] is None)]  # None: the default, which the saved one is
     if changed:
         details = ", ".join(f"{key} (saved {saved[key]!r}, given {given[key]!r})" for key in changed[:4])

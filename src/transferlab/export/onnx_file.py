@@ -257,7 +257,8 @@ def check_parity(model: Predictor, session: OnnxSession, batches: list) -> dict:
     (`Predictor.output_decisions`) the share of decisions that agree and how many of the others are near-ties, which
     rounding may swap: an ``argmax`` output's top class (torch's top two within twice that tolerance), a ``threshold``
     output's classes at >= 0.5 (a probability within twice that tolerance of 0.5). ``passed`` when all values agree
-    and every decision that is not a near-tie agrees."""
+    and every decision that is not a near-tie agrees. (With every value within tolerance a flipped decision is
+    necessarily a near-tie: the tolerance is what passes or fails; the decision shares say what a flip changed.)"""
     model.eval()
     with torch.inference_mode():
         expected = [{name: value.float().numpy() for name, value in model.prediction_outputs(batch).items()}

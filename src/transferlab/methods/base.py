@@ -118,16 +118,19 @@ def setting_owners() -> dict[str, list[str]]:
     return owners
 
 
-def build_config(file_values: dict | None = None, overrides: dict | None = None, source: str = "config") -> FitConfig:
-    """Merge the method's recipe < config-file values < command-line overrides and validate them with the method's
-    settings model. ``overrides`` holds only the flags the user actually gave (``None`` values are ignored).
+def build_config(file_values: dict | None = None, overrides: dict | None = None, source: str = "config", *,
+                 saved: dict | None = None) -> FitConfig:
+    """Merge the method's recipe < ``saved`` < config-file values < command-line overrides and validate them with
+    the method's settings model. ``overrides`` holds only the flags the user actually gave (``None`` values are
+    ignored); ``saved`` holds the settings an earlier run recorded (a resumed run, a report reading a run directory).
 
     Raises:
         TransferlabError: an unknown method, a setting the method does not take (naming the methods that take it),
-            a setting the method would ignore with the other values given (`FitConfig.ignored_settings`), or an
-            invalid value; one message for every problem, naming ``source``.
+            a setting given in ``file_values`` or ``overrides`` that the method would ignore with the others
+            (`FitConfig.ignored_settings`), or an invalid value; one message for every problem, naming ``source``.
     """
-    config, given = _validated(file_values, overrides, source)
+    config, _ = _validated({**(saved or {}), **(file_values or {})}, overrides, source)
+    given = {key: value for key, value in {**(file_values or {}), **(overrides or {})}.items() if value is not None}
     ignored = {key: why for key, why in config.ignored_settings().items() if key in given}
     if ignored:
         flags = ", ".join(flag_name(key) for key in ignored)
@@ -150,7 +153,7 @@ def _validated(file_values: dict | None, overrides: dict | None, source: str) ->
     spec = get_method(values.get("method", FitConfig.model_fields["method"].default))
     merged = {**{k: v for k, v in spec.recipe.items() if k not in values}, **values, "method": spec.name}
     try:
-        return spec.settings(**merged), values
+        return spec.settings(**merged), {key: value for key, value in values.items() if value is not None}
     except ValidationError as exc:
         message = format_validation_error(exc, spec.settings, source, spec.name, setting_owners())
         raise TransferlabError(message) from None

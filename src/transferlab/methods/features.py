@@ -59,9 +59,9 @@ class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSetting
     def ignored_settings(self):
         if self.head != "logistic":
             return {}
-        why = ("the logistic head is fitted by scikit-learn (C by cross-validation); the training settings apply to "
-               "--head linear, mlp or bottleneck")
-        return dict.fromkeys(GRADIENT_TRAINING_SETTINGS, why)
+        why = ("the logistic head is fitted by scikit-learn (C by cross-validation on every training label, none "
+               "held out); these settings apply to --head linear, mlp or bottleneck")
+        return dict.fromkeys((*GRADIENT_TRAINING_SETTINGS, "head_hidden", "dropout", "val_fraction"), why)
 
 
 log = logging.getLogger("transferlab")

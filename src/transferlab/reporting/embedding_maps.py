@@ -56,7 +56,7 @@ def _domains(run: RunRecord) -> tuple[str, str] | None:
 
 def _map(row: LeaderboardRow, run: RunRecord, per_domain: int) -> Plot:
     settings = {key: value for key, value in run.config.items() if key not in ("resume", "overwrite")}
-    config = build_config(settings, source=str(run.path / "config.json"))
+    config = build_config(saved=settings, source=str(run.path / "config.json"))
     source_spec, target_spec = _domains(run)
     rng = np.random.default_rng(run.seed or 0)
     domains = [_sample(load_spec(source_spec, config, ("train", "all"), "source"), per_domain, rng),
