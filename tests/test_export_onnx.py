@@ -199,6 +199,11 @@ def test_multitask_model_exports_every_task(tmp_path):
                for a, b in zip(onnx_rows, torch_rows, strict=True))
     header = invoke("predict", run, tmp_path / "images", "--engine", "onnx", "-q").output.splitlines()[0]
     assert header == "path,digit,digit:p_0,digit:p_1,digit:p_2,tags,tags:p_even,tags:p_big,score"
+    # the parity check reads a multi-task manifest's inputs, whatever task columns it has
+    manifest = tmp_path / "images" / "tasks.csv"
+    manifest.write_text("path,digit,tags,score\n" + "".join(f"{i}.png,{i % 3},even|big,{i}\n" for i in range(6)))
+    parity = export(run, data=manifest, overwrite=True).metadata["parity"]
+    assert parity["examples"] == 6 and parity["data"] == str(manifest) and parity["passed"]
 
 
 def test_an_existing_export_is_kept_unless_overwrite(tmp_path):

@@ -19,7 +19,7 @@ import torch
 
 from transferlab.backbones.registry import DEFAULT_BACKBONES
 from transferlab.config import FitConfig, flag_name, load_config_file
-from transferlab.data import examples_from_paths, load_data
+from transferlab.data.specs import examples_from_paths, load_data, manifest_columns, read_manifest_columns
 from transferlab.data.text_tables import TextColumns
 from transferlab.engine.checkpoint import saved_train_seconds
 from transferlab.engine.distributed import init_from_environment, is_main_process, share_from_main, world_size
@@ -376,11 +376,14 @@ def check_prediction_request(model: Predictor, output_format: str = "csv", *, dr
 
 
 def _parity_examples(spec: str, columns: TextColumns | None):
-    """The examples of ``export --data``: one file (an image, an audio clip), or any data spec (a folder, a manifest
-    or text table, a built-in set such as ``sklearn-digits``; its test split, else val, else all of it)."""
+    """The examples of ``export --data``: one file (an image, an audio clip), the inputs of a manifest or text table
+    (its label columns, a multi-task run's too, play no part), or any other data spec (a folder, a built-in set such
+    as ``sklearn-digits``; its test split, else val, else all of it)."""
     path = Path(spec)
     if path.is_file() and path.suffix.lower() not in (".csv", ".tsv", ".jsonl"):
         return examples_from_paths([path], columns=columns)
+    if manifest_columns(spec, columns) is not None:  # its inputs only, whatever label columns (tasks) it has
+        return read_manifest_columns(spec, [], text_columns=columns)[0]
     return load_data(spec, split_preference=("test", "val", "all"), columns=columns)
 
 
