@@ -2,15 +2,16 @@
 
 The server (``transferlab serve RUN``, its own process, loopback) serves an image classifier: the run given with
 ``--run``, else EfficientNet-Lite0 (ImageNet weights) + an untrained ants/bees head at ``--image-size``. This
-process sends ``--requests`` POST /predict requests, each with ``--items`` hymenoptera photos (multipart), keeping
-at most ``--concurrency`` in flight (httpx's async client), after ``--warmup`` requests that are not counted.
+process sends ``--requests`` POST /predict requests (or, with ``--seconds``, as many as ``--concurrency`` clients
+send one after another in that time), each with ``--items`` hymenoptera photos (multipart), keeping at most
+``--concurrency`` in flight (httpx's async client), after ``--warmup`` requests that are not counted.
 
 Reported: requests and images per second over the timed requests, p50 / p90 / p99 latency per request, the number
-of errors (any status but 200, or a failed connection), and the server's resident memory after the load (its
-processes' RSS summed, and the peak RSS of the main one). Run it alone on the machine: the client shares the CPU
+of errors (any status but 200, or a failed connection), and the server's resident memory before and after the load
+(its processes' RSS summed) and the peak RSS of the main one. Run it alone on the machine: the client shares the CPU
 with the server.
 
-Usage:  python bench/serve_load.py [--run RUN] [--engine torch|onnx] [--requests 200] [--concurrency 8]
+Usage:  python bench/serve_load.py [--run RUN] [--engine torch|onnx] [--requests 200 | --seconds 60] [--concurrency 8]
             [--items 1] [--max-batch 32] [--workers 1] [--image-size 224] [--port 8765] [--json results.json]
 """
 
@@ -96,7 +97,18 @@ async def load_test(base: str, photos: list[Path], args) -> tuple[list[float], i
     async with httpx.AsyncClient(timeout=120.0, limits=httpx.Limits(max_connections=args.concurrency)) as client:
         await asyncio.gather(*(one(client, i, False) for i in range(args.warmup)))
         started = time.perf_counter()
-        await asyncio.gather(*(one(client, i, True) for i in range(args.requests)))
+        if args.seconds:  # a bounded loop: each of the clients sends its next request until the time is up
+            deadline = started + args.seconds
+
+            async def client_loop(first: int) -> None:
+                index = first
+                while time.perf_counter() < deadline:
+                    await one(client, index, True)
+                    index += args.concurrency
+
+            await asyncio.gather(*(client_loop(k) for k in range(args.concurrency)))
+        else:
+            await asyncio.gather(*(one(client, i, True) for i in range(args.requests)))
         return latencies, errors, time.perf_counter() - started
 
 
@@ -122,6 +134,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="a run directory (default: EfficientNet-Lite0 + untrained head)")
     parser.add_argument("--engine", default="torch", choices=["torch", "onnx"])
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=None, help="send requests for this long instead of --requests")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--items", type=int, default=1, help="images per request")
@@ -141,6 +154,7 @@ def main() -> None:
             server = start_server(run, args, log)
             try:
                 wait_until_healthy(base, server, log_path)
+                rss_before, _ = server_memory(server.pid)
                 latencies, errors, wall = asyncio.run(load_test(base, photos, args))
                 rss, peak = server_memory(server.pid)
             finally:
@@ -157,12 +171,15 @@ def main() -> None:
         "latency_ms": {"p50": round(1000 * statistics.median(latencies), 1),
                        "p90": round(1000 * percentile(latencies, 0.90), 1),
                        "p99": round(1000 * percentile(latencies, 0.99), 1)},
-        "server_rss_mib": round(rss, 1), "server_peak_rss_mib": round(peak, 1),
+        "server_rss_before_mib": round(rss_before, 1), "server_rss_mib": round(rss, 1),
+        "server_peak_rss_mib": round(peak, 1), "seconds": round(wall, 1),
     }
     print(f"{args.engine} engine, {args.workers} worker(s), {args.concurrency} in flight, {args.items} image(s) per "
           f"request: {result['requests_per_second']} req/s ({result['images_per_second']} images/s), latency p50 "
           f"{result['latency_ms']['p50']} ms p90 {result['latency_ms']['p90']} ms p99 {result['latency_ms']['p99']} ms,"
-          f" {errors} errors; server RSS {result['server_rss_mib']} MiB (peak {result['server_peak_rss_mib']} MiB)")
+          f" {errors} errors over {len(latencies)} requests in {result['seconds']} s; server RSS "
+          f"{result['server_rss_before_mib']} MiB before the load, {result['server_rss_mib']} MiB after (peak "
+          f"{result['server_peak_rss_mib']} MiB)")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine_line(), **result}, indent=2))
 
