@@ -114,3 +114,12 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def taken_by(method: str, settings: dict) -> dict:
+    """The ``settings`` that ``method`` takes (e.g. a smoke run's ``head_epochs: 0`` goes to finetune, not to
+    features, which would refuse it)."""
+    from transferlab.methods import get_method
+
+    fields = get_method(method).settings.model_fields
+    return {key: value for key, value in settings.items() if key in fields}

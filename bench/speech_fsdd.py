@@ -44,7 +44,16 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from _common import DATA, machine_line, markdown_table, mean_std, percent, write_manifest
+from _common import (
+    DATA,
+    machine_line,
+    markdown_table,
+    mean_std,
+    percent,
+    taken_by,
+    write_manifest,
+)
+
 from transferlab.api import fit
 
 
@@ -105,7 +114,7 @@ ROWS = {"features": ("features", "resemblyzer"), "finetune": ("finetune", "resem
 def settings(part: str, row: str, data: dict, seed: int, args, out: Path) -> dict:
     method, backbone = ROWS[row]
     common = {**data, "method": method, "backbone": backbone, "seed": seed, "out": out,
-              "precision": args.precision, **args.quick_overrides}
+              "precision": args.precision, **taken_by(method, args.quick_overrides)}
     if method == "features":
         return {**common, "head": "logistic"}
     if part == "speakers":  # scratch on 5 clips per speaker: small batches for more steps

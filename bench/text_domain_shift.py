@@ -43,8 +43,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (DATA, machine_line, markdown_table, mean_std, percent, read_table, stratified_sample,
-                     stratified_split, write_jsonl)
+from _common import (
+    DATA,
+    machine_line,
+    markdown_table,
+    mean_std,
+    percent,
+    read_table,
+    stratified_sample,
+    stratified_split,
+    taken_by,
+    write_jsonl,
+)
+
 from transferlab.api import fit
 from transferlab.methods.adaptation import ADAPTATION_METHODS
 
@@ -86,16 +97,17 @@ def source_sample(seed: int, args, tmp: Path) -> tuple[str, str]:
 
 
 def settings(method: str, target: dict, source: tuple[str, str], seed: int, args, out: Path) -> dict:
+    name = method if method != SUPERVISED else args.supervised_method
     common = {"classes": POLAR, "seed": seed, "out": out, "max_length": 128, "precision": args.precision,
-              "val": source[1], "test": target["test"], "lr": args.lr, **args.quick_overrides}
+              "val": source[1], "test": target["test"], **taken_by(name, args.quick_overrides)}
     if method != SUPERVISED:
         return {**common, "method": method, "source": source[0], "target": target["target"], "epochs": args.epochs,
-                "batch_size": 32, "steps_per_epoch": args.steps, "selection_samples": args.selection_samples}
-    if args.supervised_method == "features":
-        common.pop("lr")  # scikit-learn fits the logistic head: no learning rate
+                "batch_size": 32, "steps_per_epoch": args.steps, "selection_samples": args.selection_samples,
+                "lr": args.lr}
+    if args.supervised_method == "features":  # scikit-learn fits the logistic head: no learning rate
         return {**common, "method": "features", "head": "logistic", "train": target["labeled"], "labels_per_class": 10}
     return {**common, "method": args.supervised_method, "train": target["labeled"], "labels_per_class": 10,
-            "epochs": args.supervised_epochs, "batch_size": 8}
+            "epochs": args.supervised_epochs, "batch_size": 8, "lr": args.lr}
 
 
 def run(method: str, target_name: str, target: dict, seed: int, args, tmp: Path) -> dict:

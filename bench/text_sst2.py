@@ -35,7 +35,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import DATA, machine_line, markdown_table, mean_std, percent, read_table, stratified_sample, write_jsonl
+from _common import (
+    DATA,
+    machine_line,
+    markdown_table,
+    mean_std,
+    percent,
+    read_table,
+    stratified_sample,
+    taken_by,
+    write_jsonl,
+)
+
 from transferlab.api import fit
 
 METHODS = ("features", "finetune", "lora")
@@ -56,7 +67,7 @@ def settings(method: str, seed: int, args, tmp: Path) -> dict:
     """The fit settings of one run; the data samples it needs are written into ``tmp``."""
     data, name = args.data, f"{method}-{seed}"
     common = {"method": method, "seed": seed, "out": tmp / "runs" / name, "max_length": 128,
-              "precision": args.precision, **args.quick_overrides,
+              "precision": args.precision, **taken_by(method, args.quick_overrides),
               "test": sample_table(data / "test.tsv", args.test_size, 0, tmp / "test.jsonl")}
     if method == "features":
         return {**common, "head": "logistic",
