@@ -10,8 +10,9 @@ seeds, methods or budgets, only trains what is missing. ``CMP/compare.json`` rec
 every cell; a compare into a directory holding another one's is refused (naming what differs) unless ``overwrite``.
 
 Settings shared by the cells (``--epochs``, ``--image-size``, a YAML config...) go to every method that takes them;
-the ones a method does not take are left out of its cells and said so once; a setting no method of the grid takes
-is an error, as it would be for ``fit``.
+the ones a method does not take, or would ignore with its other settings (`FitConfig.ignored_settings`, e.g. the
+epochs of ``features``' logistic head), are left out of its cells and said so once; a setting no method of the grid
+would use is an error, as it would be for ``fit``.
 """
 
 from __future__ import annotations
