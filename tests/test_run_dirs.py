@@ -78,7 +78,7 @@ def test_every_registered_kind_implements_the_whole_contract():
         if not cls.draws_predictions:
             required.discard("draw_predictions")
         if cls.onnx_refusal is not None:  # kinds that cannot export to ONNX say why instead
-            required -= {"prediction_outputs", "rows_from_predictions", "export_description"}
+            required -= {"prediction_outputs", "rows_from_predictions", "export_description", "output_decisions"}
         if any("prediction_lines" in vars(base) for base in own):
             required.discard("prediction_table")  # its CSV lines are its own (a detector: one per box)
         missing = [name for name in sorted(required) if not any(name in vars(base) for base in own)]

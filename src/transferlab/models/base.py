@@ -124,8 +124,8 @@ class Predictor(nn.Module):
     def output_decisions(self) -> dict[str, str]:
         """How outputs of `prediction_outputs` become what a user reads, for the export's parity check: ``"argmax"``
         (the top column is the class) or ``"threshold"`` (every column at >= 0.5 is a class, multi-label). Outputs
-        not named are values, compared within tolerance only."""
-        return {}
+        not named are values, compared within tolerance only. Kinds with an `onnx_refusal` need not implement it."""
+        raise NotImplementedError
 
     def export_description(self) -> dict:
         """What an exported model's outputs hold, for the JSON beside it: e.g. ``{"classes": [...], "outputs":
