@@ -443,3 +443,18 @@ def test_in_memory_images_are_preprocessed_once_unless_augmented():
     assert torch.equal(first, fresh)  # the same tensor the transform gives
     augmented = ImageDataset(digits, LeNet(16).preprocess, train=True, augment=True)
     assert augmented._tensors is None
+
+
+def test_a_csv_manifest_given_to_predict_reads_its_files_whatever_its_label_columns(tmp_path):
+    from transferlab.data import examples_from_paths
+
+    write_image(tmp_path / "images" / "a.png", 10)
+    write_image(tmp_path / "images" / "b.png", 200)
+    manifest = tmp_path / "tasks.csv"
+    manifest.write_text("path,species,tags\nimages/b.png,cat,indoor|small\nimages/a.png,,outdoor\n")
+    data = examples_from_paths([manifest])
+    assert [Path(path).name for path in data.paths] == ["b.png", "a.png"] and data.labels is None
+    (tmp_path / "images" / "a.png").unlink()
+    with pytest.raises(ImageReadError, match="a.png"):
+        examples_from_paths([manifest])
+    assert len(examples_from_paths([manifest], skip_bad_files=True)) == 1

@@ -282,8 +282,9 @@ def read_manifest_columns(
 
 def examples_from_paths(paths: Iterable[Path | str], *, skip_bad_files: bool = False,
                         columns: TextColumns | None = None, max_image_pixels: int | None = None) -> Examples:
-    """Unlabeled data from image or audio files and folders (searched recursively), in the order given, or from one
-    text table (CSV/TSV/JSONL with a text column; its label column, if any, is ignored).
+    """Unlabeled data from image or audio files and folders (searched recursively), in the order given, from one
+    text table (CSV/TSV/JSONL with a text column; its label column, if any, is ignored), or from one CSV manifest
+    (the files of its ``path`` column; its label columns are ignored).
 
     Used by ``transferlab predict``. Unreadable files raise an error naming the file, or are skipped with one
     warning listing them when ``skip_bad_files`` is set; so are images above ``max_image_pixels`` (see
@@ -299,6 +300,10 @@ def examples_from_paths(paths: Iterable[Path | str], *, skip_bad_files: bool = F
     if len(paths) == 1 and paths[0].is_file() and is_text_table(paths[0], columns):
         texts, _, _ = read_text_table(paths[0], columns or TextColumns(), label_columns=[])
         return TextData(name=str(paths[0]), classes=[], labels=None, texts=texts)
+    if len(paths) == 1 and paths[0].is_file() and paths[0].suffix.lower() == ".csv" and \
+            "path" in table_columns(paths[0]):  # a manifest: its files, its label columns ignored
+        return read_manifest_columns(str(paths[0]), [], skip_bad_files=skip_bad_files, text_columns=columns,
+                                     max_image_pixels=max_image_pixels)[0]
     request = LoadRequest(base=str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more",
                           domain="target", skip_bad_files=skip_bad_files, max_image_pixels=max_image_pixels)
     items: Items = []
