@@ -458,3 +458,7 @@ def test_a_csv_manifest_given_to_predict_reads_its_files_whatever_its_label_colu
     with pytest.raises(ImageReadError, match="a.png"):
         examples_from_paths([manifest])
     assert len(examples_from_paths([manifest], skip_bad_files=True)) == 1
+    neither = tmp_path / "scores.csv"  # neither a manifest nor a table of texts: named as such, not "not an image"
+    neither.write_text("score,label\n1,a\n")
+    with pytest.raises(TransferlabError, match="scores.csv has no 'path' column"):
+        examples_from_paths([neither])

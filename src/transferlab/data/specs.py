@@ -297,11 +297,8 @@ def examples_from_paths(paths: Iterable[Path | str], *, skip_bad_files: bool = F
     paths = [Path(path) for path in paths]
     if not paths:
         raise TransferlabError("no inputs given")
-    if len(paths) == 1 and paths[0].is_file() and is_text_table(paths[0], columns):
-        texts, _, _ = read_text_table(paths[0], columns or TextColumns(), label_columns=[])
-        return TextData(name=str(paths[0]), classes=[], labels=None, texts=texts)
-    if len(paths) == 1 and paths[0].is_file() and paths[0].suffix.lower() == ".csv" and \
-            "path" in table_columns(paths[0]):  # a manifest: its files, its label columns ignored
+    if len(paths) == 1 and paths[0].is_file() and manifest_columns(str(paths[0]), columns) is not None:
+        # a text table or a CSV manifest: its texts or files, whatever label columns it has
         return read_manifest_columns(str(paths[0]), [], skip_bad_files=skip_bad_files, text_columns=columns,
                                      max_image_pixels=max_image_pixels)[0]
     request = LoadRequest(base=str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more",

@@ -10,7 +10,8 @@ from the inputs its preprocessing makes. Beside it:
 
 The parity check runs the exported file with onnxruntime and the model with PyTorch (fp32) on the same batches
 (real examples when given, else made-up ones of the right shape): every output must agree within `ATOL` + `RTOL`
-and every example must keep its top class, unless torch's top two are a near-tie (within twice that tolerance). A failed check writes nothing. The JSON is written last, once the new
+and every example must keep its decisions (`check_parity`: its top class, or each class at 0.5 for multi-label
+outputs) unless they were near-ties. A failed check writes nothing. The JSON is written last, once the new
 ``.onnx`` is in place (an old JSON is removed before that): an interrupted export leaves a ``.onnx`` without JSON,
 which readers refuse, never a model paired with another model's JSON.
 """
