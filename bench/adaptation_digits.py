@@ -50,6 +50,7 @@ def run(method: str, source: str, target: str, seed: int, args, out: Path) -> di
         "head": args.head, **({"head_hidden": [args.bottleneck]} if args.head == "bottleneck" else {}),
         "precision": "fp32", "epochs": args.epochs,
         "steps_per_epoch": args.steps, "seed": seed, "out": out / f"{method}-{source}-{target}-{seed}",
+        "selection_all_scorers": True,  # the gap table compares every scorer's pick
         **({"selection": args.selection} if args.selection else {}),
     })
     result = fit(config, progress=False)

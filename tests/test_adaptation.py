@@ -124,7 +124,8 @@ def test_every_method_trains_and_reports_the_selection(shared_data, tmp_path, me
     result = fit(_adapt(shared_data, tmp_path / method, method=method, epochs=1, steps_per_epoch=4, **extra),
                  progress=False)
     row = result.history[-1]
-    assert {"val_dev", "val_iwv", "val_entropy", "val_snd", "val_source-accuracy", "report_target_accuracy"} <= set(row)
+    assert {"val_entropy", "val_snd", "val_source-accuracy", "report_target_accuracy"} <= set(row)
+    assert not {"val_dev", "val_iwv"} & set(row)  # the domain-classifier scorers run only when asked for
     if method != "source-only":
         assert "train_transfer_loss" in row and np.isfinite(row["train_transfer_loss"])
     report = result.metrics["selection"]
@@ -250,7 +251,7 @@ def test_validation_marks_an_epoch_that_predicts_one_class_for_every_target_imag
     head = torch.nn.Linear(500, 10)
     model = TransferModel(LeNet(28), head, splits.classes)
     settings = TrainSettings(epochs=1, batch_size=64)
-    validation = AdaptationValidation(splits.val, splits.target, "source-accuracy", max_target=200)
+    validation = AdaptationValidation(splits.val, splits.target, "source-accuracy", max_target=200, all_scorers=True)
     healthy = validation.evaluate(model, settings)
     with torch.no_grad():
         head.bias.copy_(torch.tensor([0.0] * 3 + [100.0] + [0.0] * 6))  # every example -> class 3
@@ -259,6 +260,36 @@ def test_validation_marks_an_epoch_that_predicts_one_class_for_every_target_imag
     assert down["report_collapsed"] == 1 and down["report_target_top_class_share"] == 1.0
     assert down["val_score"] < healthy["val_score"] and down["val_score"] < -1000
     assert 0 < down["report_importance_ess"] <= len(splits.val)
+
+
+def test_importance_weighted_scorers_run_when_selected_or_all_asked_and_inputs_are_prepared_once(shared_data,
+                                                                                                   tmp_path):
+    from transferlab.backbones.lenet import LeNet
+    from transferlab.engine.loop import TrainSettings
+    from transferlab.models import TransferModel
+
+    splits = prepare_splits(_adapt(shared_data, tmp_path / "r"))
+    model = TransferModel(LeNet(28), torch.nn.Linear(500, 10), splits.classes)
+    settings = TrainSettings(epochs=1, batch_size=64)
+    for scorer, all_scorers, expected in (("source-accuracy", False, False), ("dev", False, True),
+                                          ("iwv", False, True), ("entropy", True, True)):
+        validation = AdaptationValidation(splits.val, splits.target, scorer, max_target=100, all_scorers=all_scorers)
+        row = validation.evaluate(model, settings)
+        assert ({"val_iwv", "val_dev", "report_importance_ess"} <= set(row)) is expected, scorer
+        assert row["val_score"] == row[f"val_{scorer}"]
+    datasets = list(validation._datasets.values())
+    assert len(datasets) == 2 and all(len(dataset._tensors) == len(dataset) for dataset in datasets)
+    validation.evaluate(model, settings)  # the next epoch reuses the prepared tensors
+    assert list(validation._datasets.values()) == datasets
+
+
+def test_all_scorers_setting_reports_every_scorers_pick(shared_data, tmp_path):
+    result = fit(_adapt(shared_data, tmp_path / "all", method="source-only", epochs=1, steps_per_epoch=2,
+                        selection_all_scorers=True), progress=False)
+    assert set(result.metrics["selection"]["by_scorer"]) == {"source-accuracy", "dev", "iwv", "entropy", "snd",
+                                                             "oracle"}
+    with pytest.raises(TransferlabError, match="selection_all_scorers"):
+        build_config(overrides={"method": "finetune", "train": "x", "selection_all_scorers": True})
 
 
 def test_a_run_whose_every_epoch_collapsed_keeps_its_best_and_warns():

@@ -58,6 +58,10 @@ class AdaptationConfig(FitConfig, SplitSettings, LabelSettings, ExampleSettings,
         "reads target labels (reported as an oracle run)"
     )
     selection_samples: int = Field(2000, ge=10, description="target examples the scorers use each epoch (a sample)")
+    selection_all_scorers: bool = Field(
+        False, description="log every label-free scorer each epoch, to compare their picks afterwards; iwv and dev fit "
+        "a domain classifier every epoch, so by default they run only when --selection chooses one of them"
+    )
     steps_per_epoch: int | None = Field(None, ge=1,
                                         description="steps per epoch; default: one pass over the larger domain")
 

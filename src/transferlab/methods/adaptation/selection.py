@@ -25,8 +25,9 @@ accuracy 0.7 / 1.1, entropy 0.5 / 0.7, worst cases 3.7-5.3 for both), and entrop
 predictions. The importance-weighted scorers degrade when a domain classifier separates the domains easily, as it
 does for digits: the density ratios concentrate on a few source examples. This matches large benchmarks of
 validators (Musgrave et al., ECCV 2022; Ericsson et al., ICML 2023), where source accuracy is a strong baseline that
-the importance-weighted ones rarely beat. Every scorer is logged each epoch, so another
-choice can be compared after the fact.
+the importance-weighted ones rarely beat. With ``--selection-all-scorers`` every scorer is logged
+each epoch, so another choice can be compared after the fact (otherwise the importance-weighted ones, which fit a
+domain classifier every epoch, run only when selected).
 
 Collapsed epochs rank last, for every label-free scorer. An epoch is collapsed when it puts nearly all target
 predictions (>= 90 %) into one class that holds at least 30 points less of the source labels: the failure of
@@ -52,7 +53,7 @@ from transferlab.engine.inference import predict_logits
 from transferlab.engine.loop import TrainSettings
 from transferlab.methods.adaptation.losses import entropy
 
-__all__ = ["SCORERS", "DEFAULT_SCORER", "AdaptationValidation", "importance_weights", "dev_risk", "snd_score",
+__all__ = ["SCORERS", "DEFAULT_SCORER", "IMPORTANCE_WEIGHTED", "AdaptationValidation", "importance_weights", "dev_risk", "snd_score",
            "effective_sample_size", "collapsed", "ranked_score", "pick_epoch"]
 
 # label-free checkpoint scorers, and the oracle (reads target labels; reported as such)
@@ -133,28 +134,48 @@ def snd_score(target_probabilities: torch.Tensor, temperature: float = 0.05) -> 
     return float(entropy(neighbours).mean())
 
 
+IMPORTANCE_WEIGHTED = ("iwv", "dev")  # the scorers that fit a domain classifier every epoch
+
+
 class AdaptationValidation:
-    """Per-epoch scorers for the loop: ``evaluate(model, settings)`` returns ``val_<scorer>`` for every scorer,
-    ``val_score`` (the selected scorer's value) and, when the target data has labels, ``report_target_accuracy``
-    (for reporting the selection gap; it selects only when the scorer is ``oracle``).
+    """Per-epoch scorers for the loop: ``evaluate(model, settings)`` returns ``val_<scorer>`` for the scorers it
+    runs, ``val_score`` (the selected scorer's value) and, when the target data has labels,
+    ``report_target_accuracy`` (for reporting the selection gap; it selects only when the scorer is ``oracle``).
+
+    Source accuracy, entropy, SND and the collapse check read the predictions and cost little beyond the two
+    forward passes. The importance-weighted scorers (`IMPORTANCE_WEIGHTED`) fit a domain classifier every epoch,
+    the largest share of a validation on small models (LeNet on MNIST -> USPS: about a third); they run when one of
+    them is the selected scorer or when ``all_scorers`` asks for every scorer's pick (to compare scorers afterwards).
+    The datasets are built once, so in-memory images keep their preprocessed tensors from epoch to epoch
+    (`transferlab.data.torch_dataset.ImageDataset`).
 
     Args:
         source_val: labeled source validation data.
         target: target data (its labels, if any, are used only as described above).
         scorer: one of `SCORERS`.
         max_target: score on at most this many target examples (a seeded sample).
+        all_scorers: run the importance-weighted scorers even when another scorer selects.
     """
 
-    def __init__(self, source_val: ImageData, target: ImageData, scorer: str, *, max_target: int = 2000, seed: int = 0):
+    def __init__(self, source_val: ImageData, target: ImageData, scorer: str, *, max_target: int = 2000, seed: int = 0,
+                 all_scorers: bool = False):
         self.source_val = source_val
         if len(target) > max_target:
             target = target.subset(np.sort(np.random.default_rng(seed).choice(len(target), max_target, replace=False)))
         self.target = target
         self.scorer = scorer
         self.seed = seed
+        self.importance_weighted = all_scorers or scorer in IMPORTANCE_WEIGHTED
+        self._datasets: dict[int, object] = {}
+
+    def _dataset(self, data: ImageData, preprocess):
+        """The dataset of ``data`` (``source_val`` or ``target``), built on first use and kept."""
+        if id(data) not in self._datasets:
+            self._datasets[id(data)] = make_dataset(data, preprocess)
+        return self._datasets[id(data)]
 
     def _outputs(self, model, data: ImageData, settings: TrainSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loader = make_loader(make_dataset(data, model.preprocess), batch_size=settings.batch_size * 2, shuffle=False,
+        loader = make_loader(self._dataset(data, model.preprocess), batch_size=settings.batch_size * 2, shuffle=False,
                              num_workers=settings.num_workers)
         features, labels = predict_logits(model.backbone, loader, settings.precision, settings.device)
         with torch.inference_mode():
@@ -167,18 +188,19 @@ class AdaptationValidation:
         target_features, target_logits, target_labels = self._outputs(model, self.target, settings)
         correct = (source_logits.argmax(1) == source_labels).float().numpy()
         losses = torch.nn.functional.cross_entropy(source_logits, source_labels, reduction="none").numpy()
-        weights = importance_weights(source_features.numpy(), target_features.numpy(), self.seed)
         target_probabilities = torch.softmax(target_logits, dim=1)
         row = {
             "val_loss": float(losses.mean()),
             "val_accuracy": float(correct.mean()),
             "val_source-accuracy": float(correct.mean()),
-            "val_iwv": float(np.mean(weights * correct)),
-            "val_dev": -dev_risk(weights, losses),
-            "report_importance_ess": effective_sample_size(weights),
             "val_entropy": -float(entropy(target_probabilities).mean()),
             "val_snd": snd_score(target_probabilities),
         }
+        if self.importance_weighted:
+            weights = importance_weights(source_features.numpy(), target_features.numpy(), self.seed)
+            row["val_iwv"] = float(np.mean(weights * correct))
+            row["val_dev"] = -dev_risk(weights, losses)
+            row["report_importance_ess"] = effective_sample_size(weights)
         # label-free collapse check: the largest share of target predictions in one class, next to that class's
         # share of the source labels (adversarial methods can push every target example into one class)
         shares = torch.bincount(target_logits.argmax(1), minlength=target_logits.shape[1]).float() / len(target_logits)

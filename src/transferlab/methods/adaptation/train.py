@@ -205,7 +205,7 @@ def train_adaptation(config, splits: Splits, context: RunContext, *, make_loss: 
     scheduler = build_scheduler(config, optimizer, total_steps)
     objective = AdaptationObjective(adaptation, getattr(config, "trade_off", 0.0), total_steps)
     validation = AdaptationValidation(splits.val, splits.target, config.selection, max_target=config.selection_samples,
-                                      seed=config.seed)
+                                      seed=config.seed, all_scorers=config.selection_all_scorers)
     log.info("%s: %s -> %s, trade-off %g, checkpoint chosen by %s%s", config.method, splits.train.name,
              splits.target.name, objective.trade_off, config.selection,
              " (ORACLE: reads target labels)" if config.selection == "oracle" else "")
