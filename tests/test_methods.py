@@ -131,6 +131,28 @@ def test_scratch_ignores_pretrained_weights(tmp_path):
     assert result.model.backbone.spec.get("weights_source") == "random"
 
 
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
+def test_optimizers_run_fused_on_cpu_with_the_per_tensor_arithmetic(name):
+    from transferlab.engine.optim import build_optimizer
+
+    torch.manual_seed(0)
+    start = [torch.randn(64, 32), torch.randn(32)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(5)]
+    fused_params = [torch.nn.Parameter(p.clone()) for p in start]
+    fused = build_optimizer(name, [{"params": fused_params, "lr": 0.01}], weight_decay=0.01)
+    plain_params = [torch.nn.Parameter(p.clone()) for p in start]
+    plain = build_optimizer(name, [{"params": plain_params, "lr": 0.01}], weight_decay=0.01)
+    plain.param_groups[0]["fused"] = None  # the per-tensor loop, as before
+    for step in grads:
+        for optimizer, params in ((fused, fused_params), (plain, plain_params)):
+            for param, grad in zip(params, step):
+                param.grad = grad.clone()
+            optimizer.step()
+    assert fused.param_groups[0]["fused"] is True
+    for a, b, before in zip(fused_params, plain_params, start):
+        assert not torch.equal(a, before) and torch.allclose(a, b, atol=1e-6)
+
+
 def test_inverse_schedule_follows_dann_annealing():
     from transferlab.engine.optim import build_scheduler
 

@@ -18,14 +18,26 @@ WARMUP_START = 0.001
 
 
 def build_optimizer(name: str, param_groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:
-    """``param_groups``: dicts with ``params`` and ``lr`` (and optionally ``name``), e.g. discriminative rates."""
+    """``param_groups``: dicts with ``params`` and ``lr`` (and optionally ``name``), e.g. discriminative rates.
+
+    The update runs as one fused kernel per parameter group where torch has one for the parameters' device (CPU
+    and CUDA): the same arithmetic as the per-tensor loop (within float rounding), and on CPU several times faster
+    per step (AdamW over LeNet + a DANN discriminator: 66 ms per-tensor vs 12 ms fused; docs/benchmarks.md).
+    """
+    fused = {"fused": True} if _fusable(param_groups) else {}
     if name == "adamw":
-        return torch.optim.AdamW(param_groups, weight_decay=weight_decay)
+        return torch.optim.AdamW(param_groups, weight_decay=weight_decay, **fused)
     if name == "adam":
-        return torch.optim.Adam(param_groups, weight_decay=weight_decay)
+        return torch.optim.Adam(param_groups, weight_decay=weight_decay, **fused)
     if name == "sgd":
-        return torch.optim.SGD(param_groups, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.SGD(param_groups, momentum=0.9, nesterov=True, weight_decay=weight_decay, **fused)
     raise TransferlabError(f"unknown optimizer '{name}'; expected one of {', '.join(OPTIMIZERS)}")
+
+
+def _fusable(param_groups: list[dict]) -> bool:
+    """Whether every parameter is a floating-point tensor on a device with fused optimizer kernels."""
+    params = [param for group in param_groups for param in group["params"]]
+    return bool(params) and all(param.is_floating_point() and param.device.type in ("cpu", "cuda") for param in params)
 
 
 def build_scheduler(settings: TrainingSettings, optimizer: torch.optim.Optimizer, total_steps: int):
