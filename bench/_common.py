@@ -123,3 +123,135 @@ def taken_by(method: str, settings: dict) -> dict:
 
     fields = get_method(method).settings.model_fields
     return {key: value for key, value in settings.items() if key in fields}
+
+
+# -- MNIST -> USPS adaptation against other libraries (skada_comparison.py, peers_pytorch_adapt.py) -----------------
+# One split, model and our side for every peer: the peer gets the same images as in-memory arrays (`digit_arrays`).
+
+DIGITS_IMAGE_SIZE = 28
+DOMAIN_BATCH = 32  # per domain: every step holds 32 source + 32 target images
+GREY_LEVEL = 2 / 255  # one grey level after (x / 255 - 0.5) / 0.5
+
+
+def digits_config(method: str, data: Path, seed: int, epochs: int, steps: int | None, out: Path, **extra):
+    """Our `FitConfig` for ``method`` on MNIST -> USPS: lenet + linear head, 32 + 32 images a step, AdamW (lr 3e-3),
+    cosine per batch, fp32; checkpoint by source-validation accuracy."""
+    from transferlab.api import build_config
+
+    return build_config(overrides={
+        "method": method, "backbone": "lenet", "image_size": DIGITS_IMAGE_SIZE, "pretrained": False,
+        "source": f"mnist:{data / 'mnist'}@train", "target": f"usps:{data / 'usps'}@train",
+        "test": f"usps:{data / 'usps'}@test", "val_fraction": 0.05, "batch_size": 2 * DOMAIN_BATCH, "lr": 3e-3,
+        "optimizer": "adamw", "scheduler": "cosine", "precision": "fp32", "epochs": epochs,
+        "steps_per_epoch": steps, "seed": seed, "out": out, "selection": "source-accuracy", "head": "linear",
+        **extra,
+    })
+
+
+def validation_seconds(model, splits, config) -> float:
+    """Time of the loop's per-epoch validations over ``config.epochs`` epochs (the scorers the run used), run on
+    ``model``: the first one prepares the images (kept for the later epochs), so it is timed apart from a later one."""
+    import time
+
+    from transferlab.engine.loop import TrainSettings
+    from transferlab.methods.adaptation.selection import AdaptationValidation
+
+    validation = AdaptationValidation(splits.val, splits.target, config.selection,
+                                      max_target=config.selection_samples, seed=config.seed,
+                                      all_scorers=config.selection_all_scorers)
+    settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed)
+    times = []
+    for _ in range(min(config.epochs, 2)):
+        started = time.perf_counter()
+        validation.evaluate(model, settings)
+        times.append(time.perf_counter() - started)
+    return times[0] + (config.epochs - 1) * times[-1]
+
+
+def run_ours(config, splits) -> dict:
+    """Train ``config`` on ``splits``: test accuracy, training seconds (with and without the per-epoch
+    validations, the latter an estimate), steps taken and the epoch the checkpoint selection kept."""
+    from transferlab.api import fit
+
+    result = fit(config, splits=splits, progress=False)
+    seconds = result.metrics["train_seconds"]
+    return {
+        "accuracy": result.metrics["test"]["accuracy"],
+        "seconds": seconds,
+        "seconds_without_validation": seconds - validation_seconds(result.model, splits, config),
+        "steps": config.epochs * config.steps_per_epoch,
+        "kept_epoch": result.metrics["selection"]["selected_epoch"],
+    }
+
+
+def digit_inputs(pixels):
+    """``(N, H, W)`` uint8 -> ``(N, 1, 28, 28)`` float32 normalised like our lenet (bilinear resize, grey levels)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(pixels).float()[:, None]
+    if x.shape[-1] != DIGITS_IMAGE_SIZE:
+        x = F.interpolate(x, size=(DIGITS_IMAGE_SIZE, DIGITS_IMAGE_SIZE), mode="bilinear",
+                          align_corners=False).round().clamp(0, 255)
+    return ((x / 255 - 0.5) / 0.5).numpy()
+
+
+def grey_levels_off(data, count: int = 256) -> float:
+    """Largest difference between `digit_inputs` and our data loader's images, in grey levels (first ``count``)."""
+    import numpy as np
+    import torch
+
+    from transferlab.backbones.lenet import LeNet
+    from transferlab.data.torch_dataset import ImageDataset
+
+    ours = ImageDataset(data, LeNet(DIGITS_IMAGE_SIZE).preprocess)
+    reference = torch.stack([ours[i][0] for i in range(min(count, len(data)))]).numpy()
+    return float(np.abs(digit_inputs(data.pixels[: len(reference)]) - reference).max() / GREY_LEVEL)
+
+
+def digit_arrays(splits) -> dict:
+    """The split as the arrays a peer library trains on: ``source`` ``(N, 1, 28, 28)`` float32 and
+    ``source_labels``, ``target`` (no labels), ``test`` and ``test_labels``."""
+    if splits.test.classes != splits.train.classes:
+        raise ValueError(f"test classes {splits.test.classes} differ from source classes {splits.train.classes}")
+    return {"source": digit_inputs(splits.train.pixels), "source_labels": splits.train.labels,
+            "target": digit_inputs(splits.target.pixels),
+            "test": digit_inputs(splits.test.pixels), "test_labels": splits.test.labels}
+
+
+def compare_seed(seed: int, args, out: Path, peer: str, names: dict[str, str], run_peer) -> dict[str, dict[str, dict]]:
+    """Every method of ``args.methods``, ours then ``peer``'s, on one seed's split; method -> {"ours": row, peer:
+    row}. ``run_peer(method, our_config, digit_arrays(splits))`` returns a row with accuracy, seconds and steps."""
+    from transferlab.api import prepare_splits
+
+    configs = {m: digits_config(m, args.data, seed, args.epochs, args.steps, out / f"{m}-{seed}")
+               for m in args.methods}
+    splits = prepare_splits(next(iter(configs.values())))  # the split depends on the seed only
+    arrays = digit_arrays(splits)
+    results = {}
+    for method, config in configs.items():
+        ours, theirs = run_ours(config, splits), run_peer(method, config, arrays)
+        results[method] = {"ours": ours, peer: theirs}
+        print(f"  seed {seed} {method}: ours {100 * ours['accuracy']:.1f} % (epoch {ours['kept_epoch']} kept), "
+              f"{ours['seconds']:.1f} s ({ours['seconds_without_validation']:.1f} s excl. validation), "
+              f"{ours['steps']} steps | {peer} {names[method]} {100 * theirs['accuracy']:.1f} % (last epoch), "
+              f"{theirs['seconds']:.1f} s, {theirs['steps']} steps", flush=True)
+    return results
+
+
+def print_peer_table(per_seed: list[dict], methods: list[str], peer: str, names: dict[str, str]) -> None:
+    """Markdown table of `compare_seed` results: accuracies, times and time ratios, mean ± std over the seeds."""
+    print(f"| method | ours accuracy (%) | {peer} accuracy (%) | ours time (s) | {peer} time (s) | "
+          f"time ratio {peer}/ours | ours time excl. validation (s, est.) | ratio {peer}/ours excl. validation |")
+    print("|---|---|---|---|---|---|---|---|")
+    for method in methods:
+        ours = [seed[method]["ours"] for seed in per_seed]
+        theirs = [seed[method][peer] for seed in per_seed]
+        print(f"| {method} / {names[method]} "
+              f"| {mean_std([100 * r['accuracy'] for r in ours], 1)} "
+              f"| {mean_std([100 * r['accuracy'] for r in theirs], 1)} "
+              f"| {mean_std([r['seconds'] for r in ours], 1)} "
+              f"| {mean_std([r['seconds'] for r in theirs], 1)} "
+              f"| {mean_std([t['seconds'] / o['seconds'] for o, t in zip(ours, theirs)], 2)} "
+              f"| {mean_std([r['seconds_without_validation'] for r in ours], 1)} "
+              f"| {mean_std([t['seconds'] / o['seconds_without_validation'] for o, t in zip(ours, theirs)], 2)} |")

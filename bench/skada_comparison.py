@@ -29,9 +29,10 @@ skada keeps the last epoch. The epoch ours kept is printed with every run.
 
 Time: wall seconds of the training call on this machine (torch threads as printed; other processes running
 at the same time slow both). Ours (``train_seconds`` of ``fit``) includes building the model, decoding images
-in the data loader, one checkpoint write per epoch and the validation after every epoch (the label-free scorers
-on 3,000 source-validation and 2,000 target images, including a 3-fold logistic-regression domain classifier);
-"ours excl. validation" subtracts epochs x the time of one such validation, timed once on the final model (an
+in the data loader, one checkpoint write per epoch and the validation after every epoch (the scorers a run with
+the default settings logs: source accuracy, entropy, SND and the collapse check, on 3,000 source-validation and
+2,000 target images, prepared once and kept); "ours excl. validation" subtracts the time of those validations,
+replayed on the final model (the first, which prepares the images, and a later one for each further epoch: an
 estimate). skada (``net.fit``) includes building its dataset and, every epoch, its sampler's pass over all
 examples; it validates nothing (``train_split=None``). Neither includes loading the files or the test scoring.
 
@@ -57,63 +58,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from skada.deep import DANN, MCC, DeepCoral
 from skada.deep.base import DomainBalancedDataLoader
 from skada.deep.modules import GradientReversalLayer
 from skorch.callbacks import LRScheduler
 from torch import nn
 
-from _common import DATA, mean_std
+from _common import (
+    DATA,
+    DIGITS_IMAGE_SIZE,
+    DOMAIN_BATCH,
+    compare_seed,
+    digits_config,
+    grey_levels_off,
+    print_peer_table,
+    validation_seconds,
+)
 from transferlab.api import fit, prepare_splits
 from transferlab.backbones.lenet import LeNet
-from transferlab.api import build_config
 from transferlab.config import FitConfig
 from transferlab.data import load_data
-from transferlab.data.image_data import ImageData
-from transferlab.data.torch_dataset import ImageDataset
-from transferlab.engine.loop import TrainSettings
 from transferlab.methods.adaptation.modules import DomainDiscriminator
-from transferlab.methods.adaptation.selection import AdaptationValidation
 
-IMAGE_SIZE = 28
-SOURCE_BATCH = 32  # per domain: every step holds 32 source + 32 target images
 SKADA_NAMES = {"dann": "DANN", "coral": "DeepCoral", "mcc": "MCC"}
-GREY_LEVEL = 2 / 255  # one grey level after (x / 255 - 0.5) / 0.5
-
-
-# -- ours -------------------------------------------------------------------------------------------------------
-def our_config(method: str, data: Path, seed: int, epochs: int, steps: int | None, out: Path, **extra) -> FitConfig:
-    return build_config(overrides={
-        "method": method, "backbone": "lenet", "image_size": IMAGE_SIZE, "pretrained": False,
-        "source": f"mnist:{data / 'mnist'}@train", "target": f"usps:{data / 'usps'}@train",
-        "test": f"usps:{data / 'usps'}@test", "val_fraction": 0.05, "batch_size": 2 * SOURCE_BATCH, "lr": 3e-3,
-        "optimizer": "adamw", "scheduler": "cosine", "precision": "fp32", "epochs": epochs,
-        "steps_per_epoch": steps, "seed": seed, "out": out, "selection": "source-accuracy", "head": "linear",
-        **extra,
-    })
-
-
-def validation_seconds(model: nn.Module, splits, config: FitConfig) -> float:
-    """Time of one of the loop's per-epoch validations (all label-free scorers), run once on ``model``."""
-    validation = AdaptationValidation(splits.val, splits.target, config.selection,
-                                      max_target=config.selection_samples, seed=config.seed)
-    settings = TrainSettings(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed)
-    started = time.perf_counter()
-    validation.evaluate(model, settings)
-    return time.perf_counter() - started
-
-
-def run_ours(config: FitConfig, splits) -> dict:
-    result = fit(config, splits=splits, progress=False)
-    seconds = result.metrics["train_seconds"]
-    return {
-        "accuracy": result.metrics["test"]["accuracy"],
-        "seconds": seconds,
-        "seconds_without_validation": seconds - config.epochs * validation_seconds(result.model, splits, config),
-        "steps": config.epochs * config.steps_per_epoch,
-        "kept_epoch": result.metrics["selection"]["selected_epoch"],
-    }
 
 
 # -- skada ------------------------------------------------------------------------------------------------------
@@ -122,7 +89,7 @@ class LeNetClassifier(nn.Module):
 
     def __init__(self, num_classes: int):
         super().__init__()
-        self.features = LeNet(image_size=IMAGE_SIZE)
+        self.features = LeNet(image_size=DIGITS_IMAGE_SIZE)
         self.head = nn.Linear(self.features.num_features, num_classes)
 
     def forward(self, x: torch.Tensor, sample_weight=None) -> torch.Tensor:  # skada passes sample_weight
@@ -152,14 +119,14 @@ def skada_net(method: str, config: FitConfig, num_classes: int):
     """skada's estimator for ``method`` with our model, optimiser, schedule and step budget."""
     total_steps = config.epochs * config.steps_per_epoch
     common = dict(
-        module=LeNetClassifier(num_classes), layer_name="features", batch_size=SOURCE_BATCH,
+        module=LeNetClassifier(num_classes), layer_name="features", batch_size=DOMAIN_BATCH,
         max_epochs=config.epochs, train_split=None, optimizer=torch.optim.AdamW, lr=config.lr,
         optimizer__weight_decay=config.weight_decay, device="cpu", verbose=0,
         callbacks=[LRScheduler(policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=total_steps,
                                step_every="batch")],
     )
     if method == "dann":
-        discriminator = ReversedDiscriminator(LeNet(IMAGE_SIZE).num_features, config.discriminator_hidden)
+        discriminator = ReversedDiscriminator(LeNet(DIGITS_IMAGE_SIZE).num_features, config.discriminator_hidden)
         net = DANN(reg=0.5 * config.trade_off, domain_classifier=discriminator, **common)
     elif method == "coral":
         net = DeepCoral(reg=config.trade_off, **common)
@@ -171,36 +138,22 @@ def skada_net(method: str, config: FitConfig, num_classes: int):
     return net.set_params(iterator_train=FixedStepsLoader, iterator_train__steps=config.steps_per_epoch)
 
 
-def to_inputs(pixels: np.ndarray) -> np.ndarray:
-    """``(N, H, W)`` uint8 -> ``(N, 1, 28, 28)`` float32 normalised like our lenet (bilinear resize, grey levels)."""
-    x = torch.from_numpy(pixels).float()[:, None]
-    if x.shape[-1] != IMAGE_SIZE:
-        x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False).round().clamp(0, 255)
-    return ((x / 255 - 0.5) / 0.5).numpy()
-
-
-def grey_levels_off(data: ImageData, count: int = 256) -> float:
-    """Largest difference between `to_inputs` and our data loader's images, in grey levels (first ``count``)."""
-    ours = ImageDataset(data, LeNet(IMAGE_SIZE).preprocess)
-    reference = torch.stack([ours[i][0] for i in range(min(count, len(data)))]).numpy()
-    return float(np.abs(to_inputs(data.pixels[: len(reference)]) - reference).max() / GREY_LEVEL)
-
-
-def skada_arrays(splits) -> dict[str, np.ndarray]:
-    """skada's convention: source ``sample_domain`` positive, target negative with labels masked as -1."""
-    if splits.test.classes != splits.train.classes:
-        raise ValueError(f"test classes {splits.test.classes} differ from source classes {splits.train.classes}")
-    source, target = to_inputs(splits.train.pixels), to_inputs(splits.target.pixels)
+def skada_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """skada's convention, from `digit_arrays`: source ``sample_domain`` positive, target negative with labels
+    masked as -1."""
+    source, target = arrays["source"], arrays["target"]
     return {
         "X": np.concatenate([source, target]),
-        "y": np.concatenate([splits.train.labels, np.full(len(target), -1)]),
+        "y": np.concatenate([arrays["source_labels"], np.full(len(target), -1)]),
         "sample_domain": np.concatenate([np.ones(len(source), dtype=np.int64), -np.ones(len(target), dtype=np.int64)]),
-        "X_test": to_inputs(splits.test.pixels),
-        "y_test": splits.test.labels,
+        "X_test": arrays["test"],
+        "y_test": arrays["test_labels"],
     }
 
 
-def run_skada(method: str, config: FitConfig, arrays: dict[str, np.ndarray]) -> dict:
+def run_skada(method: str, config: FitConfig, digits: dict[str, np.ndarray]) -> dict:
+    """skada's ``method`` trained on `digit_arrays` ``digits``: test accuracy, seconds of ``fit``, steps taken."""
+    arrays = skada_arrays(digits)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     net = skada_net(method, config, num_classes=int(arrays["y"].max()) + 1)
@@ -216,52 +169,19 @@ def run_skada(method: str, config: FitConfig, arrays: dict[str, np.ndarray]) -> 
 
 
 # -- the benchmark ----------------------------------------------------------------------------------------------
-def run_seed(seed: int, args, out: Path) -> dict[str, dict[str, dict]]:
-    """Every method with both libraries on one seed's split; method -> {"ours": row, "skada": row}."""
-    configs = {m: our_config(m, args.data, seed, args.epochs, args.steps, out / f"{m}-{seed}") for m in args.methods}
-    splits = prepare_splits(next(iter(configs.values())))  # the split depends on the seed only
-    arrays = skada_arrays(splits)
-    results = {}
-    for method, config in configs.items():
-        ours, skada = run_ours(config, splits), run_skada(method, config, arrays)
-        results[method] = {"ours": ours, "skada": skada}
-        print(f"  seed {seed} {method}: ours {100 * ours['accuracy']:.1f} % (epoch {ours['kept_epoch']} kept), "
-              f"{ours['seconds']:.1f} s ({ours['seconds_without_validation']:.1f} s excl. validation), "
-              f"{ours['steps']} steps | skada {SKADA_NAMES[method]} {100 * skada['accuracy']:.1f} % (last epoch), "
-              f"{skada['seconds']:.1f} s, {skada['steps']} steps", flush=True)
-    return results
-
-
-def print_table(per_seed: list[dict], methods: list[str]) -> None:
-    print("| method | ours accuracy (%) | skada accuracy (%) | ours time (s) | skada time (s) | "
-          "time ratio skada/ours | ours time excl. validation (s, est.) | ratio skada/ours excl. validation |")
-    print("|---|---|---|---|---|---|---|---|")
-    for method in methods:
-        ours = [seed[method]["ours"] for seed in per_seed]
-        skada = [seed[method]["skada"] for seed in per_seed]
-        print(f"| {method} / {SKADA_NAMES[method]} "
-              f"| {mean_std([100 * r['accuracy'] for r in ours], 1)} "
-              f"| {mean_std([100 * r['accuracy'] for r in skada], 1)} "
-              f"| {mean_std([r['seconds'] for r in ours], 1)} "
-              f"| {mean_std([r['seconds'] for r in skada], 1)} "
-              f"| {mean_std([s['seconds'] / o['seconds'] for o, s in zip(ours, skada)], 2)} "
-              f"| {mean_std([r['seconds_without_validation'] for r in ours], 1)} "
-              f"| {mean_std([s['seconds'] / o['seconds_without_validation'] for o, s in zip(ours, skada)], 2)} |")
-
-
 def epoch_timing(data: Path, seed: int, out: Path) -> None:
     """One epoch of our DANN over all of MNIST train (1,875 steps) and USPS train: time and images per second."""
-    config = our_config("dann", data, seed, epochs=1, steps=None, out=out, val=f"mnist:{data / 'mnist'}@test")
+    config = digits_config("dann", data, seed, epochs=1, steps=None, out=out, val=f"mnist:{data / 'mnist'}@test")
     splits = prepare_splits(config)
-    steps = math.ceil(len(splits.train) / SOURCE_BATCH)  # one pass over MNIST train
+    steps = math.ceil(len(splits.train) / DOMAIN_BATCH)  # one pass over MNIST train
     config = config.model_copy(update={"steps_per_epoch": steps})
     result = fit(config, splits=splits, progress=False)
     epoch = result.history[0]["seconds"]
     validation = validation_seconds(result.model, splits, config)
     images = steps * config.batch_size
-    print(f"\none epoch of our DANN, {steps} steps x ({SOURCE_BATCH} MNIST + {SOURCE_BATCH} USPS) = {images:,} "
+    print(f"\none epoch of our DANN, {steps} steps x ({DOMAIN_BATCH} MNIST + {DOMAIN_BATCH} USPS) = {images:,} "
           f"images ({len(splits.train):,} MNIST train images once, {len(splits.target):,} USPS train images "
-          f"~{steps * SOURCE_BATCH / len(splits.target):.1f} times), {torch.get_num_threads()} torch threads:")
+          f"~{steps * DOMAIN_BATCH / len(splits.target):.1f} times), {torch.get_num_threads()} torch threads:")
     print(f"  fit total {result.metrics['train_seconds']:.1f} s; the epoch {epoch:.1f} s = "
           f"{images / epoch:,.0f} images/s, of which validation {validation:.1f} s ({len(splits.val):,} MNIST test + "
           f"{min(config.selection_samples, len(splits.target)):,} USPS images, timed separately)")
@@ -292,11 +212,11 @@ def main() -> None:
           f"(first 256 USPS test images)", flush=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="skada-comparison-") as tmp:
-        per_seed = [run_seed(seed, args, Path(tmp)) for seed in args.seeds]
+        per_seed = [compare_seed(seed, args, Path(tmp), "skada", SKADA_NAMES, run_skada) for seed in args.seeds]
         print(f"\nMNIST -> USPS, USPS test accuracy and training wall time, mean ± std over {len(args.seeds)} seeds "
               f"({args.epochs} x {args.steps} steps each; wall time {time.perf_counter() - started:.0f} s, load "
               f"average {os.getloadavg()[0]:.1f})")
-        print_table(per_seed, args.methods)
+        print_peer_table(per_seed, args.methods, "skada", SKADA_NAMES)
         if args.epoch_timing:
             epoch_timing(args.data, args.seeds[0], Path(tmp) / "epoch-timing")
 
