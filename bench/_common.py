@@ -255,3 +255,77 @@ def print_peer_table(per_seed: list[dict], methods: list[str], peer: str, names:
               f"| {mean_std([t['seconds'] / o['seconds'] for o, t in zip(ours, theirs)], 2)} "
               f"| {mean_std([r['seconds_without_validation'] for r in ours], 1)} "
               f"| {mean_std([t['seconds'] / o['seconds_without_validation'] for o, t in zip(ours, theirs)], 2)} |")
+
+
+# -- added for the peer comparisons (bench/peers_*.py) ---------------------------------------------------------------
+
+
+def sample_table(source: Path, size: int | None, seed: int, out: Path) -> str:
+    """A seeded stratified sample of ``size`` rows of an SST-2 TSV written as JSONL; the file itself when ``None``."""
+    if size is None:
+        return str(source)
+    rows = read_table(source)
+    keep = stratified_sample([row["label"] for row in rows], size, seed)
+    return str(write_jsonl(out, [rows[i] for i in keep], ("sentence", "label")))
+
+
+def sentiment_split(domain: str, test_fraction: float = 0.3, seed: int = 0,
+                    data: Path = DATA / "sentiment") -> tuple[list[dict], list[dict]]:
+    """``(pool, test)`` rows (``text``, ``label``) of one VADER sentiment domain without its ``neutral`` rows (4 of
+    4,200 tweets, 98 of 3,708 Amazon sentences: too few to sample per class), split once, seeded and stratified."""
+    rows = [row for row in read_table(data / f"{domain}.csv") if row["label"] != "neutral"]
+    pool, test = stratified_split([row["label"] for row in rows], test_fraction, seed)
+    return [rows[i] for i in pool], [rows[i] for i in test]
+
+
+def per_class_sample(labels: list, n: int, seed: int) -> list[int]:
+    """Sorted indices of ``n`` examples of every class, drawn as transferlab's ``labels_per_class`` draws them
+    (`transferlab.data.take_per_class`), so a file of these rows given to transferlab with ``labels_per_class n``
+    keeps exactly them."""
+    import numpy as np
+
+    from transferlab.data import take_per_class
+
+    return [int(i) for i in take_per_class(np.asarray(labels), n, seed)]
+
+
+def timed(call, *args, **kwargs) -> tuple[object, float]:
+    """``(call(*args, **kwargs), wall seconds)``."""
+    import time
+
+    started = time.perf_counter()
+    result = call(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def bf16_flag() -> str:
+    """Which bf16 instructions ``/proc/cpuinfo`` lists (transferlab's ``precision auto`` picks bf16 with either)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    found = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    return ", ".join(found) if found else "none (fp32)"
+
+
+def peer_header() -> str:
+    """The lines every peer comparison starts with: machine, date, torch threads, CPU model and its bf16 flags."""
+    return f"{machine_line()}\nCPU: {cpu_model()}; bf16 flags: {bf16_flag()}"
+
+
+def require_peers(script: str, *modules: str) -> None:
+    """Exit with one line naming the install command when a peer library of ``script`` is missing."""
+    import importlib.util
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(f"{script} needs {', '.join(missing)} (not a transferlab dependency): "
+                         "pip install -e '.[peers]'")
+
+
+def classification_scores(predicted: list, expected: list) -> dict[str, float]:
+    """Accuracy and macro-F1 (over the classes present in ``expected``, as transferlab's metrics) of predictions."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": float(accuracy_score(expected, predicted)),
+            "macro_f1": float(f1_score(expected, predicted, average="macro", labels=sorted(set(expected))))}

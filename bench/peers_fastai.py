@@ -85,7 +85,7 @@ try:
 except ImportError:
     raise SystemExit("pip install -e '.[peers]'") from None
 
-from _common import DATA, cpu_model, machine_line, mean_std
+from _common import DATA, bf16_flag, cpu_model, machine_line, mean_std
 
 from transferlab.api import build_config, fit, prepare_splits
 from transferlab.backbones.efficientnet_lite import (
@@ -260,15 +260,6 @@ def print_table(rows: list[dict], args) -> None:
               f"| {mean_std([f['seconds'] / o['seconds'] for f, o in zip(fastai_runs, ours_runs)], 2)} |")
 
 
-def cpu_bf16_flags() -> str:
-    """The bf16 flags of this CPU (``/proc/cpuinfo``), or ``none``."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "unknown"
-    return ", ".join(sorted(flags & {"avx512_bf16", "amx_bf16"})) or "none"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -292,7 +283,7 @@ def main() -> None:
     ours_precision = resolve_precision(args.precision, torch.device("cpu"))
     machine = machine_line()
     print(machine)
-    print(f"CPU {cpu_model()}; bf16 flags: {cpu_bf16_flags()}; ours precision {args.precision} -> {ours_precision}, "
+    print(f"CPU {cpu_model()}; bf16 flags: {bf16_flag()}; ours precision {args.precision} -> {ours_precision}, "
           f"fastai fp32; fastai {version('fastai')}, timm {version('timm')}; load average {os.getloadavg()[0]:.1f}")
     print(f"budget: fastai fine_tune({args.epochs}) = 1 frozen + {args.epochs} unfrozen epochs; ours {args.epochs + 1} epochs "
           f"(head_epochs 1); batch size {args.batch_size}, lr {args.lr:g}, {args.threads} torch threads, "
@@ -313,7 +304,7 @@ def main() -> None:
         settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
                     if key != "scratch"}
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine, "cpu": cpu_model(), "bf16_flags": cpu_bf16_flags(),
+        args.json.write_text(json.dumps({"machine": machine, "cpu": cpu_model(), "bf16_flags": bf16_flag(),
                                          "settings": settings, "runs": rows}, indent=2) + "\n")
 
 

@@ -41,10 +41,8 @@ from _common import (
     markdown_table,
     mean_std,
     percent,
-    read_table,
-    stratified_sample,
+    sample_table,
     taken_by,
-    write_jsonl,
 )
 
 from transferlab.api import fit
@@ -52,15 +50,6 @@ from transferlab.api import fit
 METHODS = ("features", "finetune", "lora")
 REFERENCE = ("published reference (other protocol): small distilled BERT-class models fine-tuned on all of GLUE's "
              "SST-2 train reach ~90-91 % on its dev set (= test.tsv here), e.g. DistilBERT 91.3 (Sanh et al. 2019)")
-
-
-def sample_table(source: Path, size: int | None, seed: int, out: Path) -> str:
-    """A seeded stratified sample of ``size`` rows of an SST-2 TSV written as JSONL; the file itself when ``None``."""
-    if size is None:
-        return str(source)
-    rows = read_table(source)
-    keep = stratified_sample([row["label"] for row in rows], size, seed)
-    return str(write_jsonl(out, [rows[i] for i in keep], ("sentence", "label")))
 
 
 def settings(method: str, seed: int, args, tmp: Path) -> dict:
