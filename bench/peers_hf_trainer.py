@@ -13,7 +13,7 @@ Rows:
   * ``finetune``: transferlab as bench/text_sst2.py configures it, its defaults kept: mean pooling over the real
     tokens, a new linear head (no dropout before it), the first epoch trains the head alone, then everything with
     layer-wise learning rates (``--finetune-lr`` 1e-3 for the head, decaying geometrically to a tenth of it for the
-    embeddings); AdamW is torch's with its defaults over every trainable parameter.
+    embeddings); torch's AdamW (its fused kernel, as the Trainer's) over every trainable parameter.
   * ``finetune-plain`` (``--no-plain`` leaves it out): the same with the Trainer's recipe where transferlab has the
     setting: one learning rate (``--plain-lr``, default 5e-5) for every parameter, no head-only epoch. Still mean
     pooling and no head dropout.
@@ -26,8 +26,8 @@ Rows:
     ``report_to="none"``, no logging or progress bar, ``seed`` = ``data_seed`` = the seed (``set_seed`` also
     before the model is built, so the new head's initialisation is seeded).
 Differences kept between ``finetune`` and ``trainer``: pooling (mean vs pooler([CLS])), head dropout (0 vs 0.1),
-the learning-rate recipe (head-only epoch + layer-wise rates vs one rate), weight decay on biases/LayerNorm (ours
-decays them) and the AdamW implementation (torch default vs fused). Alike: texts tokenised and batches built in the
+the learning-rate recipe (head-only epoch + layer-wise rates vs one rate) and weight decay on biases/LayerNorm (ours
+decays them). Alike: texts tokenised and batches built in the
 main process (no loader workers), validation batches of 64, checkpoints and best-epoch selection on the same
 validation sentences. ``finetune-plain`` removes the learning-rate differences.
 
