@@ -239,6 +239,26 @@ def compare_seed(seed: int, args, out: Path, peer: str, names: dict[str, str], r
     return results
 
 
+def compare_digits(args, peer: str, names: dict[str, str], run_peer, out: Path) -> list[dict]:
+    """The whole MNIST -> USPS comparison against ``peer``: the input check, `compare_seed` for every seed of
+    ``args.seeds``, then the table (`print_peer_table`); returns the per-seed results."""
+    import os
+    import time
+
+    from transferlab.data import load_data
+
+    check = load_data(f"usps:{args.data / 'usps'}@test", split_preference=("test",))
+    print(f"{peer}'s inputs are within {grey_levels_off(check):.2f} grey levels of our data loader's "
+          f"(first 256 USPS test images)", flush=True)
+    started = time.perf_counter()
+    per_seed = [compare_seed(seed, args, out, peer, names, run_peer) for seed in args.seeds]
+    print(f"\nMNIST -> USPS, USPS test accuracy and training wall time, mean ± std over {len(args.seeds)} seeds "
+          f"({args.epochs} x {args.steps} steps each; wall time {time.perf_counter() - started:.0f} s, load "
+          f"average {os.getloadavg()[0]:.1f}); {cpu_model()}; {machine_line()}")
+    print_peer_table(per_seed, args.methods, peer, names)
+    return per_seed
+
+
 def print_peer_table(per_seed: list[dict], methods: list[str], peer: str, names: dict[str, str]) -> None:
     """Markdown table of `compare_seed` results: accuracies, times and time ratios, mean ± std over the seeds."""
     print(f"| method | ours accuracy (%) | {peer} accuracy (%) | ours time (s) | {peer} time (s) | "

@@ -78,22 +78,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
 from _common import (
     DATA,
     DIGITS_IMAGE_SIZE,
     DOMAIN_BATCH,
-    compare_seed,
+    compare_digits,
     cpu_model,
-    grey_levels_off,
     machine_line,
-    print_peer_table,
 )
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
 from transferlab.backbones.lenet import LeNet
 from transferlab.config import FitConfig
-from transferlab.data import load_data
 from transferlab.methods.adaptation.modules import DomainDiscriminator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +103,11 @@ try:
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
         from pytorch_adapt.adapters import DANN, Classifier
         from pytorch_adapt.containers import LRSchedulers, Models, Optimizers
-        from pytorch_adapt.datasets import CombinedSourceAndTargetDataset, SourceDataset, TargetDataset
+        from pytorch_adapt.datasets import (
+            CombinedSourceAndTargetDataset,
+            SourceDataset,
+            TargetDataset,
+        )
         from pytorch_adapt.hooks import MCCHook
         from pytorch_adapt.layers import MCCLoss
         from pytorch_adapt.weighters import SumWeighter
@@ -190,16 +191,8 @@ def main() -> None:
     print(f"{machine_line()}; {cpu_model()}; pytorch-adapt {version('pytorch-adapt')}, torchmetrics "
           f"{version('torchmetrics')}, load average {os.getloadavg()[0]:.1f}; seeds {args.seeds}, {args.epochs} "
           f"epochs x {args.steps} steps", flush=True)
-    check = load_data(f"usps:{args.data / 'usps'}@test", split_preference=("test",))
-    print(f"{PEER}'s inputs are within {grey_levels_off(check):.2f} grey levels of our data loader's "
-          f"(first 256 USPS test images)", flush=True)
-    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="peers-pytorch-adapt-") as tmp:
-        per_seed = [compare_seed(seed, args, Path(tmp), PEER, NAMES, run_pytorch_adapt) for seed in args.seeds]
-    print(f"\nMNIST -> USPS, USPS test accuracy and training wall time, mean ± std over {len(args.seeds)} seeds "
-          f"({args.epochs} x {args.steps} steps each; wall time {time.perf_counter() - started:.0f} s, load average "
-          f"{os.getloadavg()[0]:.1f}); {cpu_model()}; {machine_line()}")
-    print_peer_table(per_seed, args.methods, PEER, NAMES)
+        compare_digits(args, PEER, NAMES, run_pytorch_adapt, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -58,26 +58,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import (
+    DATA,
+    DIGITS_IMAGE_SIZE,
+    DOMAIN_BATCH,
+    compare_digits,
+    digits_config,
+    validation_seconds,
+)
 from skada.deep import DANN, MCC, DeepCoral
 from skada.deep.base import DomainBalancedDataLoader
 from skada.deep.modules import GradientReversalLayer
 from skorch.callbacks import LRScheduler
 from torch import nn
 
-from _common import (
-    DATA,
-    DIGITS_IMAGE_SIZE,
-    DOMAIN_BATCH,
-    compare_seed,
-    digits_config,
-    grey_levels_off,
-    print_peer_table,
-    validation_seconds,
-)
 from transferlab.api import fit, prepare_splits
 from transferlab.backbones.lenet import LeNet
 from transferlab.config import FitConfig
-from transferlab.data import load_data
 from transferlab.methods.adaptation.modules import DomainDiscriminator
 
 SKADA_NAMES = {"dann": "DANN", "coral": "DeepCoral", "mcc": "MCC"}
@@ -207,16 +204,8 @@ def main() -> None:
     print(f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"skada {version('skada')}, skorch {version('skorch')}, load average {os.getloadavg()[0]:.1f}; seeds "
           f"{args.seeds}, {args.epochs} epochs x {args.steps} steps", flush=True)
-    check = load_data(f"usps:{args.data / 'usps'}@test", split_preference=("test",))
-    print(f"skada's inputs are within {grey_levels_off(check):.2f} grey levels of our data loader's "
-          f"(first 256 USPS test images)", flush=True)
-    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="skada-comparison-") as tmp:
-        per_seed = [compare_seed(seed, args, Path(tmp), "skada", SKADA_NAMES, run_skada) for seed in args.seeds]
-        print(f"\nMNIST -> USPS, USPS test accuracy and training wall time, mean ± std over {len(args.seeds)} seeds "
-              f"({args.epochs} x {args.steps} steps each; wall time {time.perf_counter() - started:.0f} s, load "
-              f"average {os.getloadavg()[0]:.1f})")
-        print_peer_table(per_seed, args.methods, "skada", SKADA_NAMES)
+        compare_digits(args, "skada", SKADA_NAMES, run_skada, Path(tmp))
         if args.epoch_timing:
             epoch_timing(args.data, args.seeds[0], Path(tmp) / "epoch-timing")
 
