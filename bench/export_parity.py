@@ -40,7 +40,7 @@ from transferlab.data import TextData, examples_from_paths
 from transferlab.engine.batches import to_device
 from transferlab.export import agreement_text
 from transferlab.export.inputs import example_batches
-from transferlab.export.session import OnnxSession
+from transferlab.engine.onnx_runtime import OnnxSession
 from transferlab.models import TransferModel, build_head
 
 

@@ -8,7 +8,14 @@ their ratio, the fraction of this machine's measured matmul peak each reaches, t
 logistic regression on each set of features (to show the speed-up leaves accuracy unchanged), and the time of a
 ``features`` run against a cached re-run of the same command.
 
+With ``--engines``, instead: the plain loop and the feature engines in fp32 side by side (``torch``, and ``onnx``:
+the backbone under onnxruntime), each embedding the validation images from their files without the cache, in
+interleaved rounds (plain, torch, onnx, plain, ...; medians), with the one-off ONNX export timed apart and the
+smallest cosine similarity of each to the torch engine's features. fp32 is what ``precision auto`` picks on CPUs
+without bf16.
+
 Usage:  python bench/feature_throughput.py [--data ../shared/data/hymenoptera] [--backbone efficientnet_lite0]
+        python bench/feature_throughput.py --engines [--rounds 5]
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +41,9 @@ from transferlab.api import build_config
 from transferlab.data import load_splits
 from transferlab.data.torch_dataset import build_transform
 from transferlab.embeddings import extract_features
+from transferlab.engine.onnx_features import FEATURE_ENGINES
 from transferlab.engine.precision import resolve_precision
+from _common import cpu_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera"
 
@@ -71,9 +81,9 @@ def plain_loop(backbone, data, batch_size: int = 32) -> tuple[torch.Tensor, floa
     return torch.cat(features), time.perf_counter() - started
 
 
-def fast_path(backbone, data, precision: str) -> tuple[torch.Tensor, float]:
+def fast_path(backbone, data, precision: str, engine: str = "torch") -> tuple[torch.Tensor, float]:
     started = time.perf_counter()
-    features = extract_features(backbone, data, precision=precision, use_cache=False, progress=False)
+    features = extract_features(backbone, data, precision=precision, engine=engine, use_cache=False, progress=False)
     return features, time.perf_counter() - started
 
 
@@ -96,15 +106,50 @@ def cached_rerun(data_spec: str, backbone: str) -> tuple[float, float]:
     return times[0], times[1]
 
 
+def compare_engines(backbone, data, rounds: int) -> None:
+    """Print images/s of the plain loop and of each feature engine in fp32 (median of interleaved rounds), the
+    ratio to the plain loop and the smallest cosine similarity to the torch engine's features; the first onnx call
+    (export and check) timed apart."""
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["TRANSFERLAB_CACHE"] = str(Path(tmp) / "cache")  # a fresh export, timed
+        started = time.perf_counter()
+        extract_features(backbone, data.subset(np.arange(2)), precision="fp32", engine="onnx", use_cache=False,
+                         progress=False)
+        print(f"one-off ONNX export and check: {time.perf_counter() - started:.1f} s")
+        runs = {"plain loop": lambda: plain_loop(backbone, data)}
+        for engine in FEATURE_ENGINES:
+            runs[f"engine {engine}"] = lambda engine=engine: fast_path(backbone, data, "fp32", engine)
+        features, seconds = {}, {name: [] for name in runs}
+        for _ in range(rounds):
+            for name, run in runs.items():
+                features[name], elapsed = run()
+                seconds[name].append(elapsed)
+    base = len(data) / statistics.median(seconds["plain loop"])
+    print(f"{len(data)} images from files, fp32, {rounds} interleaved rounds (medians):")
+    for name in runs:
+        rate = len(data) / statistics.median(seconds[name])
+        cosine = torch.nn.functional.cosine_similarity(features[name], features["engine torch"]).min().item()
+        print(f"  {name:13s} {rate:7.1f} img/s  {rate / base:5.2f}x the plain loop  min cosine to engine torch "
+              f"{cosine:.6f}")
+    print("(the plain loop decodes JPEGs in full, the engines in PIL's draft mode: their pixels, so features, differ)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="image folder with train/ and val/")
     parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--engines", action="store_true", help="time the feature engines in fp32 side by side")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --engines")
     args = parser.parse_args()
 
     splits = load_splits(args.data)
     train, val = splits["train"], splits["val"]
     backbone = create_backbone(args.backbone)
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} (other jobs slow torch down)")
+    if args.engines:
+        compare_engines(backbone, val, args.rounds)
+        return
     precision = resolve_precision("auto", torch.device("cpu"))
     flops = flops_per_image(backbone)
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)

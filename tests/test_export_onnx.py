@@ -21,7 +21,7 @@ from transferlab.cli import app
 from transferlab.data import TextData, examples_from_paths
 from transferlab.errors import TransferlabError
 from transferlab.export import OnnxEngine
-from transferlab.export.session import OnnxSession
+from transferlab.engine.onnx_runtime import OnnxSession
 from transferlab.models import (
     KINDS,
     DetectorModel,

@@ -1,7 +1,8 @@
 """Fast feature extraction with a frozen backbone, and an on-disk cache of the embeddings.
 
-Cache key: the backbone's architecture spec, a digest of its weights, its preprocessing, and each image's content
-digest. A changed file gets a new digest and is embedded again; an unchanged one is read from the cache.
+Cache key: the backbone's architecture spec, a digest of its weights, its preprocessing, the precision and the
+engine (``torch``, or ``onnx``: `transferlab.engine.onnx_features`), and each image's content digest. A changed
+file gets a new digest and is embedded again; an unchanged one is read from the cache.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from transferlab.engine.distributed import (
     world_size,
 )
 from transferlab.engine.inference import predict_logits
+from transferlab.engine.onnx_features import OnnxFeatures, require_feature_engine
 from transferlab.engine.precision import autocast
 from transferlab.engine.progress import progress_bar
 from transferlab.fileio import cache_root
@@ -154,17 +156,29 @@ CPU_CHUNK = 8
 
 
 def _embed(backbone: Backbone, dataset, *, batch_size: int, precision: str, device: torch.device, num_workers: int,
-           progress: bool) -> torch.Tensor:
+           progress: bool, engine: str = "torch") -> torch.Tensor:
     """Embed every item of ``dataset``: on a single-process CPU run in `_embed_cpu`'s lanes, elsewhere (GPU, or
-    sharded under torchrun) through a DataLoader with ``num_workers`` decoding processes."""
+    sharded under torchrun) through a DataLoader with ``num_workers`` decoding processes. ``engine`` ``onnx``
+    (checked by the caller: CPU, one process) runs the lanes' forward passes with onnxruntime."""
     if device.type == "cpu" and world_size() == 1:
-        return _embed_cpu(backbone, dataset, batch_size=batch_size, precision=precision, progress=progress)
+        onnx = _onnx_features(backbone, dataset) if engine == "onnx" and len(dataset) else None
+        return _embed_cpu(backbone, dataset, batch_size=batch_size, precision=precision, progress=progress, onnx=onnx)
     return _embed_loader(backbone, dataset, batch_size=batch_size, precision=precision, device=device,
                          num_workers=num_workers, progress=progress)
 
 
-def _embed_cpu(backbone: Backbone, dataset, *, batch_size: int, precision: str, progress: bool) -> torch.Tensor:
-    """One lane (thread) per torch thread; each lane decodes a chunk of images, then embeds it with one torch thread.
+def _onnx_features(backbone: Backbone, dataset) -> OnnxFeatures:
+    """The ``onnx`` engine of ``backbone``, exported (once per fingerprint) and checked on the first items."""
+    collate = collate_fn_of(dataset)
+    items = [dataset[i] for i in range(min(2, len(dataset)))]
+    example = collate(items)[0] if collate is not None else torch.stack([inputs for inputs, _ in items])
+    return OnnxFeatures(backbone, backbone_fingerprint(backbone), example)
+
+
+def _embed_cpu(backbone: Backbone, dataset, *, batch_size: int, precision: str, progress: bool,
+               onnx: OnnxFeatures | None = None) -> torch.Tensor:
+    """One lane (thread) per torch thread; each lane decodes a chunk of images, then embeds it with one torch thread
+    (or, given ``onnx``, one onnxruntime thread).
 
     PIL decoding and torch kernels release the GIL, so decoding overlaps compute on every core without worker
     processes (measured on 2 cores: 1.6x the throughput of a DataLoader with a decoding process).
@@ -180,6 +194,8 @@ def _embed_cpu(backbone: Backbone, dataset, *, batch_size: int, precision: str, 
     def embed(positions: range) -> torch.Tensor:
         items = [dataset[p] for p in positions]
         inputs = collate(items)[0] if collate is not None else torch.stack([inputs for inputs, _ in items])
+        if onnx is not None:
+            return onnx(inputs)
         with torch.inference_mode(), autocast(precision, cpu):
             return backbone(to_device(inputs, cpu, channels_last=True)).float()
 
@@ -218,27 +234,34 @@ def extract_features(
     num_workers: int | None = None,
     use_cache: bool = True,
     progress: bool = True,
+    engine: str = "torch",
 ) -> torch.Tensor:
     """Embed every example of ``data`` (`ImageData`, `TextData` or `AudioData`) with the frozen ``backbone``: ``(N, backbone.num_features)`` float32.
 
     Runs under ``inference_mode`` with channels-last inputs and optional bf16 autocast; only images missing from
     the cache are embedded. On CPU, threads decode and embed small chunks in parallel (``num_workers`` unused); on
     a GPU or under torchrun, ``num_workers`` decoding processes feed ``batch_size`` batches.
+
+    ``engine``: ``torch``, or ``onnx``: the backbone exported once to ONNX and run by onnxruntime (CPU, fp32, one
+    process; `transferlab.engine.onnx_features`), cached apart from torch's features. Refused in one line
+    (`TransferlabError`) where it does not apply.
     """
     device = device or torch.device("cpu")
+    require_feature_engine(engine, backbone, precision, device, world_size())
     workers = default_num_workers(data) if num_workers is None else num_workers
     dataset = make_dataset(data, backbone.preprocess)
     if not use_cache:
         return _embed(backbone, dataset, batch_size=batch_size, precision=precision, device=device,
-                      num_workers=workers, progress=progress)
-    cache = FeatureCache(f"{backbone_fingerprint(backbone)[:24]}-{precision}")
+                      num_workers=workers, progress=progress, engine=engine)
+    engine_suffix = "" if engine == "torch" else f"-{engine}"  # torch's key as before: its caches stay valid
+    cache = FeatureCache(f"{backbone_fingerprint(backbone)[:24]}-{precision}{engine_suffix}")
     digests = [data.content_digest(i) for i in range(len(data))]
     found = cache.lookup(digests)
     missing = [i for i, row in enumerate(found) if row is None]
     log.info("features for %s: %d cached, %d to embed", data.name, len(data) - len(missing), len(missing))
     if missing:
         new = _embed(backbone, Subset(dataset, missing), batch_size=batch_size, precision=precision,
-                     device=device, num_workers=workers, progress=progress)
+                     device=device, num_workers=workers, progress=progress, engine=engine)
         cache.add([digests[i] for i in missing], new)
         for i, row in zip(missing, new, strict=True):
             found[i] = row

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transferlab.data import Examples
+from transferlab.engine.onnx_runtime import OnnxSession
 from transferlab.errors import TransferlabError
 from transferlab.export.inputs import example_batches
 from transferlab.export.onnx_file import (
@@ -17,7 +18,6 @@ from transferlab.export.onnx_file import (
     require_exportable,
     weights_digest,
 )
-from transferlab.export.session import OnnxSession
 from transferlab.models import Predictor
 
 __all__ = ["ENGINES", "OnnxEngine", "TorchEngine", "open_engine"]

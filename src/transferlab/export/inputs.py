@@ -1,25 +1,24 @@
-"""The inputs of an exported model: batches as named tensors, example batches to trace and check it, and its
-preprocessing written out for a consumer.
-
-A batch is what a model's preprocessing makes (`transferlab.data.torch_dataset.make_dataset` and its loader): an
-image tensor ``(B, C, H, W)``, named `IMAGE_INPUT` in an exported graph, or a text/audio dict of ``(B, T)``
-tensors, whose names it keeps. Images have a fixed size (the preprocessing crops them), so only their batch axis
-varies; every axis of a text or audio input varies (batches are padded to their longest member).
+"""The inputs of an exported model: batches as named tensors (`transferlab.engine.onnx_runtime`), example batches
+to trace and check it, and its preprocessing written out for a consumer.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from transferlab.data import Examples, ImageData, TextData
 from transferlab.data.torch_dataset import make_dataset
 from transferlab.engine.distributed import make_loader
-from transferlab.errors import TransferlabError
+from transferlab.engine.onnx_runtime import (
+    IMAGE_INPUT,
+    dynamic_axes,
+    model_batch,
+    named_inputs,
+    require_package,
+)
 
 __all__ = [
     "IMAGE_INPUT",
@@ -32,8 +31,6 @@ __all__ = [
     "require_package",
 ]
 
-IMAGE_INPUT = "pixel_values"
-
 # texts of different lengths for checking an exported text model when the user gives no data
 _SENTENCES = [
     "a gripping, beautifully acted film.",
@@ -45,34 +42,6 @@ _SENTENCES = [
     "a mess",
     "it is what it is: a pleasant way to spend an evening, no more and no less",
 ]
-
-
-def require_package(name: str, purpose: str):
-    """The module ``name``, or an error saying which extra installs it (``pip install 'transferlab[deploy]'``)."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise TransferlabError(f"{purpose} needs the Python package {name}: pip install 'transferlab[deploy]'") from None
-
-
-def named_inputs(batch) -> dict[str, torch.Tensor]:
-    """A batch as the exported graph's named inputs: an image tensor as `IMAGE_INPUT`, a dict as it is."""
-    return {IMAGE_INPUT: batch} if torch.is_tensor(batch) else dict(batch)
-
-
-def model_batch(names: tuple[str, ...], inputs: tuple[torch.Tensor, ...]):
-    """The batch a model takes from the graph's inputs ``names`` (the inverse of `named_inputs`)."""
-    if names == (IMAGE_INPUT,):
-        return inputs[0]
-    return dict(zip(names, inputs, strict=True))
-
-
-def dynamic_axes(inputs: dict[str, torch.Tensor]) -> dict[str, dict[int, str]]:
-    """Which axes of each named input vary: the batch axis of an image, every axis of text and audio inputs."""
-    if list(inputs) == [IMAGE_INPUT]:
-        return {IMAGE_INPUT: {0: "batch"}}
-    return {name: {0: "batch", **{axis: "sequence" for axis in range(1, tensor.dim())}}
-            for name, tensor in inputs.items()}
 
 
 def example_batches(data: Examples, preprocess, *, limit: int = 32, batch_size: int = 8) -> list:

@@ -18,15 +18,10 @@ which readers refuse, never a model paired with another model's JSON.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
-import re
 import shutil
-import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -37,17 +32,19 @@ from torch import nn
 
 from transferlab.artifacts import MODEL_WEIGHTS
 from transferlab.data import Examples
+from transferlab.engine.onnx_runtime import (
+    OnnxSession,
+    dynamic_axes,
+    export_graph,
+    named_inputs,
+)
 from transferlab.errors import TransferlabError
 from transferlab.export.inputs import (
-    dynamic_axes,
     example_batches,
     generated_batches,
     model_batch,
-    named_inputs,
     preprocessing_description,
-    require_package,
 )
-from transferlab.export.session import OnnxSession
 from transferlab.fileio import atomic_path, read_json, sha256_file, write_json
 from transferlab.models import Predictor
 from transferlab.tasks import MULTILABEL_THRESHOLD
@@ -161,7 +158,7 @@ def export_onnx(model: Predictor, run_dir: Path, out: Path | None = None, *, ops
     with atomic_path(out) as tmp:
         # in eval mode: the TorchScript exporter restores the training flag of the module it is given, recursively
         exported = _Exported(model, tuple(trace), output_names).eval()
-        exporter, opset_used = _export(exported, trace, output_names, opset, tmp)
+        exporter, opset_used = export_graph(exported, trace, output_names, opset, tmp)
         parity = check_parity(model, OnnxSession(tmp), batches)
         parity["data"] = data.name if data is not None else "generated inputs"
         if not parity["passed"]:
@@ -175,81 +172,6 @@ def export_onnx(model: Predictor, run_dir: Path, out: Path | None = None, *, ops
         metadata["preprocessing"] = _write_preprocessing(model.preprocess, out, overwrite)
     write_json(metadata_path(out), metadata)  # last, once the new .onnx is in place
     return ExportResult(out, metadata_path(out), metadata)
-
-
-def _export(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: tuple[str, ...], opset: int | None,
-            path: Path) -> tuple[str, int]:
-    """Export ``module`` to ``path``; return the exporter used (``dynamo`` or ``torchscript``) and the opset."""
-    axes = dynamic_axes(inputs)
-    settings = {"input_names": list(inputs), "output_names": list(output_names)}
-    if opset is not None:
-        settings["opset_version"] = opset
-    args = tuple(inputs.values())
-    onnx = require_package("onnx", "ONNX export")
-    require_package("onnxscript", "ONNX export with the dynamo exporter")
-    try:
-        with _quiet_exporters():
-            program = torch.onnx.export(module, args, dynamo=True, verbose=False,
-                                        dynamic_shapes=_dynamic_shapes(axes), **settings)
-            program.save(str(path), external_data=False)
-        exporter = "dynamo"
-    except Exception as exc:  # noqa: BLE001 - any failure of the dynamo exporter falls back to the older one
-        first = f"{type(exc).__name__}: {_first_line(exc)}"
-        log.warning("the dynamo ONNX exporter failed (%s); exporting with the TorchScript exporter", first)
-        try:
-            with _quiet_exporters():
-                torch.onnx.export(module, args, str(path), dynamo=False, dynamic_axes=axes, **settings)
-        except Exception as second:  # noqa: BLE001 - reported in one line
-            raise TransferlabError(f"neither ONNX exporter could export this model (dynamo: {first}; TorchScript: "
-                                   f"{type(second).__name__}: {_first_line(second)})") from None
-        exporter = "torchscript"
-    opsets = {entry.domain: entry.version for entry in onnx.load(str(path), load_external_data=False).opset_import}
-    return exporter, int(opsets.get("", opsets.get("ai.onnx", 0)))
-
-
-def _dynamic_shapes(axes: dict[str, dict[int, str]]) -> tuple:
-    """torch.export's form of ``axes`` for `_Exported`'s positional inputs: one `torch.export.Dim` per axis name
-    (axes of one name share a size)."""
-    dims: dict[str, torch.export.Dim] = {}
-    specs = tuple({axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in input_axes.items()}
-                  for input_axes in axes.values())
-    return (specs,)
-
-
-def _first_line(exc: Exception, limit: int = 200) -> str:
-    """The gist of an exporter's error: the summary torch.export gives, else the first line; without terminal
-    colours or the graph dump it may carry."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if "## Exception summary" in lines and lines.index("## Exception summary") + 1 < len(lines):
-        lines = lines[lines.index("## Exception summary") + 1:]
-    line = lines[0].split(" [Caused by")[0] if lines else ""
-    return line if len(line) <= limit else f"{line[:limit]}..."
-
-
-@contextlib.contextmanager
-def _quiet_exporters():
-    """Keep the exporters' own output (graph dumps on failure, optimiser notes) off the terminal: their Python
-    warnings are ignored and whatever they write to the standard streams, from Python or C++, is dropped."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with tempfile.TemporaryFile() as sink, warnings.catch_warnings(), \
-                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")  # the exporters' notes on axis names and deprecations
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-    finally:
-        for descriptor in saved:
-            os.close(descriptor)
 
 
 def check_parity(model: Predictor, session: OnnxSession, batches: list) -> dict:

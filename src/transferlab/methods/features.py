@@ -33,6 +33,7 @@ from transferlab.config import (
     TrainDataSettings,
     TrainingSettings,
 )
+from transferlab.engine.onnx_features import FEATURE_ENGINES
 from transferlab.methods.base import (
     MethodResult,
     MethodSpec,
@@ -55,6 +56,9 @@ class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSetting
     head: Literal[HEADS] = Field("logistic", description="'logistic' (scikit-learn, C by cross-validation on the "
                                  "training labels, refit on all), or a "
                                  "torch head trained on the embeddings: 'linear', 'mlp', 'bottleneck'")
+    engine: Literal[FEATURE_ENGINES] = Field(
+        "torch", description="what embeds the training data: 'torch', or 'onnx' (the backbone exported once to "
+        "ONNX, cached, run by onnxruntime; CPU and fp32 only, faster where the CPU has no bf16)")
 
     def ignored_settings(self):
         if self.head != "logistic":
@@ -187,14 +191,14 @@ def train_on_features(config: FitConfig, splits: Splits, context: RunContext) ->
     model.backbone.requires_grad_(False)
     model.cache_features = True  # a frozen pretrained backbone: its embeddings may come from the cache
     if config.head == "logistic":
-        train_x = embed_splits(model, config, splits, context, with_val=False)[0]
+        train_x = embed_splits(model, config, splits, context, with_val=False, engine=config.engine)[0]
         model.head[-1], history, summary = fit_logistic_head(train_x.numpy(), splits.train.labels,
                                                              len(splits.classes), config.seed)
         folds = f"{summary['folds']}-fold cross-validation on the training labels" if summary["folds"] else "none"
         labels = {"train": len(splits.train), **splits.label_use, "selection_by": folds,
                   "selection": len(splits.train) if summary["folds"] else 0}
         return MethodResult(model=model, history=history, metrics={"logistic": summary, "labels": labels})
-    train_x, val_x = embed_splits(model, config, splits, context)
+    train_x, val_x = embed_splits(model, config, splits, context, engine=config.engine)
 
     history = train_head_on_embeddings(model, config, splits, context, embeddings=(train_x, val_x))
     return MethodResult(model=model.to(torch.device("cpu")), history=history)

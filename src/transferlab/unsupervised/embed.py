@@ -100,16 +100,16 @@ class BackboneSource:
 
 
 def embed_examples(backbone: Backbone, data: Examples, *, precision: str, batch_size: int = 32,
-                   progress: bool = True) -> np.ndarray:
-    """(N, D) float32 embeddings of ``data`` (cached, see `extract_features`; data of another modality than the
-    backbone's is an error naming both)."""
+                   progress: bool = True, engine: str = "torch") -> np.ndarray:
+    """(N, D) float32 embeddings of ``data`` (cached, see `extract_features`, which also describes ``engine``;
+    data of another modality than the backbone's is an error naming both)."""
     return extract_features(backbone, data, precision=precision, device=default_device(), batch_size=batch_size,
-                            progress=progress).numpy()
+                            progress=progress, engine=engine).numpy()
 
 
 def embed_data(spec: str, source: BackboneSource, *, pca: int | None = None, whiten: bool = False,
                precision: str = "auto", batch_size: int = 32, skip_bad_files: bool = False,
-               columns: TextColumns | None = None, progress: bool = True) -> EmbeddingSet:
+               columns: TextColumns | None = None, progress: bool = True, engine: str = "torch") -> EmbeddingSet:
     """Embed every example of every split ``spec`` names (or the ``@split`` it picks), in order.
 
     Args:
@@ -118,6 +118,7 @@ def embed_data(spec: str, source: BackboneSource, *, pca: int | None = None, whi
         pca: project on this many principal directions of these embeddings (fitted here, without labels).
         whiten: PCA-whiten (with ``pca`` components, else `projection.WHITEN_VARIANCE` of the variance).
         precision: ``auto``, ``fp32`` or ``bf16``.
+        engine: ``torch`` or ``onnx`` (`transferlab.embeddings.extract_features`).
     """
     init_from_environment()  # under torchrun, the processes share the examples out (and all get every row)
     splits = load_splits(spec, skip_bad_files=skip_bad_files, columns=columns)
@@ -133,7 +134,7 @@ def embed_data(spec: str, source: BackboneSource, *, pca: int | None = None, whi
         if len(data) == 0:
             continue
         vectors.append(embed_examples(backbone, data, precision=precision, batch_size=batch_size,
-                                      progress=progress))
+                                      progress=progress, engine=engine))
         items += _item_names(data)
         split_names += [split] * len(data)
         labels.append(np.array([classes.index(data.classes[i]) for i in data.labels]) if data.has_labels
@@ -155,6 +156,7 @@ def embed_data(spec: str, source: BackboneSource, *, pca: int | None = None, whi
         "weights_digest": backbone_fingerprint(backbone),
         "preprocess": backbone.preprocess.to_dict(),
         "precision": precision,
+        "engine": engine,
         "normalised": projection is not None,  # a projection ends with L2 normalisation; raw features do not
     }
     return EmbeddingSet(vectors, items, split_names, labels if (labels >= 0).any() else None, classes, info,
