@@ -292,6 +292,19 @@ def test_all_scorers_setting_reports_every_scorers_pick(shared_data, tmp_path):
         build_config(overrides={"method": "finetune", "train": "x", "selection_all_scorers": True})
 
 
+def test_a_resumed_run_from_before_the_all_scorers_setting_keeps_logging_every_scorer(shared_data, tmp_path):
+    import json
+
+    from transferlab.api import resolve_config
+
+    run = tmp_path / "older"
+    fit(_adapt(shared_data, run, method="source-only", epochs=1, steps_per_epoch=2), progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    del saved["selection_all_scorers"]  # as a run directory written before the setting existed
+    (run / "config.json").write_text(json.dumps(saved))
+    assert resolve_config({"out": str(run), "resume": True}).selection_all_scorers is True
+
+
 def test_a_run_whose_every_epoch_collapsed_keeps_its_best_and_warns():
     from transferlab.methods.adaptation.train import selection_report
 

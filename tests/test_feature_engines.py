@@ -100,3 +100,51 @@ def test_features_method_takes_the_engine(tmp_path):
                                      "out": tmp_path / "run"})
     fit(config, progress=False)
     assert any(path.name.endswith("-fp32-onnx") for path in (cache_root() / "features").iterdir())
+
+
+def test_an_unwritable_cache_keeps_the_export_elsewhere_for_the_process(lenet, digits, monkeypatch, caplog):
+    from contextlib import contextmanager
+
+    @contextmanager
+    def unwritable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+        yield
+
+    monkeypatch.setattr(onnx_features, "atomic_path", unwritable)
+    features = extract_features(lenet, digits, precision="fp32", engine="onnx", use_cache=False, progress=False)
+    assert features.shape == (len(digits), lenet.num_features) and "cannot keep the export in the cache" in caplog.text
+    caplog.clear()
+    extract_features(lenet, digits, precision="fp32", engine="onnx", use_cache=False, progress=False)
+    assert "cannot keep" not in caplog.text  # the process reuses its own export
+
+
+def test_onnx_engine_refuses_torchrun_and_other_methods():
+    from transferlab.api import build_config
+
+    with pytest.raises(TransferlabError, match="engine onnx embeds in one process; this run has 2 torchrun"):
+        onnx_features.require_feature_engine("onnx", create_backbone("lenet"), "fp32", torch.device("cpu"), 2)
+    with pytest.raises(TransferlabError, match="engine"):
+        build_config(overrides={"method": "finetune", "train": "x", "engine": "onnx"})
+
+
+def test_embed_refuses_an_unknown_engine_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from transferlab.cli import app
+
+    result = CliRunner().invoke(app, ["embed", "sklearn-digits", "--backbone", "lenet", "--engine", "tensorrt",
+                                      "--out", str(tmp_path / "emb")])
+    assert result.exit_code != 0 and "engine must be one of torch, onnx, got 'tensorrt'" in result.output
+    assert not (tmp_path / "emb").exists()
+
+
+def test_a_features_run_scores_its_own_splits_with_its_engine(shared_data, tmp_path):
+    from transferlab.api import fit
+
+    usps = shared_data / "usps"
+    result = fit({"method": "features", "backbone": "lenet", "image_size": 28, "train": f"usps:{usps}@train",
+                  "labels_per_class": 5, "test": f"usps:{usps}@test", "precision": "fp32", "engine": "onnx",
+                  "out": str(tmp_path / "run")}, progress=False)
+    assert result.metrics["engine"] == "onnx" and "test" in result.metrics
+    keys = [path.name for path in (cache_root() / "features").iterdir()]
+    assert keys and all(key.endswith("-onnx") for key in keys)  # train and test embedded by onnx, none by torch

@@ -90,13 +90,19 @@ def resolve_config(values: dict | None = None, *, config_file: Path | None = Non
     return build_config(file_values, values, source=source, saved=saved)
 
 
+# settings added after run directories already existed, with the value that keeps an older run's behaviour when it
+# resumes (its config.json lacks them): adaptation runs logged every label-free scorer each epoch
+SETTINGS_OF_OLDER_RUNS = {"selection_all_scorers": True}
+
+
 def _saved_settings(path: Path) -> dict:
-    """A run's ``config.json``: its settings, an object."""
+    """A run's ``config.json``: its settings, an object; settings it predates (`SETTINGS_OF_OLDER_RUNS`) as they
+    were then."""
     saved = read_json(path)
     if not isinstance(saved, dict):
         raise TransferlabError(f"{path} must hold an object of settings, got {type(saved).__name__}; it was not "
                                "written by transferlab, or was edited")
-    return saved
+    return {**SETTINGS_OF_OLDER_RUNS, **saved}
 
 
 def _applicable(saved: dict, merged: dict) -> dict:

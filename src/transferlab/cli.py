@@ -290,8 +290,11 @@ def embed(
     embeds only new or changed files)."""
     _setup_logging(quiet)
     from transferlab.data.text_tables import TextColumns
+    from transferlab.engine.onnx_features import FEATURE_ENGINES
     from transferlab.unsupervised import BackboneSource, embed_data, write_embeddings
 
+    if engine not in FEATURE_ENGINES:  # before loading data and backbone
+        raise TransferlabError(f"engine must be one of {', '.join(FEATURE_ENGINES)}, got {engine!r}")
     source = BackboneSource(backbone, weights=str(weights) if weights else None, pretrained=pretrained,
                             image_size=image_size, max_length=max_length)
     embeddings = embed_data(data, source, pca=pca, whiten=whiten, precision=precision, batch_size=batch_size,

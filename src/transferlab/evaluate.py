@@ -29,16 +29,18 @@ def predict_proba(
     precision: str = "auto",
     num_workers: int | None = None,
     feature_cache: bool = False,
+    feature_engine: str = "torch",
 ) -> np.ndarray:
     """Class probabilities ``(N, len(model.classes))`` for every example of ``data``.
 
     ``feature_cache=True`` (for models whose backbone is a frozen pretrained one, as ``features`` runs make) reads
-    and fills the embedding cache, so images embedded before cost nothing.
+    and fills the embedding cache, so images embedded before cost nothing; ``feature_engine`` is what embeds the
+    others (`transferlab.embeddings.extract_features`).
     """
     if feature_cache:
         device, precision, workers = _inference_settings(data, precision, num_workers)
         features = extract_features(model.backbone, data, batch_size=batch_size, precision=precision, device=device,
-                                    num_workers=workers, progress=False)
+                                    num_workers=workers, progress=False, engine=feature_engine)
         with torch.inference_mode():
             logits = model.head.to(device)(features.to(device)).float().cpu()
     else:

@@ -7,16 +7,20 @@ features (cosine to PyTorch's >= 0.99999); ``torch.compile`` gained 1.4x after 8
 
 The exported file is cached under ``cache_root()/onnx/``, named by the backbone's fingerprint (architecture,
 preprocessing, every weight) and the torch version that exported it, so a backbone is exported once (8-16 s for
-EfficientNet-Lite0). Before a new file is kept, and each time a kept one is used, it is checked against PyTorch on a
-batch of the data: every row's cosine similarity must reach `MIN_COSINE`; a kept file that fails (damaged, or not
-this backbone's) is exported again. Its features are cached apart from PyTorch's
+EfficientNet-Lite0). Before a new file is kept, and the first time a process uses a kept one, it is checked against
+PyTorch on a batch of the data: every row's cosine similarity must reach `MIN_COSINE`; a kept file that fails
+(damaged, or not this backbone's) is exported again. Where the cache cannot be written, the export lives in a
+temporary folder for the process. Its features are cached apart from PyTorch's
 (`transferlab.embeddings.extract_features`).
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -90,22 +94,47 @@ class OnnxFeatures:
     """
 
     def __init__(self, backbone: Backbone, fingerprint: str, example):
-        self.path = cache_root() / "onnx" / f"{fingerprint[:24]}-torch{torch.__version__.split('+')[0]}.onnx"
+        cached = cache_root() / "onnx" / f"{fingerprint[:24]}-torch{torch.__version__.split('+')[0]}.onnx"
+        self.path = _ELSEWHERE.get(cached, cached)
+        if _state(self.path) in _CHECKED:  # this process checked this very file already
+            return
         backbone.eval()
         with torch.inference_mode():
             expected = backbone(example).float()
         if self.path.is_file():
             problem = _disagreement(self.path, example, expected)
             if problem is None:
+                _CHECKED.add(_state(self.path))
                 return
             log.warning("engine onnx: the cached export %s %s; exporting again", self.path, problem)
             _session.cache_clear()
-        _export_checked(backbone, example, expected, self.path)
+        try:
+            _export_checked(backbone, example, expected, self.path)
+        except OSError as error:  # an unwritable cache costs the reuse, not the run
+            folder = tempfile.mkdtemp(prefix="transferlab-onnx-")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            self.path = _ELSEWHERE[cached] = Path(folder) / cached.name
+            log.warning("engine onnx: cannot keep the export in the cache (%s); using %s for this process",
+                        error, self.path)
+            _export_checked(backbone, example, expected, self.path)
+        _CHECKED.add(_state(self.path))
 
     def __call__(self, batch) -> torch.Tensor:
         """``(B, num_features)`` float32 features of ``batch``, with as many onnxruntime threads as torch has on the
         calling thread; several threads may embed at once (as `transferlab.embeddings` lanes do)."""
         return torch.from_numpy(_session(self.path, torch.get_num_threads()).run(batch)["features"])
+
+
+_CHECKED: set[tuple[str, int, int]] = set()  # exported files (path, mtime, size) this process has checked
+_ELSEWHERE: dict[Path, Path] = {}  # cache path -> where this process keeps the export when the cache is unwritable
+
+
+def _state(path: Path) -> tuple[str, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return str(path), stat.st_mtime_ns, stat.st_size
 
 
 def _disagreement(path: Path, example, expected: torch.Tensor) -> str | None:

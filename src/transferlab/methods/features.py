@@ -57,8 +57,9 @@ class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSetting
                                  "training labels, refit on all), or a "
                                  "torch head trained on the embeddings: 'linear', 'mlp', 'bottleneck'")
     engine: Literal[FEATURE_ENGINES] = Field(
-        "torch", description="what embeds the training data: 'torch', or 'onnx' (the backbone exported once to "
-        "ONNX, cached, run by onnxruntime; CPU and fp32 only, faster where the CPU has no bf16)")
+        "torch", description="what embeds the run's data: 'torch', or 'onnx' (the backbone exported once to ONNX, "
+        "cached, run by onnxruntime; CPU and fp32 only, faster where the CPU has no bf16); predicting with the saved "
+        "run uses torch")
 
     def ignored_settings(self):
         if self.head != "logistic":
@@ -190,6 +191,7 @@ def train_on_features(config: FitConfig, splits: Splits, context: RunContext) ->
     model = build_model(config, splits.classes, pretrained=config.pretrained or config.weights is not None)
     model.backbone.requires_grad_(False)
     model.cache_features = True  # a frozen pretrained backbone: its embeddings may come from the cache
+    model.feature_engine = config.engine  # also for this run's own validation and test scores
     if config.head == "logistic":
         train_x = embed_splits(model, config, splits, context, with_val=False, engine=config.engine)[0]
         model.head[-1], history, summary = fit_logistic_head(train_x.numpy(), splits.train.labels,
@@ -197,11 +199,12 @@ def train_on_features(config: FitConfig, splits: Splits, context: RunContext) ->
         folds = f"{summary['folds']}-fold cross-validation on the training labels" if summary["folds"] else "none"
         labels = {"train": len(splits.train), **splits.label_use, "selection_by": folds,
                   "selection": len(splits.train) if summary["folds"] else 0}
-        return MethodResult(model=model, history=history, metrics={"logistic": summary, "labels": labels})
+        return MethodResult(model=model, history=history,
+                            metrics={"logistic": summary, "labels": labels, "engine": config.engine})
     train_x, val_x = embed_splits(model, config, splits, context, engine=config.engine)
 
     history = train_head_on_embeddings(model, config, splits, context, embeddings=(train_x, val_x))
-    return MethodResult(model=model.to(torch.device("cpu")), history=history)
+    return MethodResult(model=model.to(torch.device("cpu")), history=history, metrics={"engine": config.engine})
 
 
 register_method(MethodSpec("features", "frozen pretrained backbone as a feature extractor + a head on its embeddings",

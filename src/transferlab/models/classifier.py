@@ -54,6 +54,7 @@ class TransferModel(FrozenBatchNormMixin, Predictor):
         self.classes = list(classes)
         self.head_settings = dict(head_settings or {"kind": "linear", "hidden": [], "dropout": 0.0})
         self.cache_features = cache_features
+        self.feature_engine = "torch"  # what embeds for the cache; a features run sets its --engine (not saved)
 
     @property
     def preprocess(self):
@@ -80,12 +81,12 @@ class TransferModel(FrozenBatchNormMixin, Predictor):
     def evaluate(self, data, *, precision="auto", num_workers=None):
         """Accuracy, macro-F1 and confusion matrix (`transferlab.evaluate.evaluate_model`)."""
         return evaluate_model(self, data, precision=precision, num_workers=num_workers,
-                              feature_cache=self.cache_features)
+                              feature_cache=self.cache_features, feature_engine=self.feature_engine)
 
     def predict(self, data, *, precision="auto", num_workers=None):
         """``{"label": best class, "probabilities": {class: p}}`` per example."""
         probabilities = predict_proba(self, data, precision=precision, num_workers=num_workers,
-                                      feature_cache=self.cache_features)
+                                      feature_cache=self.cache_features, feature_engine=self.feature_engine)
         return self.rows_from_predictions({"probabilities": probabilities})
 
     def prediction_outputs(self, batch):

@@ -53,8 +53,8 @@ from transferlab.engine.inference import predict_logits
 from transferlab.engine.loop import TrainSettings
 from transferlab.methods.adaptation.losses import entropy
 
-__all__ = ["SCORERS", "DEFAULT_SCORER", "IMPORTANCE_WEIGHTED", "AdaptationValidation", "importance_weights", "dev_risk", "snd_score",
-           "effective_sample_size", "collapsed", "ranked_score", "pick_epoch"]
+__all__ = ["SCORERS", "DEFAULT_SCORER", "IMPORTANCE_WEIGHTED", "AdaptationValidation", "importance_weights",
+           "dev_risk", "snd_score", "effective_sample_size", "collapsed", "ranked_score", "pick_epoch"]
 
 # label-free checkpoint scorers, and the oracle (reads target labels; reported as such)
 SCORERS = ("source-accuracy", "dev", "iwv", "entropy", "snd", "oracle")
