@@ -239,6 +239,20 @@ def compare_seed(seed: int, args, out: Path, peer: str, names: dict[str, str], r
     return results
 
 
+def digits_parser(description: str, names: dict[str, str]):
+    """The arguments every MNIST -> USPS peer comparison takes: seeds, epochs x steps, the methods of ``names``
+    (ours -> the peer's), and the data folder."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=150, help="optimiser steps per epoch (both libraries)")
+    parser.add_argument("--methods", nargs="+", default=list(names), choices=list(names))
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding mnist/ and usps/")
+    return parser
+
+
 def compare_digits(args, peer: str, names: dict[str, str], run_peer, out: Path) -> list[dict]:
     """The whole MNIST -> USPS comparison against ``peer``: the input check, `compare_seed` for every seed of
     ``args.seeds``, then the table (`print_peer_table`); returns the per-seed results."""
@@ -331,6 +345,29 @@ def bf16_flag() -> str:
 def peer_header() -> str:
     """The lines every peer comparison starts with: machine, date, torch threads, CPU model and its bf16 flags."""
     return f"{machine_line()}\nCPU: {cpu_model()}; bf16 flags: {bf16_flag()}"
+
+
+def text_peer_run():
+    """The frame of a text peer comparison, as a context manager: the hub offline, no transformers progress bars,
+    the machine printed first (`peer_header`), and a warning at the end when torch's threads changed on the way
+    (a peer that resets them would slow the runs after it)."""
+    import contextlib
+    import os
+
+    @contextlib.contextmanager
+    def frame():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # "Loading weights" bars
+        threads = torch.get_num_threads()
+        print(peer_header(), flush=True)
+        yield
+        if torch.get_num_threads() != threads:
+            print(f"WARNING: torch threads changed from {threads} to {torch.get_num_threads()} during the runs")
+
+    return frame()
 
 
 def require_peers(script: str, *modules: str) -> None:

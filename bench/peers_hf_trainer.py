@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import tempfile
 import time
@@ -59,12 +58,12 @@ from _common import (
     classification_scores,
     markdown_table,
     mean_std,
-    peer_header,
     percent,
     read_table,
     require_peers,
     sample_table,
     taken_by,
+    text_peer_run,
     timed,
 )
 
@@ -222,16 +221,20 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     require_peers("bench/peers_hf_trainer.py", "accelerate", "datasets")
     args = parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with text_peer_run():
+        rows, seconds = run_all(args)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    report(rows, args, seconds)
+
+
+def run_all(args) -> tuple[list[dict], float]:
+    """Every seed and row of ``args``: the rows of every run, and the wall seconds."""
     import torch
-    from transformers.utils import logging as transformers_logging
 
     from transferlab.engine.precision import resolve_precision
 
-    transformers_logging.disable_progress_bar()  # "Loading weights" bars
     args.bf16 = resolve_precision(args.precision, torch.device("cpu")) == "bf16"
-    threads = torch.get_num_threads()
-    print(peer_header(), flush=True)
     print(f"transformers {version('transformers')}, accelerate {version('accelerate')}; seeds {args.seeds}, "
           f"{args.train_size} training / {args.val_size} validation sentences, {args.epochs} epochs, finetune lr "
           f"{args.finetune_lr}, finetune-plain lr {args.plain_lr if args.plain else '-'}, Trainer lrs "
@@ -239,11 +242,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="peers-hf-trainer-") as tmp:
         rows = [row for seed in args.seeds for row in run_seed(seed, args, Path(tmp))]
-    if torch.get_num_threads() != threads:
-        print(f"WARNING: torch threads changed from {threads} to {torch.get_num_threads()} during the runs")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    report(rows, args, time.perf_counter() - started)
+    return rows, time.perf_counter() - started
 
 
 if __name__ == "__main__":

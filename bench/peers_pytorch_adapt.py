@@ -67,7 +67,6 @@ Usage:  .venv-pytorch-adapt/bin/python bench/peers_pytorch_adapt.py [--seeds 0 1
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import tempfile
@@ -79,11 +78,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import (
-    DATA,
     DIGITS_IMAGE_SIZE,
     DOMAIN_BATCH,
     compare_digits,
     cpu_model,
+    digits_parser,
     machine_line,
 )
 from torch import nn
@@ -177,12 +176,7 @@ def run_pytorch_adapt(method: str, config: FitConfig, digits: dict[str, np.ndarr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=150, help="optimiser steps per epoch (both libraries)")
-    parser.add_argument("--methods", nargs="+", default=list(NAMES), choices=list(NAMES))
-    parser.add_argument("--data", type=Path, default=DATA, help="folder holding mnist/ and usps/")
+    parser = digits_parser(__doc__.splitlines()[0], NAMES)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 epoch x 5 steps, the first of --seeds and of --methods only")
     args = parser.parse_args()

@@ -66,13 +66,13 @@ from _common import (
     classification_scores,
     markdown_table,
     mean_std,
-    peer_header,
     per_class_sample,
     percent,
     read_table,
     require_peers,
     sentiment_split,
     taken_by,
+    text_peer_run,
     timed,
     write_jsonl,
 )
@@ -232,13 +232,15 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     require_peers("bench/peers_setfit.py", "setfit", "datasets")
     args = parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from transformers.utils import logging as transformers_logging
+    with text_peer_run():
+        rows, seconds = run_all(args)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    report(rows, args, seconds)
 
-    transformers_logging.disable_progress_bar()  # "Loading weights" bars
-    threads = torch.get_num_threads()
-    print(peer_header(), flush=True)
+
+def run_all(args) -> tuple[list[dict], float]:
+    """Every dataset, budget and seed of ``args``: the rows of every run, and the wall seconds."""
     print(f"setfit {version('setfit')}, sentence-transformers {version('sentence-transformers')}, transformers "
           f"{version('transformers')}; seeds {args.seeds}, {args.shots} labels/class, {args.datasets}, tools "
           f"{args.tools}; finetune/lora {args.epochs} epochs, batch 8, lr {args.lr} / {args.lora_lr}", flush=True)
@@ -253,11 +255,7 @@ def main() -> None:
                 for seed in args.seeds:
                     rows += [{**row, "test_size": len(dataset["test"])}
                              for row in run_setting(name, dataset, n, seed, args, Path(tmp))]
-    if torch.get_num_threads() != threads:
-        print(f"WARNING: torch threads changed from {threads} to {torch.get_num_threads()} during the runs")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    report(rows, args, time.perf_counter() - started)
+    return rows, time.perf_counter() - started
 
 
 if __name__ == "__main__":

@@ -59,11 +59,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import (
-    DATA,
     DIGITS_IMAGE_SIZE,
     DOMAIN_BATCH,
     compare_digits,
     digits_config,
+    digits_parser,
     validation_seconds,
 )
 from skada.deep import DANN, MCC, DeepCoral
@@ -187,12 +187,7 @@ def epoch_timing(data: Path, seed: int, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=150, help="optimiser steps per epoch (both libraries)")
-    parser.add_argument("--methods", nargs="+", default=list(SKADA_NAMES), choices=list(SKADA_NAMES))
-    parser.add_argument("--data", type=Path, default=DATA, help="folder holding mnist/ and usps/")
+    parser = digits_parser(__doc__.splitlines()[0], SKADA_NAMES)
     parser.add_argument("--epoch-timing", action=argparse.BooleanOptionalAction, default=True,
                         help="also time one epoch of our DANN over MNIST train + USPS train")
     parser.add_argument("--epoch-timing-only", action="store_true", help="only the one-epoch timing (no skada)")
