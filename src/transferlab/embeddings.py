@@ -169,10 +169,15 @@ def _embed(backbone: Backbone, dataset, *, batch_size: int, precision: str, devi
 
 def _onnx_features(backbone: Backbone, dataset) -> OnnxFeatures:
     """The ``onnx`` engine of ``backbone``, exported (once per fingerprint) and checked on the first items."""
-    collate = collate_fn_of(dataset)
-    items = [dataset[i] for i in range(min(2, len(dataset)))]
-    example = collate(items)[0] if collate is not None else torch.stack([inputs for inputs, _ in items])
+    example = _inputs_of(dataset, range(min(2, len(dataset))))
     return OnnxFeatures(backbone, backbone_fingerprint(backbone), example)
+
+
+def _inputs_of(dataset, positions: range):
+    """The model inputs of the items at ``positions``, batched (padded by the dataset's collate where it has one)."""
+    collate = collate_fn_of(dataset)
+    items = [dataset[p] for p in positions]
+    return collate(items)[0] if collate is not None else torch.stack([inputs for inputs, _ in items])
 
 
 def _embed_cpu(backbone: Backbone, dataset, *, batch_size: int, precision: str, progress: bool,
@@ -189,11 +194,9 @@ def _embed_cpu(backbone: Backbone, dataset, *, batch_size: int, precision: str, 
     lanes = max(1, min(threads, len(chunks)))
     backbone.eval()
     cpu = torch.device("cpu")
-    collate = collate_fn_of(dataset)
 
     def embed(positions: range) -> torch.Tensor:
-        items = [dataset[p] for p in positions]
-        inputs = collate(items)[0] if collate is not None else torch.stack([inputs for inputs, _ in items])
+        inputs = _inputs_of(dataset, positions)
         if onnx is not None:
             return onnx(inputs)
         with torch.inference_mode(), autocast(precision, cpu):
