@@ -1,9 +1,11 @@
 """The ``onnx`` feature engine: a backbone's pooled features (``backbone(x)``) exported once to ONNX and run by
 onnxruntime on the CPU, in fp32.
 
-Why it exists: where ``precision auto`` is fp32 (CPUs without fast bf16), onnxruntime ran EfficientNet-Lite0's
-features 3.4-4.3x as fast as eager PyTorch fp32 (224 px, batch 32, 2 threads) and MiniLM's 1.9x, with the same
-features (cosine to PyTorch's >= 0.99999); ``torch.compile`` gained 1.4x after 84 s of compiling and was left out.
+Why it exists: where ``precision auto`` is fp32 (CPUs without fast bf16), the plain PyTorch path embeds
+EfficientNet-Lite0 features from JPEG at 2.55x a plain loop, onnxruntime at 5.12x, with the same features (cosine
+1.000000; `bench/feature_throughput.py --engines`, docs/benchmarks.md). ``torch.compile`` (0.84-1.37x after 84 s of
+compiling, measured while writing this on a loaded machine) was left out. Text backbones gain nothing through
+`transferlab.embeddings`' lanes.
 
 The exported file is cached under ``cache_root()/onnx/``, named by the backbone's fingerprint (architecture,
 preprocessing, every weight) and the torch version that exported it, so a backbone is exported once (8-16 s for

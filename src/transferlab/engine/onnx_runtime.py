@@ -145,7 +145,7 @@ def _quiet_exporters():
 
 class OnnxSession:
     """onnxruntime's CPU session of one ``.onnx`` file, with all graph optimisations (``ORT_ENABLE_ALL``, the
-    default: on an AVX-512 EPYC it ran EfficientNet-Lite0 2.2x faster than ``ORT_ENABLE_EXTENDED``).
+    default; a development measurement on a loaded EPYC put it at 2.2x ``ORT_ENABLE_EXTENDED``).
 
     Args:
         path: the ``.onnx`` file.
