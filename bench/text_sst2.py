@@ -23,8 +23,9 @@ sentences, on GPUs, with tuned learning rates and more epochs, reach about 90-91
 CPU, 60,614 training sentences for ``features`` and a few thousand for ``finetune``/``lora``, three epochs, no
 hyper-parameter search.
 
-Usage:  python bench/text_sst2.py [--seeds 0 1 2] [--methods features finetune lora] [--train-size 4000]
-            [--epochs 3] [--finetune-lr 1e-3] [--lora-lr 3e-3] [--json results.json] [--out-dir DIR] [--quick]
+Usage:  python bench/text_sst2.py [--seeds 0 1 2] [--methods features finetune lora] [--train-size 4000|all]
+            [--val-size 1000] [--epochs 3] [--finetune-lr 1e-3] [--head-epochs N] [--lora-lr 3e-3]
+            [--json results.json] [--out-dir DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -101,10 +102,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--train-size", type=int, default=4000, help="finetune/lora: sampled training sentences")
+    parser.add_argument("--train-size", type=lambda v: None if v == "all" else int(v), default=4000,
+                        help="finetune/lora: sampled training sentences, or 'all' (the whole train.tsv)")
     parser.add_argument("--val-size", type=int, default=1000, help="finetune/lora: sampled dev.tsv sentences")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--finetune-lr", type=float, default=1e-3, help="head lr; the encoder's decays from it")
+    parser.add_argument("--head-epochs", type=int, help="finetune: head-only epochs first (default: transferlab's)")
     parser.add_argument("--lora-lr", type=float, default=3e-3)
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     parser.add_argument("--data", type=Path, default=DATA / "sst2")
@@ -114,7 +117,7 @@ def parse_args() -> argparse.Namespace:
                         help="smoke test: tiny samples, seed 0, one epoch (no head-only epoch)")
     args = parser.parse_args()
     args.features_train_size = args.features_val_size = args.test_size = None  # full files
-    args.quick_overrides = {}
+    args.quick_overrides = {} if args.head_epochs is None else {"head_epochs": args.head_epochs}
     if args.quick:
         args.quick_overrides = {"head_epochs": 0}  # the one epoch trains the encoder too
         args.seeds, args.epochs, args.train_size, args.val_size = args.seeds[:1], 1, 64, 32

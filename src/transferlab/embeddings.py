@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import weakref
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from transferlab.engine.inference import predict_logits
 from transferlab.engine.onnx_features import OnnxFeatures, require_feature_engine
 from transferlab.engine.precision import autocast
 from transferlab.engine.progress import progress_bar
+from transferlab.engine.sampling import lengths_of
 from transferlab.fileio import cache_root
 
 __all__ = ["FeatureCache", "backbone_fingerprint", "cache_root", "default_num_workers", "extract_features"]
@@ -173,7 +175,7 @@ def _onnx_features(backbone: Backbone, dataset) -> OnnxFeatures:
     return OnnxFeatures(backbone, backbone_fingerprint(backbone), example)
 
 
-def _inputs_of(dataset, positions: range):
+def _inputs_of(dataset, positions: Sequence[int]):
     """The model inputs of the items at ``positions``, batched (padded by the dataset's collate where it has one)."""
     collate = collate_fn_of(dataset)
     items = [dataset[p] for p in positions]
@@ -189,13 +191,14 @@ def _embed_cpu(backbone: Backbone, dataset, *, batch_size: int, precision: str, 
     processes (measured on 2 cores: 1.6x the throughput of a DataLoader with a decoding process).
     """
     chunk = max(1, min(batch_size, CPU_CHUNK))
-    chunks = [range(start, min(start + chunk, len(dataset))) for start in range(0, len(dataset), chunk)]
+    order = _longest_first(dataset)
+    chunks = [order[start : start + chunk] for start in range(0, len(dataset), chunk)]
     threads = torch.get_num_threads()
     lanes = max(1, min(threads, len(chunks)))
     backbone.eval()
     cpu = torch.device("cpu")
 
-    def embed(positions: range) -> torch.Tensor:
+    def embed(positions: Sequence[int]) -> torch.Tensor:
         inputs = _inputs_of(dataset, positions)
         if onnx is not None:
             return onnx(inputs)
@@ -214,7 +217,20 @@ def _embed_cpu(backbone: Backbone, dataset, *, batch_size: int, precision: str, 
         pool.shutdown(wait=True, cancel_futures=True)  # after an error (a bad file), drop the chunks not started
         bar.close()
         torch.set_num_threads(threads)
-    return torch.cat(outputs) if outputs else torch.empty(0, backbone.num_features)
+    if not outputs:
+        return torch.empty(0, backbone.num_features)
+    features = torch.empty(len(dataset), outputs[0].shape[1])
+    features[torch.as_tensor(order)] = torch.cat(outputs)  # back in dataset order
+    return features
+
+
+def _longest_first(dataset) -> Sequence[int]:
+    """The order to embed ``dataset`` in: texts longest first, so each chunk pads little (random chunks of SST-2
+    are mostly padding); the dataset's own order for items of one size (images) or unknown lengths (audio)."""
+    lengths = lengths_of(dataset)
+    if lengths is None:
+        return range(len(dataset))
+    return sorted(range(len(dataset)), key=lambda i: -lengths[i])
 
 
 def _embed_loader(backbone: Backbone, dataset, *, batch_size: int, precision: str, device: torch.device,

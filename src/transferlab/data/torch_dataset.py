@@ -121,6 +121,7 @@ class TextDataset(_PaddedDataset):
     def __init__(self, data: TextData, preprocess: TextPreprocess):
         super().__init__(data, preprocess)
         self.encoded = preprocess.encode(data.texts)
+        self.lengths = [len(fields["input_ids"]) for fields in self.encoded]  # training batches group by length
 
     def __getitem__(self, index: int):
         return self.encoded[index], self.label(index)

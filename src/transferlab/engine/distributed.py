@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from transferlab.engine.sampling import LengthGroupedSampler, lengths_of
 from transferlab.errors import TransferlabError
 
 __all__ = ["average_gradients", "collate_fn_of", "data_parallel", "gather_in_order", "init_from_environment",
@@ -109,7 +110,9 @@ def make_loader(
     shard: bool | None = None,
 ) -> DataLoader:
     """A DataLoader whose order depends only on ``(seed, epoch)``, so a resumed run sees the same batches; it
-    batches with the dataset's own ``collate_fn`` when it has one (text and audio: dynamic padding).
+    batches with the dataset's own ``collate_fn`` when it has one (text and audio: dynamic padding). A shuffled
+    dataset that knows its items' lengths (text) is read in length-grouped order (`LengthGroupedSampler`: random
+    mega-batches of 50 batches, each sorted by length), so a batch pads little.
 
     ``shard`` (default: ``shuffle``, i.e. training loaders): under torchrun, each process reads its own share of one
     seeded permutation (`DistributedSampler`: rank ``r`` of ``W`` gets positions ``r, r + W, ...``, padded by
@@ -120,8 +123,12 @@ def make_loader(
     """
     shard = shuffle if shard is None else shard
     replicas, index = (world_size(), rank()) if shard else (1, 0)
-    sampler = DistributedSampler(dataset, num_replicas=replicas, rank=index, shuffle=shuffle, seed=seed)
-    sampler.set_epoch(epoch)
+    lengths = lengths_of(dataset) if shuffle else None
+    if lengths is not None:  # text: batches of similar lengths, less padding
+        sampler = LengthGroupedSampler(lengths, batch_size, seed=seed, epoch=epoch, replicas=replicas, rank=index)
+    else:
+        sampler = DistributedSampler(dataset, num_replicas=replicas, rank=index, shuffle=shuffle, seed=seed)
+        sampler.set_epoch(epoch)
     return DataLoader(
         dataset,
         batch_size=batch_size,
