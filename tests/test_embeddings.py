@@ -69,7 +69,8 @@ def test_texts_are_embedded_longest_first_and_come_back_in_their_own_order(monke
     from transferlab.data.torch_dataset import TextDataset
 
     text = create_backbone("sentence-transformers/all-MiniLM-L6-v2")
-    words = "the film was a quiet and moving portrait of a family at odds with itself".split()
+    words = ["the", "film", "was", "a", "quiet", "and", "moving", "portrait", "of", "a", "family", "at", "odds",
+             "with", "itself"]
     texts = [" ".join(words[: 1 + (7 * i) % len(words)]) for i in range(11)]  # lengths out of order
     dataset = TextDataset(TextData(name="t", classes=[], labels=None, texts=texts), text.preprocess)
     assert embeddings._longest_first(dataset)[0] == int(np.argmax(dataset.lengths))

@@ -43,7 +43,8 @@ class LengthGroupedSampler(Sampler[int]):
         return self.per_process
 
     def __iter__(self):
-        from transformers.trainer_pt_utils import get_length_grouped_indices  # transformers: slow to import
+        # imported here: transformers is slow to import
+        from transformers.trainer_pt_utils import get_length_grouped_indices
 
         if not self.lengths:
             return iter([])

@@ -37,13 +37,20 @@ from transferlab.config import (
 )
 from transferlab.data.torch_dataset import make_dataset
 from transferlab.embeddings import extract_features
-from transferlab.engine.distributed import collate_fn_of, steps_per_epoch
+from transferlab.engine.distributed import steps_per_epoch
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
 from transferlab.engine.sampling import lengths_of
 from transferlab.errors import TransferlabError
-from transferlab.methods.base import MethodResult, MethodSpec, RunContext, Splits, register_method, train_settings
-from transferlab.methods.features import fit_logistic_head
+from transferlab.methods.base import (
+    MethodResult,
+    MethodSpec,
+    RunContext,
+    Splits,
+    register_method,
+    train_settings,
+)
+from transferlab.methods.features import fit_logistic_head, logistic_label_use
 from transferlab.methods.finetune import build_model
 from transferlab.methods.splits import prepare_labeled_splits
 
@@ -57,8 +64,8 @@ class ContrastiveConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSett
     """``contrastive``: the backbone tuned on pairs of labelled examples (cosine-similarity loss), then a logistic
     head on its embeddings. The training settings apply to the pair stage (``batch_size``: pairs per step)."""
 
-    head: Literal["logistic"] = Field("logistic", description="the logistic head (scikit-learn, C by cross-validation on the "
-                      "training labels) on the tuned backbone's embeddings; the only head this method fits")
+    head: Literal["logistic"] = Field("logistic", description="the logistic head (scikit-learn, C by "
+                                      "cross-validation on the training labels) on the tuned backbone's embeddings")
     max_pairs: int = Field(10_000, ge=2, description="the most pairs of training examples the backbone is tuned on "
                            "(SetFit's pairs: every unique pair of the larger kind, same class or not, once; above "
                            "this many, max_pairs / 2 of each kind drawn at random)")
@@ -170,9 +177,8 @@ class LabelPairs(Dataset):
 
     def collate_fn(self, items: list):
         inputs = [first for (first, _), _ in items] + [second for (_, second), _ in items]
-        collate = collate_fn_of(self.examples)
-        stacked = collate([(x, torch.tensor(0)) for x in inputs])[0] if collate is not None else torch.stack(inputs)
-        return stacked, torch.stack([same for _, same in items])
+        collate_inputs = getattr(self.examples, "collate_inputs", torch.stack)  # text, audio: padded; images: stacked
+        return collate_inputs(inputs), torch.stack([same for _, same in items])
 
 
 def prepare_contrastive_splits(config: ContrastiveConfig) -> Splits:
@@ -198,13 +204,10 @@ def train_contrastive(config: ContrastiveConfig, splits: Splits, context: RunCon
     embedded = extract_features(backbone, splits.train, batch_size=config.batch_size, precision=context.precision,
                                 device=context.device, num_workers=context.num_workers, use_cache=False,
                                 progress=context.progress)  # tuned weights: embeddings no other run will want
-    model.head[-1], head_history, summary = fit_logistic_head(embedded.numpy(), splits.train.labels,
-                                                              len(splits.classes), config.seed)
-    labels = {"train": len(splits.train), **splits.label_use, "selection": len(splits.train) if summary["folds"] else 0,
-              "selection_by": f"{summary['folds']}-fold cross-validation on the training labels"
-              if summary["folds"] else "none"}
+    model.head[-1], _, summary = fit_logistic_head(embedded.numpy(), splits.train.labels, len(splits.classes),
+                                                   config.seed)
     metrics = {"pairs": {"count": len(pairs), "same_class": int(pairs.same.sum())}, "logistic": summary,
-               "labels": labels}
+               "labels": logistic_label_use(splits, summary)}
     return MethodResult(model=model.cpu(), history=history, metrics=metrics)
 
 

@@ -45,7 +45,7 @@ from transferlab.methods.embedded_head import embed_splits, train_head_on_embedd
 from transferlab.methods.finetune import build_model
 from transferlab.methods.splits import prepare_labeled_splits
 
-__all__ = ["LOGISTIC_C_GRID", "FeaturesConfig", "fit_logistic_head", "train_on_features"]
+__all__ = ["LOGISTIC_C_GRID", "FeaturesConfig", "fit_logistic_head", "logistic_label_use", "train_on_features"]
 
 
 class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSettings, PretrainedSettings, HeadSettings,
@@ -180,6 +180,14 @@ def _best_candidate(results: dict) -> int:
     return int(close[np.argmin([results["params"][i]["logistic__C"] for i in close])])
 
 
+def logistic_label_use(splits: Splits, summary: dict) -> dict:
+    """How a logistic head used its labels (metrics.json ``labels``): all of them trained it, and the same labels
+    chose C by cross-validation (``summary`` from `fit_logistic_head`)."""
+    folds = f"{summary['folds']}-fold cross-validation on the training labels" if summary["folds"] else "none"
+    return {"train": len(splits.train), **splits.label_use, "selection_by": folds,
+            "selection": len(splits.train) if summary["folds"] else 0}
+
+
 def prepare_features_splits(config: FeaturesConfig) -> Splits:
     """The labeled splits; the logistic head chooses C by cross-validation on the training labels, so no
     validation is held out of them (the torch heads hold one out to pick their epoch)."""
@@ -196,11 +204,8 @@ def train_on_features(config: FitConfig, splits: Splits, context: RunContext) ->
         train_x = embed_splits(model, config, splits, context, with_val=False, engine=config.engine)[0]
         model.head[-1], history, summary = fit_logistic_head(train_x.numpy(), splits.train.labels,
                                                              len(splits.classes), config.seed)
-        folds = f"{summary['folds']}-fold cross-validation on the training labels" if summary["folds"] else "none"
-        labels = {"train": len(splits.train), **splits.label_use, "selection_by": folds,
-                  "selection": len(splits.train) if summary["folds"] else 0}
-        return MethodResult(model=model, history=history,
-                            metrics={"logistic": summary, "labels": labels, "engine": config.engine})
+        return MethodResult(model=model, history=history, metrics={
+            "logistic": summary, "labels": logistic_label_use(splits, summary), "engine": config.engine})
     train_x, val_x = embed_splits(model, config, splits, context, engine=config.engine)
 
     history = train_head_on_embeddings(model, config, splits, context, embeddings=(train_x, val_x))
