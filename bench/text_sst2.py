@@ -24,7 +24,7 @@ CPU, 60,614 training sentences for ``features`` and a few thousand for ``finetun
 hyper-parameter search.
 
 Usage:  python bench/text_sst2.py [--seeds 0 1 2] [--methods features finetune lora] [--train-size 4000|all]
-            [--val-size 1000] [--epochs 3] [--finetune-lr 1e-3] [--head-epochs N] [--lora-lr 3e-3]
+            [--val-size 1000] [--epochs 3] [--finetune-lr 1e-3] [--head-epochs N] [--lora-lr 3e-3] [--backbone DIR]
             [--json results.json] [--out-dir DIR] [--quick]
 """
 
@@ -57,6 +57,7 @@ def settings(method: str, seed: int, args, tmp: Path) -> dict:
     """The fit settings of one run; the data samples it needs are written into ``tmp``."""
     data, name = args.data, f"{method}-{seed}"
     common = {"method": method, "seed": seed, "out": tmp / "runs" / name, "max_length": 128,
+              **({"backbone": args.backbone} if args.backbone else {}),
               "precision": args.precision, **taken_by(method, args.quick_overrides),
               "test": sample_table(data / "test.tsv", args.test_size, 0, tmp / "test.jsonl")}
     if method == "features":
@@ -91,8 +92,8 @@ def report(rows: list[dict], args, wall: float) -> None:
         table.append([method, percent([r["test_accuracy"] for r in mine]),
                       percent([r["test_macro_f1"] for r in mine]), percent([r["val_accuracy"] for r in mine]),
                       mean_std([r["train_seconds"] for r in mine], 0), "/".join(map(str, examples))])
-    print(f"\nSST-2, all-MiniLM-L6-v2; accuracy in %, mean ± std over seeds {args.seeds}; wall time {wall:.0f} s"
-          f"{' (QUICK MODE: tiny samples, not a result)' if args.quick else ''}")
+    print(f"\nSST-2, {args.backbone or 'all-MiniLM-L6-v2'}; accuracy in %, mean ± std over seeds {args.seeds}; "
+          f"wall time {wall:.0f} s{' (QUICK MODE: tiny samples, not a result)' if args.quick else ''}")
     print(markdown_table(["method", "test accuracy", "test macro-F1", "val accuracy", "train time (s)",
                           "training sentences"], table))
     print(f"\n{REFERENCE}")
@@ -110,6 +111,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--head-epochs", type=int, help="finetune: head-only epochs first (default: transferlab's)")
     parser.add_argument("--lora-lr", type=float, default=3e-3)
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--backbone", help="another text encoder (a local model directory or hub name; default: "
+                        "transferlab's, the packaged MiniLM)")
     parser.add_argument("--data", type=Path, default=DATA / "sst2")
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     parser.add_argument("--out-dir", type=Path, help="keep the run directories here (default: a temporary folder)")
