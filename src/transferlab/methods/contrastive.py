@@ -10,8 +10,9 @@ With a handful of labels per class this turns ``n`` labels into ``O(n^2)`` train
 few-shot text classification with a sentence encoder. The pairs are SetFit 1.x's default (``sampling_strategy
 "oversampling"``): every unique pair of the more numerous kind (same-class pairs, an example with itself included,
 or cross-class pairs) once, and the other kind drawn again until both kinds are as many; above ``max_pairs`` pairs
-in all, ``max_pairs / 2`` of each kind are drawn at random instead. The cost grows with the pairs: 544 pairs (16
-labels per class, binary) train in about 10-20 s with MiniLM on 2 CPU cores, 8,320 (64 per class) in a few minutes.
+in all, ``max_pairs / 2`` of each kind are drawn at random instead. The cost grows with the pairs: with MiniLM on 2
+CPU cores in bf16 (docs/benchmarks.md), 544 pairs (16 labels per class, binary) trained in 10 s, 8,320 (64 per
+class) in about 2 minutes.
 """
 
 from __future__ import annotations
