@@ -25,8 +25,9 @@ Rows:
     ``load_best_model_at_end`` on validation accuracy, ``save_only_model``, ``use_cpu=True``,
     ``report_to="none"``, no logging or progress bar, ``seed`` = ``data_seed`` = the seed (``set_seed`` also
     before the model is built, so the new head's initialisation is seeded).
-  * ``trainer ... grouped`` (with ``--trainer-grouped``): the same Trainer with ``group_by_length=True``, batches of
-    similar lengths, as transferlab draws text batches by default (the Trainer's default is random batches).
+  * ``trainer ... grouped`` (with ``--trainer-grouped``): the same Trainer with ``train_sampling_strategy=
+    "group_by_length"`` (batches of similar lengths, as transferlab draws text batches by default; the Trainer's
+    default is ``"random"``).
 Differences kept between ``finetune`` and ``trainer``: pooling (mean vs pooler([CLS])), head dropout (0 vs 0.1),
 the learning-rate recipe (head-only epoch + layer-wise rates vs one rate), weight decay on biases/LayerNorm (ours
 decays them) and the batch order (ours: texts of similar lengths together; the Trainer's default: random batches). Alike: texts tokenised and batches built in the
@@ -135,7 +136,7 @@ def run_trainer(lr: float, grouped: bool, seed: int, files: dict, args, tmp: Pat
         lr_scheduler_type="cosine", warmup_steps=0, eval_strategy="epoch", save_strategy="epoch",
         save_only_model=True, load_best_model_at_end=True, metric_for_best_model="accuracy", save_total_limit=1,
         logging_strategy="no", disable_tqdm=True, report_to="none", use_cpu=True, bf16=args.bf16, seed=seed,
-        data_seed=seed, group_by_length=grouped, **args.trainer_overrides,
+        data_seed=seed, train_sampling_strategy="group_by_length" if grouped else "random", **args.trainer_overrides,
     )
 
     def train():
@@ -211,8 +212,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--trainer-lrs", type=float, nargs="+", default=[5e-5, 1e-3],
                         help="one Trainer row per learning rate; the first is the time reference")
     parser.add_argument("--trainer-grouped", action="store_true",
-                        help="also a row per --trainer-lrs value with the Trainer's group_by_length=True (off by "
-                             "default there; transferlab groups text batches by length)")
+                        help="also a row per --trainer-lrs value with the Trainer's train_sampling_strategy "
+                             "'group_by_length' (its default: 'random'; transferlab groups text batches by length)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     parser.add_argument("--data", type=Path, default=DATA / "sst2")
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")

@@ -71,7 +71,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="text-batching-") as tmp:
         tmp = Path(tmp)
         backbone = create_backbone(MINILM)
-        embed_data = load_data(sample_table(args.data / "train.tsv", args.embed_size, 0, tmp / "embed.jsonl"))
+        embed_data = load_data(sample_table(args.data / "train.tsv", args.embed_size, 0, tmp / "embed.jsonl"),
+                               split_preference=("train",))
         train = sample_table(args.data / "train.tsv", args.train_size, 1, tmp / "train.jsonl")
         times = {key: [] for key in ("embed sorted", "embed plain", "train grouped", "train plain")}
         largest_gap = 0.0
