@@ -347,27 +347,30 @@ def peer_header() -> str:
     return f"{machine_line()}\nCPU: {cpu_model()}; bf16 flags: {bf16_flag()}"
 
 
-def text_peer_run():
-    """The frame of a text peer comparison, as a context manager: the hub offline, no transformers progress bars,
-    the machine printed first (`peer_header`), and a warning at the end when torch's threads changed on the way
-    (a peer that resets them would slow the runs after it)."""
-    import contextlib
+def text_peer_main(script: str, modules: tuple[str, ...], parse_args, run_all, report) -> None:
+    """The whole of a text peer comparison: exit with the install line when a peer library in ``modules`` is
+    missing (`require_peers`), ``args = parse_args()``, then ``rows, seconds = run_all(args)`` with the hub offline,
+    no transformers progress bars, the machine printed first (`peer_header`) and a warning at the end when torch's
+    threads changed on the way (a peer that resets them would slow the runs after it); the rows written to
+    ``args.json`` when given, then ``report(rows, args, seconds)``."""
+    import json
     import os
 
-    @contextlib.contextmanager
-    def frame():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from transformers.utils import logging as transformers_logging
+    require_peers(script, *modules)
+    args = parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers.utils import logging as transformers_logging
 
-        transformers_logging.disable_progress_bar()  # "Loading weights" bars
-        threads = torch.get_num_threads()
-        print(peer_header(), flush=True)
-        yield
-        if torch.get_num_threads() != threads:
-            print(f"WARNING: torch threads changed from {threads} to {torch.get_num_threads()} during the runs")
-
-    return frame()
+    transformers_logging.disable_progress_bar()  # "Loading weights" bars
+    threads = torch.get_num_threads()
+    print(peer_header(), flush=True)
+    rows, seconds = run_all(args)
+    if torch.get_num_threads() != threads:
+        print(f"WARNING: torch threads changed from {threads} to {torch.get_num_threads()} during the runs")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    report(rows, args, seconds)
 
 
 def require_peers(script: str, *modules: str) -> None:

@@ -64,10 +64,9 @@ from _common import (
     mean_std,
     percent,
     read_table,
-    require_peers,
     sample_table,
     taken_by,
-    text_peer_run,
+    text_peer_main,
     timed,
 )
 
@@ -228,13 +227,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    require_peers("bench/peers_hf_trainer.py", "accelerate", "datasets")
-    args = parse_args()
-    with text_peer_run():
-        rows, seconds = run_all(args)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    report(rows, args, seconds)
+    text_peer_main("bench/peers_hf_trainer.py", ("accelerate", "datasets"), parse_args, run_all, report)
 
 
 def run_all(args) -> tuple[list[dict], float]:

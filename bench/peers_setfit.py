@@ -57,7 +57,6 @@ Needs setfit (``pip install -e '.[peers]'``; not a transferlab dependency).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -72,10 +71,9 @@ from _common import (
     per_class_sample,
     percent,
     read_table,
-    require_peers,
     sentiment_split,
     taken_by,
-    text_peer_run,
+    text_peer_main,
     timed,
     write_jsonl,
 )
@@ -235,13 +233,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    require_peers("bench/peers_setfit.py", "setfit", "datasets")
-    args = parse_args()
-    with text_peer_run():
-        rows, seconds = run_all(args)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    report(rows, args, seconds)
+    text_peer_main("bench/peers_setfit.py", ("setfit", "datasets"), parse_args, run_all, report)
 
 
 def run_all(args) -> tuple[list[dict], float]:

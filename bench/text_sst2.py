@@ -58,7 +58,7 @@ def settings(method: str, seed: int, args, tmp: Path) -> dict:
     data, name = args.data, f"{method}-{seed}"
     common = {"method": method, "seed": seed, "out": tmp / "runs" / name, "max_length": 128,
               **({"backbone": args.backbone} if args.backbone else {}),
-              "precision": args.precision, **taken_by(method, args.quick_overrides),
+              "precision": args.precision, **taken_by(method, args.overrides),
               "test": sample_table(data / "test.tsv", args.test_size, 0, tmp / "test.jsonl")}
     if method == "features":
         return {**common, "head": "logistic",
@@ -120,9 +120,9 @@ def parse_args() -> argparse.Namespace:
                         help="smoke test: tiny samples, seed 0, one epoch (no head-only epoch)")
     args = parser.parse_args()
     args.features_train_size = args.features_val_size = args.test_size = None  # full files
-    args.quick_overrides = {} if args.head_epochs is None else {"head_epochs": args.head_epochs}
+    args.overrides = {} if args.head_epochs is None else {"head_epochs": args.head_epochs}
     if args.quick:
-        args.quick_overrides = {"head_epochs": 0}  # the one epoch trains the encoder too
+        args.overrides = {"head_epochs": 0}  # the one epoch trains the encoder too
         args.seeds, args.epochs, args.train_size, args.val_size = args.seeds[:1], 1, 64, 32
         args.features_train_size, args.features_val_size, args.test_size = 300, 100, 100
     return args
