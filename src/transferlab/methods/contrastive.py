@@ -37,7 +37,6 @@ from transferlab.config import (
     TrainingSettings,
 )
 from transferlab.data.torch_dataset import make_dataset
-from transferlab.embeddings import extract_features
 from transferlab.engine.distributed import steps_per_epoch
 from transferlab.engine.loop import Trainer
 from transferlab.engine.optim import build_optimizer, build_scheduler
@@ -51,6 +50,7 @@ from transferlab.methods.base import (
     register_method,
     train_settings,
 )
+from transferlab.methods.embedded_head import embed_splits
 from transferlab.methods.features import fit_logistic_head, logistic_label_use
 from transferlab.methods.finetune import build_model
 from transferlab.methods.splits import prepare_labeled_splits
@@ -132,7 +132,7 @@ def label_pairs(labels: np.ndarray, max_pairs: int, seed: int) -> tuple[np.ndarr
     else:
         first, second = np.triu_indices(len(labels))
         kind = labels[first] == labels[second]
-        same, cross = (np.stack([first[k], second[k]], 1) for k in (kind, ~kind & (first != second)))
+        same, cross = (np.stack([first[k], second[k]], 1) for k in (kind, ~kind))
         same, cross = (_repeat_to(pairs, each, rng) for pairs in (same, cross))
     pairs = np.concatenate([same, cross])
     targets = np.concatenate([np.ones(len(same)), np.zeros(len(cross))]).astype(np.float32)
@@ -150,10 +150,8 @@ def _draw_pairs(labels: np.ndarray, count: int, same: bool, rng: np.random.Gener
     """``count`` random pairs of one kind: for each a uniform first example, then a uniform partner of its class
     (``same``) or of another class."""
     first = rng.integers(0, len(labels), count)
-    members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
-    others = {c: np.flatnonzero(labels != c) for c in members}
-    pool = members if same else others
-    second = np.array([rng.choice(pool[labels[i]]) for i in first])
+    partners = {c: np.flatnonzero((labels == c) == same) for c in np.unique(labels)}
+    second = np.array([rng.choice(partners[labels[i]]) for i in first])
     return np.stack([first, second], 1)
 
 
@@ -202,9 +200,8 @@ def train_contrastive(config: ContrastiveConfig, splits: Splits, context: RunCon
     history = trainer.fit(pairs, None, resume=config.resume)
 
     backbone.requires_grad_(False)
-    embedded = extract_features(backbone, splits.train, batch_size=config.batch_size, precision=context.precision,
-                                device=context.device, num_workers=context.num_workers, use_cache=False,
-                                progress=context.progress)  # tuned weights: embeddings no other run will want
+    # tuned weights: embeddings no other run will want, so none go to the cache
+    embedded = embed_splits(model, config, splits, context, with_val=False, use_cache=False)[0]
     model.head[-1], _, summary = fit_logistic_head(embedded.numpy(), splits.train.labels, len(splits.classes),
                                                    config.seed)
     metrics = {"pairs": {"count": len(pairs), "same_class": int(pairs.same.sum())}, "logistic": summary,

@@ -19,11 +19,11 @@ __all__ = ["embed_splits", "train_head_on_embeddings"]
 
 
 def embed_splits(model: TransferModel, config: FitConfig, splits: Splits, context: RunContext, *,
-                 with_val: bool = True, engine: str = "torch"):
+                 with_val: bool = True, engine: str = "torch", use_cache: bool = True):
     """``(train, val)`` embeddings of ``model.backbone`` (``val`` is ``None`` without validation data or
-    ``with_val``), cached; ``engine``: see `transferlab.embeddings.extract_features`."""
+    ``with_val``), cached unless ``use_cache`` is off; ``engine``: see `transferlab.embeddings.extract_features`."""
     options = dict(precision=context.precision, device=context.device, num_workers=context.num_workers,
-                   batch_size=config.batch_size, progress=context.progress, engine=engine)
+                   batch_size=config.batch_size, progress=context.progress, engine=engine, use_cache=use_cache)
     train = extract_features(model.backbone, splits.train, **options)
     val = extract_features(model.backbone, splits.val, **options) if splits.val is not None and with_val else None
     return train, val
