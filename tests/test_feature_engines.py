@@ -76,7 +76,7 @@ def test_an_export_that_disagrees_with_torch_is_refused_and_not_kept(lenet, digi
 
 
 @pytest.mark.parametrize(("engine", "precision", "device", "message"), [
-    ("tensorrt", "fp32", "cpu", "engine must be one of torch, onnx, got 'tensorrt'"),
+    ("tensorrt", "fp32", "cpu", "engine must be one of auto, torch, onnx, got 'tensorrt'"),
     ("onnx", "bf16", "cpu", "engine onnx computes in fp32; precision is bf16"),
     ("onnx", "fp32", "cuda", "engine onnx runs on the CPU"),
 ])
@@ -134,17 +134,56 @@ def test_embed_refuses_an_unknown_engine_in_one_line(tmp_path):
 
     result = CliRunner().invoke(app, ["embed", "sklearn-digits", "--backbone", "lenet", "--engine", "tensorrt",
                                       "--out", str(tmp_path / "emb")])
-    assert result.exit_code != 0 and "engine must be one of torch, onnx, got 'tensorrt'" in result.output
+    assert result.exit_code != 0 and "engine must be one of auto, torch, onnx, got 'tensorrt'" in result.output
     assert not (tmp_path / "emb").exists()
 
 
-def test_a_features_run_scores_its_own_splits_with_its_engine(shared_data, tmp_path):
+@pytest.mark.parametrize("engine", ["onnx", "auto"])
+def test_a_features_run_scores_its_own_splits_with_its_engine(shared_data, tmp_path, engine, monkeypatch):
     from transferlab.api import fit
+
+    monkeypatch.setattr(onnx_features, "AUTO_ONNX_MIN_EXAMPLES", 30)  # 50 + 2,007 images of 28 px: worth 32
 
     usps = shared_data / "usps"
     result = fit({"method": "features", "backbone": "lenet", "image_size": 28, "train": f"usps:{usps}@train",
-                  "labels_per_class": 5, "test": f"usps:{usps}@test", "precision": "fp32", "engine": "onnx",
+                  "labels_per_class": 5, "test": f"usps:{usps}@test", "precision": "fp32", "engine": engine,
                   "out": str(tmp_path / "run")}, progress=False)
     assert result.metrics["engine"] == "onnx" and "test" in result.metrics
     keys = [path.name for path in (cache_root() / "features").iterdir()]
     assert keys and all(key.endswith("-onnx") for key in keys)  # train and test embedded by onnx, none by torch
+
+
+LENET_IMAGES_WORTH_ENOUGH = onnx_features.AUTO_ONNX_MIN_EXAMPLES * 64  # 28 px: 1/64 of the pixels of 224 px
+
+
+@pytest.mark.parametrize(("precision", "examples", "processes", "expected"), [
+    ("fp32", LENET_IMAGES_WORTH_ENOUGH, 1, "onnx"),
+    ("bf16", LENET_IMAGES_WORTH_ENOUGH, 1, "torch"),  # bf16 torch is as fast as onnxruntime's fp32
+    ("fp32", LENET_IMAGES_WORTH_ENOUGH - 1, 1, "torch"),  # too few pixels to pay for the export
+    ("fp32", LENET_IMAGES_WORTH_ENOUGH, 2, "torch"),  # torchrun: onnx embeds in one process
+])
+def test_engine_auto_picks_onnx_only_where_it_is_faster(lenet, precision, examples, processes, expected):
+    chosen = onnx_features.choose_feature_engine("auto", lenet, precision, torch.device("cpu"), processes, examples)
+    assert chosen == expected
+
+
+def test_engine_auto_weighs_images_by_their_pixels():
+    small = create_backbone("efficientnet_lite0", image_size=112, pretrained=False)
+    cpu = torch.device("cpu")
+    enough = onnx_features.AUTO_ONNX_MIN_EXAMPLES
+    assert onnx_features.choose_feature_engine("auto", small, "fp32", cpu, 1, enough) == "torch"
+    assert onnx_features.choose_feature_engine("auto", small, "fp32", cpu, 1, 4 * enough) == "onnx"
+
+
+def test_engine_auto_keeps_what_onnx_does_not_speed_up_on_torch(lenet, monkeypatch):
+    many = LENET_IMAGES_WORTH_ENOUGH
+    cpu = torch.device("cpu")
+    assert onnx_features.choose_feature_engine("auto", lenet, "fp32", torch.device("cuda"), 1, many) == "torch"
+    monkeypatch.setattr(type(lenet.preprocess), "modality", "text")  # text: no gain measured
+    assert onnx_features.choose_feature_engine("auto", lenet, "fp32", cpu, 1, many) == "torch"
+    monkeypatch.undo()
+    monkeypatch.setattr(type(lenet), "onnx_refusal", "its front end has no ONNX form")
+    assert onnx_features.choose_feature_engine("auto", lenet, "fp32", cpu, 1, many) == "torch"
+    monkeypatch.undo()
+    monkeypatch.setattr(onnx_features.importlib.util, "find_spec", lambda name: None)  # onnxruntime not installed
+    assert onnx_features.choose_feature_engine("auto", lenet, "fp32", cpu, 1, many) == "torch"

@@ -277,8 +277,9 @@ def embed(
     whiten: bool = typer.Option(False, "--whiten", help="PCA-whiten (with --pca N components, else those explaining "
                                 "90%% of the variance)."),
     precision: str = typer.Option("auto", help="auto | fp32 | bf16."),
-    engine: str = typer.Option("torch", help="torch | onnx (the backbone exported once to ONNX, cached, run by "
-                               "onnxruntime: CPU, fp32; faster where the CPU has no bf16)."),
+    engine: str = typer.Option("auto", help="auto | torch | onnx (the backbone exported once to ONNX, cached, run "
+                               "by onnxruntime: CPU, fp32; faster where the CPU has no bf16). auto: onnx where it is "
+                               "faster (image backbones in fp32 on the CPU, enough images), else torch."),
     batch_size: int = typer.Option(32, help="Examples per forward pass."),
     text_column: Optional[str] = typer.Option(None, help="Text column of text data (default: text, else sentence)."),
     label_column: str = typer.Option("label", help="Label column of text data (kept when present)."),

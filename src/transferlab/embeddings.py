@@ -32,7 +32,7 @@ from transferlab.engine.distributed import (
     world_size,
 )
 from transferlab.engine.inference import predict_logits
-from transferlab.engine.onnx_features import OnnxFeatures, require_feature_engine
+from transferlab.engine.onnx_features import OnnxFeatures, choose_feature_engine
 from transferlab.engine.precision import autocast
 from transferlab.engine.progress import progress_bar
 from transferlab.engine.sampling import lengths_of
@@ -262,11 +262,13 @@ def extract_features(
     a GPU or under torchrun, ``num_workers`` decoding processes feed ``batch_size`` batches.
 
     ``engine``: ``torch``, or ``onnx``: the backbone exported once to ONNX and run by onnxruntime (CPU, fp32, one
-    process; `transferlab.engine.onnx_features`), cached apart from torch's features. Refused in one line
-    (`TransferlabError`) where it does not apply.
+    process; `transferlab.engine.onnx_features`), cached apart from torch's features; refused in one line
+    (`TransferlabError`) where it does not apply. ``auto``: whichever of the two is faster here
+    (`transferlab.engine.onnx_features.choose_feature_engine`; callers embedding several datasets in one run
+    choose once for all of them and pass the choice).
     """
     device = device or torch.device("cpu")
-    require_feature_engine(engine, backbone, precision, device, world_size())
+    engine = choose_feature_engine(engine, backbone, precision, device, world_size(), len(data))
     workers = default_num_workers(data) if num_workers is None else num_workers
     dataset = make_dataset(data, backbone.preprocess)
     if not use_cache:

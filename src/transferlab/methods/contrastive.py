@@ -67,6 +67,8 @@ class ContrastiveConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSett
 
     head: Literal["logistic"] = Field("logistic", description="the logistic head (scikit-learn, C by "
                                       "cross-validation on the training labels) on the tuned backbone's embeddings")
+    lr: float = Field(2e-5, gt=0, description="learning rate of the backbone in the pair stage (the logistic head "
+                      "is fitted by scikit-learn, not by gradient steps)")
     max_pairs: int = Field(10_000, ge=2, description="the most pairs of training examples the backbone is tuned on "
                            "(SetFit's pairs: every unique pair of the larger kind, same class or not, once; above "
                            "this many, max_pairs / 2 of each kind drawn at random)")

@@ -33,7 +33,8 @@ from transferlab.config import (
     TrainDataSettings,
     TrainingSettings,
 )
-from transferlab.engine.onnx_features import FEATURE_ENGINES
+from transferlab.engine.distributed import world_size
+from transferlab.engine.onnx_features import AUTO_ONNX_MIN_EXAMPLES, FEATURE_ENGINES, choose_feature_engine
 from transferlab.methods.base import (
     MethodResult,
     MethodSpec,
@@ -57,9 +58,10 @@ class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSetting
                                  "training labels, refit on all), or a "
                                  "torch head trained on the embeddings: 'linear', 'mlp', 'bottleneck'")
     engine: Literal[FEATURE_ENGINES] = Field(
-        "torch", description="what embeds the run's data: 'torch', or 'onnx' (the backbone exported once to ONNX, "
-        "cached, run by onnxruntime; CPU and fp32 only, faster where the CPU has no bf16); predicting with the saved "
-        "run uses torch")
+        "auto", description="what embeds the run's data: 'torch', 'onnx' (the backbone exported once to ONNX, "
+        "cached, run by onnxruntime; CPU and fp32 only, faster where the CPU has no bf16), or 'auto': onnx for "
+        f"image backbones in fp32 on the CPU from {AUTO_ONNX_MIN_EXAMPLES} images, else torch; predicting with "
+        "the saved run uses torch")
 
     def ignored_settings(self):
         if self.head != "logistic":
@@ -199,17 +201,20 @@ def train_on_features(config: FitConfig, splits: Splits, context: RunContext) ->
     model = build_model(config, splits.classes, pretrained=config.pretrained or config.weights is not None)
     model.backbone.requires_grad_(False)
     model.cache_features = True  # a frozen pretrained backbone: its embeddings may come from the cache
-    model.feature_engine = config.engine  # also for this run's own validation and test scores
+    examples = sum(len(split) for split in (splits.train, splits.val, splits.test) if split is not None)
+    engine = choose_feature_engine(config.engine, model.backbone, context.precision, context.device, world_size(),
+                                   examples)  # one engine for every split of the run
+    model.feature_engine = engine  # also for this run's own validation and test scores
     if config.head == "logistic":
-        train_x = embed_splits(model, config, splits, context, with_val=False, engine=config.engine)[0]
+        train_x = embed_splits(model, config, splits, context, with_val=False, engine=engine)[0]
         model.head[-1], history, summary = fit_logistic_head(train_x.numpy(), splits.train.labels,
                                                              len(splits.classes), config.seed)
         return MethodResult(model=model, history=history, metrics={
-            "logistic": summary, "labels": logistic_label_use(splits, summary), "engine": config.engine})
-    train_x, val_x = embed_splits(model, config, splits, context, engine=config.engine)
+            "logistic": summary, "labels": logistic_label_use(splits, summary), "engine": engine})
+    train_x, val_x = embed_splits(model, config, splits, context, engine=engine)
 
     history = train_head_on_embeddings(model, config, splits, context, embeddings=(train_x, val_x))
-    return MethodResult(model=model.to(torch.device("cpu")), history=history, metrics={"engine": config.engine})
+    return MethodResult(model=model.to(torch.device("cpu")), history=history, metrics={"engine": engine})
 
 
 register_method(MethodSpec("features", "frozen pretrained backbone as a feature extractor + a head on its embeddings",

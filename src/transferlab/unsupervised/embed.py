@@ -22,7 +22,8 @@ from transferlab.data import Examples, load_splits
 from transferlab.data.text_tables import TextColumns
 from transferlab.data.torch_dataset import DATA_MODALITY
 from transferlab.embeddings import backbone_fingerprint, extract_features
-from transferlab.engine.distributed import init_from_environment, is_main_process
+from transferlab.engine.distributed import init_from_environment, is_main_process, world_size
+from transferlab.engine.onnx_features import choose_feature_engine
 from transferlab.engine.precision import default_device, resolve_precision
 from transferlab.errors import TransferlabError
 from transferlab.models import load_predictor
@@ -109,7 +110,7 @@ def embed_examples(backbone: Backbone, data: Examples, *, precision: str, batch_
 
 def embed_data(spec: str, source: BackboneSource, *, pca: int | None = None, whiten: bool = False,
                precision: str = "auto", batch_size: int = 32, skip_bad_files: bool = False,
-               columns: TextColumns | None = None, progress: bool = True, engine: str = "torch") -> EmbeddingSet:
+               columns: TextColumns | None = None, progress: bool = True, engine: str = "auto") -> EmbeddingSet:
     """Embed every example of every split ``spec`` names (or the ``@split`` it picks), in order.
 
     Args:
@@ -118,7 +119,8 @@ def embed_data(spec: str, source: BackboneSource, *, pca: int | None = None, whi
         pca: project on this many principal directions of these embeddings (fitted here, without labels).
         whiten: PCA-whiten (with ``pca`` components, else `projection.WHITEN_VARIANCE` of the variance).
         precision: ``auto``, ``fp32`` or ``bf16``.
-        engine: ``torch`` or ``onnx`` (`transferlab.embeddings.extract_features`).
+        engine: ``torch``, ``onnx`` or ``auto`` (`transferlab.embeddings.extract_features`), chosen once for
+            all the splits; the choice is recorded with the embeddings.
     """
     init_from_environment()  # under torchrun, the processes share the examples out (and all get every row)
     splits = load_splits(spec, skip_bad_files=skip_bad_files, columns=columns)
@@ -128,6 +130,8 @@ def embed_data(spec: str, source: BackboneSource, *, pca: int | None = None, whi
         log.info("backbone: %s (the default for %s data; choose another with --backbone)", source.name, modality)
     backbone = source.open()
     precision = resolve_precision(precision, default_device())
+    engine = choose_feature_engine(engine, backbone, precision, default_device(), world_size(),
+                                   sum(len(data) for data in splits.values()))
     classes = _shared_classes(splits)
     vectors, items, split_names, labels = [], [], [], []
     for split, data in splits.items():
