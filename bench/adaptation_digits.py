@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from _common import DATA, machine_line, mean_std
+from _common import DATA, cpu_model, machine_line, mean_std
 from transferlab.api import fit
 from transferlab.api import build_config
 from transferlab.methods.adaptation import ADAPTATION_METHODS
@@ -72,12 +72,13 @@ def run(method: str, source: str, target: str, seed: int, args, out: Path) -> di
 
 def ceiling(target: str, seed: int, args, out: Path) -> float:
     """Test-split accuracy of the same LeNet trained *with* the target's train labels (``finetune`` from scratch,
-    15 epochs of 64, AdamW lr 3e-3, a 10 % hold-out picks the epoch): what a label-free method can hope for."""
+    ``--ceiling-epochs`` epochs of 64, AdamW lr 3e-3, a 10 % hold-out picks the epoch): what a label-free method
+    can hope for."""
     config = build_config(overrides={
         "method": "finetune", "backbone": "lenet", "image_size": 28, "pretrained": False,
         "train": f"{target}:{args.data / target}@train", "test": f"{target}:{args.data / target}@test",
-        "val_fraction": 0.1, "batch_size": 64, "lr": 3e-3, "epochs": 15, "precision": args.precision, "seed": seed,
-        "out": out / f"ceiling-{target}-{seed}"})
+        "val_fraction": 0.1, "batch_size": 64, "lr": 3e-3, "epochs": args.ceiling_epochs, "precision": args.precision,
+        "seed": seed, "out": out / f"ceiling-{target}-{seed}"})
     accuracy = fit(config, progress=False).metrics["test"]["accuracy"]
     print(f"  {target} with its own train labels, seed {seed}: test split {accuracy:.4f}", flush=True)
     return accuracy
@@ -101,9 +102,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     parser.add_argument("--precision", default="fp32", help="fp32 (the tables' setting), bf16 or auto")
     parser.add_argument("--ceiling", action="store_true", help="also train on the target's own labels (a bound)")
+    parser.add_argument("--ceiling-epochs", type=int, default=15, help="epochs of the --ceiling runs")
     parser.add_argument("--selection", choices=SCORERS, help="checkpoint scorer (default: the project default)")
     args = parser.parse_args()
-    print(machine_line(), flush=True)
+    print(f"{cpu_model()}; {machine_line()}", flush=True)
     print(f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, seeds "
           f"{args.seeds}, {args.epochs} epochs x {args.steps} steps", flush=True)
     started = time.perf_counter()

@@ -117,12 +117,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     parser.add_argument("--out-dir", type=Path, help="keep the run directories here (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke test: tiny samples, seed 0, one epoch (no head-only epoch)")
+                        help="smoke test: tiny samples, seed 0, one epoch (no head-only epoch unless --head-epochs "
+                             "says otherwise)")
     args = parser.parse_args()
     args.features_train_size = args.features_val_size = args.test_size = None  # full files
     args.overrides = {} if args.head_epochs is None else {"head_epochs": args.head_epochs}
     if args.quick:
-        args.overrides = {"head_epochs": 0}  # the one epoch trains the encoder too
+        args.overrides.setdefault("head_epochs", 0)  # the one epoch trains the encoder too
         args.seeds, args.epochs, args.train_size, args.val_size = args.seeds[:1], 1, 64, 32
         args.features_train_size, args.features_val_size, args.test_size = 300, 100, 100
     return args
