@@ -60,8 +60,8 @@ class FeaturesConfig(FitConfig, TrainDataSettings, LabelSettings, ExampleSetting
     engine: Literal[FEATURE_ENGINES] = Field(
         "auto", description="what embeds the run's data: 'torch', 'onnx' (the backbone exported once to ONNX, "
         "cached, run by onnxruntime; CPU and fp32 only, faster where the CPU has no bf16), or 'auto': onnx for "
-        f"image backbones in fp32 on the CPU from {AUTO_ONNX_MIN_EXAMPLES} images, else torch; predicting with "
-        "the saved run uses torch")
+        f"image backbones in fp32 on the CPU from {AUTO_ONNX_MIN_EXAMPLES} images at 224 px (or as many pixels), "
+        "else torch; predicting with the saved run uses torch")
 
     def ignored_settings(self):
         if self.head != "logistic":
