@@ -20,8 +20,9 @@ def _without_timing(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
-def test_killed_run_resumes_to_identical_result(tmp_path, monkeypatch):
-    full = fit(_config(tmp_path / "full"), progress=False)
+@pytest.mark.parametrize("extra", [{}, {"ema": 0.99}])  # ema: the weights' moving average is checkpointed too
+def test_killed_run_resumes_to_identical_result(tmp_path, monkeypatch, extra):
+    full = fit(_config(tmp_path / "full", **extra), progress=False)
 
     original = Trainer._train_one_epoch
 
@@ -33,7 +34,7 @@ def test_killed_run_resumes_to_identical_result(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "_train_one_epoch", killed_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
-        fit(_config(tmp_path / "killed"), progress=False)
+        fit(_config(tmp_path / "killed", **extra), progress=False)
     assert not (tmp_path / "killed" / "model.safetensors").exists()
     monkeypatch.setattr(Trainer, "_train_one_epoch", original)
 

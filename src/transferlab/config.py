@@ -189,6 +189,9 @@ class TrainingSettings(BaseModel):
     patience: int | None = Field(None, ge=1, description="stop after N epochs without validation improvement")
     sync_bn: bool = Field(False, description="torchrun on GPUs: BatchNorm statistics over the batches of every process "
                           "(SyncBatchNorm) instead of each process's own")
+    ema: float | None = Field(None, gt=0, lt=1, description="keep an exponential moving average of the weights, this "
+                              "decay per optimizer step (0.999: about the last 1,000 steps), and validate, keep and "
+                              "save the average instead of the last weights")
 
     @model_validator(mode="after")
     def _check_warmup(self):
@@ -200,7 +203,8 @@ class TrainingSettings(BaseModel):
 
 # the TrainingSettings that only a gradient-trained model uses (batch_size also sets how many examples are embedded
 # at a time, so it applies to every method)
-GRADIENT_TRAINING_SETTINGS = ("epochs", "lr", "optimizer", "weight_decay", "scheduler", "warmup", "patience", "sync_bn")
+GRADIENT_TRAINING_SETTINGS = ("epochs", "lr", "optimizer", "weight_decay", "scheduler", "warmup", "patience", "sync_bn",
+                              "ema")
 
 
 class AugmentSettings(BaseModel):

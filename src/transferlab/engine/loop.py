@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import Dataset
 
 from transferlab.engine.batches import batch_length, to_device
@@ -37,6 +38,7 @@ from transferlab.engine.inference import predict_logits
 from transferlab.engine.optim import place_schedule
 from transferlab.engine.precision import autocast
 from transferlab.engine.progress import progress_bar
+from transferlab.errors import TransferlabError
 from transferlab.fileio import atomic_path
 from transferlab.rundir import CHECKPOINT, HISTORY
 
@@ -62,6 +64,7 @@ class TrainSettings:
     progress: bool = True
     trackers: tuple = ()  # `transferlab.engine.tracking.Tracker`s told every epoch's row (main process)
     sync_batchnorm: bool = False  # under torchrun (GPUs): SyncBatchNorm over the batches of every process
+    ema_decay: float | None = None  # validate, keep and save an exponential moving average of the weights
 
 
 def _batch_size(batch) -> int:
@@ -109,6 +112,11 @@ class Trainer:
         epoch_hooks: called as ``hook(model, epoch)`` at the start of every epoch (e.g. gradual unfreezing);
             they must derive their state from ``epoch`` alone so that resuming restores it.
 
+    With ``settings.ema_decay``, torch's `AveragedModel` keeps an exponential moving average of the weights and
+    buffers (BatchNorm statistics too), updated after every optimizer step: ``w_ema <- d w_ema + (1 - d) w``. The
+    average is what is validated, kept as the best weights and left in ``model`` at the end; it is checkpointed,
+    so ``--resume`` continues it.
+
     Under torchrun (`transferlab.engine.distributed`) every process runs this loop on its share of the batches:
     the step runs inside `DistributedDataParallel` (gradients averaged during ``backward``; objectives with
     ``computes_own_gradients`` get their gradients averaged after their own ``backward``), the logged losses are
@@ -124,6 +132,8 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(settings.device, memory_format=memory_format)
+        self.ema = (None if settings.ema_decay is None else
+                    AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True))
         self.objective = objective
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -187,6 +197,8 @@ class Trainer:
             self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             size = out["examples"] if "examples" in out else _batch_size(batch)
             count += size
             for name, value in {"loss": loss, **out["parts"]}.items():
@@ -202,13 +214,18 @@ class Trainer:
             return data_parallel(self.model, self.objective), True
         return (lambda batch: self.objective(self.model, batch)), world_size() == 1
 
+    @property
+    def kept_model(self) -> nn.Module:
+        """What is validated and kept: the weights' moving average with ``ema_decay``, else the model itself."""
+        return self.model if self.ema is None else self.ema.module
+
     def _validation_row(self, val_data, val_loader) -> dict[str, float]:
         if val_loader is not None:
             return self._validate(val_loader)
-        return val_data.evaluate(self.model, self.settings) if val_data is not None else {}
+        return val_data.evaluate(self.kept_model, self.settings) if val_data is not None else {}
 
     def _validate(self, loader) -> dict[str, float]:
-        logits, labels = predict_logits(self.model, loader, self.settings.precision, self.settings.device)
+        logits, labels = predict_logits(self.kept_model, loader, self.settings.precision, self.settings.device)
         loss = torch.nn.functional.cross_entropy(logits, labels).item()
         accuracy = (logits.argmax(1) == labels).float().mean().item()
         return {"val_loss": loss, "val_accuracy": accuracy}
@@ -237,17 +254,18 @@ class Trainer:
                 tracker.log_epoch(epoch + 1, row)
         if run_dir is None or not is_main_process():
             if improved:
-                self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self._best_state = {k: v.detach().clone() for k, v in self.kept_model.state_dict().items()}
             return
         if improved:
             with atomic_path(run_dir / BEST_WEIGHTS) as tmp:
-                save_file({k: v.detach().contiguous() for k, v in self.model.state_dict().items()}, str(tmp))
+                save_file({k: v.detach().contiguous() for k, v in self.kept_model.state_dict().items()}, str(tmp))
         self._write_history(run_dir / HISTORY)
         save_checkpoint(
             run_dir / CHECKPOINT,
             {
                 "epoch": epoch,
                 "model": self.model.state_dict(),
+                "ema": None if self.ema is None else self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "history": self.history,
@@ -273,6 +291,11 @@ class Trainer:
     def _resume(self) -> int:
         state = load_checkpoint(self.settings.run_dir / CHECKPOINT)
         self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise TransferlabError(f"{self.settings.run_dir} was trained without ema: resume it without --ema "
+                                       "(or start a new run with it)")
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         total_steps, saved = getattr(self.scheduler, "total_steps", None), state.get("schedule_progress")
         if total_steps is not None and saved is not None:

@@ -172,4 +172,5 @@ def train_settings(config, context: RunContext) -> TrainSettings:
         progress=context.progress,
         trackers=context.trackers,
         sync_batchnorm=getattr(config, "sync_bn", False),
+        ema_decay=getattr(config, "ema", None),
     )
