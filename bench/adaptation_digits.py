@@ -20,7 +20,7 @@ target test split with the best epoch reported); skada-bench (its own networks a
 
 Usage:  python bench/adaptation_digits.py [--seeds 0 1 2] [--epochs 10] [--steps 500] [--methods dann mcc ...]
             [--directions mnist->usps] [--batch-size 128] [--head bottleneck] [--selection source-accuracy]
-            [--precision fp32] [--ceiling] [--json results.json]
+            [--precision fp32] [--ema 0.999] [--ceiling] [--json results.json]
 
 ``--ceiling`` adds, per direction and seed, the same LeNet trained with the target's own train labels and scored
 on the target test split: the bound a label-free method works under.
@@ -51,7 +51,7 @@ def run(method: str, source: str, target: str, seed: int, args, out: Path) -> di
         "test": f"{target}:{data / target}@test", "val_fraction": 0.05, "batch_size": args.batch_size, "lr": args.lr,
         "optimizer": args.optimizer, "scheduler": args.scheduler, "weight_decay": args.weight_decay,
         "head": args.head, **({"head_hidden": [args.bottleneck]} if args.head == "bottleneck" else {}),
-        "precision": args.precision, "epochs": args.epochs,
+        "precision": args.precision, "epochs": args.epochs, **({"ema": args.ema} if args.ema else {}),
         "steps_per_epoch": args.steps, "seed": seed, "out": out / f"{method}-{source}-{target}-{seed}",
         "selection_all_scorers": True,  # the gap table compares every scorer's pick
         **({"selection": args.selection} if args.selection else {}),
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder holding mnist/ and usps/")
     parser.add_argument("--json", type=Path, help="also write every run's numbers here")
     parser.add_argument("--precision", default="fp32", help="fp32 (the tables' setting), bf16 or auto")
+    parser.add_argument("--ema", type=float, help="moving average of the weights, this decay per step (default: none)")
     parser.add_argument("--ceiling", action="store_true", help="also train on the target's own labels (a bound)")
     parser.add_argument("--ceiling-epochs", type=int, default=15, help="epochs of the --ceiling runs")
     parser.add_argument("--selection", choices=SCORERS, help="checkpoint scorer (default: the project default)")

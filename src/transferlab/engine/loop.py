@@ -38,7 +38,6 @@ from transferlab.engine.inference import predict_logits
 from transferlab.engine.optim import place_schedule
 from transferlab.engine.precision import autocast
 from transferlab.engine.progress import progress_bar
-from transferlab.errors import TransferlabError
 from transferlab.fileio import atomic_path
 from transferlab.rundir import CHECKPOINT, HISTORY
 
@@ -291,10 +290,7 @@ class Trainer:
     def _resume(self) -> int:
         state = load_checkpoint(self.settings.run_dir / CHECKPOINT)
         self.model.load_state_dict(state["model"])
-        if self.ema is not None:
-            if state.get("ema") is None:
-                raise TransferlabError(f"{self.settings.run_dir} was trained without ema: resume it without --ema "
-                                       "(or start a new run with it)")
+        if self.ema is not None:  # a resumed run keeps its settings (api._check_resume_settings): ema saved too
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         total_steps, saved = getattr(self.scheduler, "total_steps", None), state.get("schedule_progress")
