@@ -65,11 +65,12 @@ def choose_feature_engine(engine: str, backbone: Backbone, precision: str, devic
     if engine != "auto":
         require_feature_engine(engine, backbone, precision, device, processes)
         return engine
+    if backbone.preprocess.modality != "image":
+        return "torch"
     height, width = backbone.preprocess.input_size[-2:]
     worth = examples * height * width / 224**2
-    faster = (backbone.preprocess.modality == "image" and backbone.onnx_refusal is None and device.type == "cpu"
-              and processes == 1 and precision == "fp32" and worth >= AUTO_ONNX_MIN_EXAMPLES
-              and importlib.util.find_spec("onnxruntime") is not None)
+    faster = (backbone.onnx_refusal is None and device.type == "cpu" and processes == 1 and precision == "fp32"
+              and worth >= AUTO_ONNX_MIN_EXAMPLES and importlib.util.find_spec("onnxruntime") is not None)
     if faster:
         log.info("engine auto: onnx (fp32 on the CPU, %d images of %dx%d px; --engine torch keeps PyTorch)",
                  examples, height, width)
