@@ -30,14 +30,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from _common import DATA, cpu_model, machine_line, mean_std
+from _common import DATA, mean_std, peer_header
 from transferlab.api import fit
 from transferlab.api import build_config
 from transferlab.methods.adaptation import ADAPTATION_METHODS
@@ -106,9 +103,8 @@ def main() -> None:
     parser.add_argument("--ceiling-epochs", type=int, default=15, help="epochs of the --ceiling runs")
     parser.add_argument("--selection", choices=SCORERS, help="checkpoint scorer (default: the project default)")
     args = parser.parse_args()
-    print(f"{cpu_model()}; {machine_line()}", flush=True)
-    print(f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}, seeds "
-          f"{args.seeds}, {args.epochs} epochs x {args.steps} steps", flush=True)
+    print(peer_header(), flush=True)  # machine, date, torch threads, CPU model and its bf16 flags
+    print(f"seeds {args.seeds}, {args.epochs} epochs x {args.steps} steps", flush=True)
     started = time.perf_counter()
     results: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory(prefix="adaptation-digits-") as tmp:
